@@ -1,0 +1,915 @@
+//! Streaming aggregation of records into partial maps. Memory grows with edges, assets and
+//! interfaces, not with records: records are folded into per-edge counters as they arrive; only
+//! records whose orientation must wait for global evidence are held, per connection, until the
+//! end. Partials merge in any order to the same result.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use foldhash::fast::RandomState;
+
+use crate::format::LogKind;
+use crate::inventory::{Endpoint, Inventory};
+use crate::noise::{self, NoiseFacts, NoiseKind};
+use crate::orient::{self, Basis, ServerSide};
+use crate::record::{Action, FlowDirection, LineShape, LogStatus, Record};
+use crate::sketch::{Distinct, hash_endpoint, hash_str};
+
+pub(crate) type Map<K, V> = HashMap<K, V, RandomState>;
+pub(crate) type Set<K> = HashSet<K, RandomState>;
+
+/// What the aggregation needs to know about the format of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FormatFacts {
+    pub kind: LogKind,
+    /// The format has `instance-id`, so a `-` there means a requester-managed interface.
+    pub has_instance_id: bool,
+}
+
+/// Sentinel for "no timestamp yet" in `first`.
+pub(crate) const NO_TIME: u64 = u64::MAX;
+
+/// An oriented edge: who (client) talks to what (server) on which protocol and service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct EdgeKey {
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// Counters of one edge over all vantage points.
+#[derive(Clone, Debug)]
+pub(crate) struct EdgeAcc {
+    pub records: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub first: u64,
+    pub last: u64,
+    pub hours: [u64; 24],
+    pub connections: Distinct,
+    pub client_addresses: Distinct,
+    pub basis: [u64; 5],
+    pub max_packets: u64,
+    pub handshake: bool,
+}
+
+impl Default for EdgeAcc {
+    fn default() -> Self {
+        Self {
+            records: 0,
+            accepted: 0,
+            rejected: 0,
+            first: NO_TIME,
+            last: 0,
+            hours: [0; 24],
+            connections: Distinct::default(),
+            client_addresses: Distinct::default(),
+            basis: [0; 5],
+            max_packets: 0,
+            handshake: false,
+        }
+    }
+}
+
+impl EdgeAcc {
+    pub(crate) fn merge(&mut self, other: &EdgeAcc) {
+        self.records += other.records;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        for (a, b) in self.hours.iter_mut().zip(other.hours) {
+            *a += b;
+        }
+        self.connections.merge(&other.connections);
+        self.client_addresses.merge(&other.client_addresses);
+        for (a, b) in self.basis.iter_mut().zip(other.basis) {
+            *a += b;
+        }
+        self.max_packets = self.max_packets.max(other.max_packets);
+        self.handshake |= other.handshake;
+    }
+}
+
+/// Packets and bytes of one edge as seen from one vantage point (interface or TGW attachment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ViewAcc {
+    pub records: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+    pub ingress_records: u64,
+}
+
+impl ViewAcc {
+    fn merge(&mut self, other: &ViewAcc) {
+        self.records += other.records;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.ingress_packets += other.ingress_packets;
+        self.ingress_bytes += other.ingress_bytes;
+        self.ingress_records += other.ingress_records;
+    }
+}
+
+/// Records of hours for a held connection: usually one hour, so kept small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HourCounts {
+    None,
+    One(u8, u64),
+    Many(Box<[u64; 24]>),
+}
+
+impl HourCounts {
+    fn add(&mut self, hour: u8, count: u64) {
+        match self {
+            HourCounts::None => *self = HourCounts::One(hour, count),
+            HourCounts::One(h, c) if *h == hour => *c += count,
+            HourCounts::One(h, c) => {
+                let mut all = Box::new([0u64; 24]);
+                if let Some(slot) = all.get_mut(usize::from(*h)) {
+                    *slot += *c;
+                }
+                if let Some(slot) = all.get_mut(usize::from(hour)) {
+                    *slot += count;
+                }
+                *self = HourCounts::Many(all);
+            }
+            HourCounts::Many(all) => {
+                if let Some(slot) = all.get_mut(usize::from(hour)) {
+                    *slot += count;
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &HourCounts) {
+        match other {
+            HourCounts::None => {}
+            HourCounts::One(h, c) => self.add(*h, *c),
+            HourCounts::Many(all) => {
+                for (h, &c) in all.iter().enumerate() {
+                    if c > 0 {
+                        self.add(h as u8, c);
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_to(&self, hours: &mut [u64; 24]) {
+        match self {
+            HourCounts::None => {}
+            HourCounts::One(h, c) => {
+                if let Some(slot) = hours.get_mut(usize::from(*h)) {
+                    *slot += c;
+                }
+            }
+            HourCounts::Many(all) => {
+                for (a, b) in hours.iter_mut().zip(all.iter()) {
+                    *a += b;
+                }
+            }
+        }
+    }
+}
+
+/// A connection (one direction, one vantage point) whose orientation waits for global evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct PendingKey {
+    pub source: IpAddr,
+    pub source_port: u16,
+    pub destination: IpAddr,
+    pub destination_port: u16,
+    pub protocol: u8,
+    pub vantage: u64,
+}
+
+/// What a held connection has accumulated.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingAcc {
+    pub source: Endpoint,
+    pub destination: Endpoint,
+    pub view: ViewAcc,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub first: u64,
+    pub last: u64,
+    pub max_packets: u64,
+    pub hours: HourCounts,
+}
+
+impl PendingAcc {
+    fn merge(&mut self, other: &PendingAcc) {
+        self.view.merge(&other.view);
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.max_packets = self.max_packets.max(other.max_packets);
+        self.hours.merge(&other.hours);
+        // The same addresses resolve the same way; keep the smaller for determinism anyway.
+        self.source = self.source.min(other.source);
+        self.destination = self.destination.min(other.destination);
+    }
+}
+
+/// The addresses an interface could own: those present in every one of its records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum OwnAddress {
+    #[default]
+    Unseen,
+    Candidates(Vec<IpAddr>),
+}
+
+impl OwnAddress {
+    /// Intersects the candidates with a record's interface-level addresses. An interface's IPv4
+    /// address is always private (AWS), so public IPv4 addresses are never candidates.
+    fn observe(&mut self, a: IpAddr, b: IpAddr) {
+        let eligible = |x: IpAddr| !(x.is_ipv4() && crate::inventory::is_public(x));
+        match self {
+            OwnAddress::Unseen => {
+                let mut c: Vec<IpAddr> = [a, b].into_iter().filter(|x| eligible(*x)).collect();
+                c.dedup();
+                *self = OwnAddress::Candidates(c);
+            }
+            OwnAddress::Candidates(c) => c.retain(|x| *x == a || *x == b),
+        }
+    }
+
+    fn merge(&mut self, other: &OwnAddress) {
+        match (&mut *self, other) {
+            (_, OwnAddress::Unseen) => {}
+            (OwnAddress::Unseen, o) => *self = o.clone(),
+            (OwnAddress::Candidates(c), OwnAddress::Candidates(o)) => c.retain(|x| o.contains(x)),
+        }
+    }
+
+    /// The interface's own address, when exactly one candidate is left.
+    pub(crate) fn single(&self) -> Option<IpAddr> {
+        match self {
+            OwnAddress::Candidates(c) if c.len() == 1 => c.first().copied(),
+            _ => None,
+        }
+    }
+}
+
+/// What a vantage point (network interface or TGW attachment) has shown.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct InterfaceAcc {
+    pub id: String,
+    pub transit_gateway: bool,
+    pub records: u64,
+    pub nodata: u64,
+    pub skipdata: u64,
+    pub skip_windows: BTreeSet<(u64, u64)>,
+    pub own_v4: OwnAddress,
+    pub own_v6: OwnAddress,
+    pub forwarding: u64,
+    pub instance_id: Option<String>,
+    pub requester_managed: bool,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+    pub az_id: Option<String>,
+    pub ecs_service: Option<String>,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Keep at most this many SKIPDATA windows per interface (the earliest).
+const MAX_SKIP_WINDOWS: usize = 32;
+
+fn keep_min(slot: &mut Option<String>, value: Option<&str>) {
+    if let Some(v) = value
+        && slot.as_deref().is_none_or(|s| v < s)
+    {
+        *slot = Some(v.to_owned());
+    }
+}
+
+fn keep_min_owned(slot: &mut Option<String>, value: &Option<String>) {
+    keep_min(slot, value.as_deref());
+}
+
+impl InterfaceAcc {
+    fn merge(&mut self, other: &InterfaceAcc) {
+        self.transit_gateway |= other.transit_gateway;
+        self.records += other.records;
+        self.nodata += other.nodata;
+        self.skipdata += other.skipdata;
+        self.skip_windows.extend(other.skip_windows.iter().copied());
+        while self.skip_windows.len() > MAX_SKIP_WINDOWS {
+            self.skip_windows.pop_last();
+        }
+        self.own_v4.merge(&other.own_v4);
+        self.own_v6.merge(&other.own_v6);
+        self.forwarding += other.forwarding;
+        keep_min_owned(&mut self.instance_id, &other.instance_id);
+        self.requester_managed |= other.requester_managed;
+        keep_min_owned(&mut self.vpc_id, &other.vpc_id);
+        keep_min_owned(&mut self.subnet_id, &other.subnet_id);
+        keep_min_owned(&mut self.account_id, &other.account_id);
+        keep_min_owned(&mut self.region, &other.region);
+        keep_min_owned(&mut self.az_id, &other.az_id);
+        keep_min_owned(&mut self.ecs_service, &other.ecs_service);
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// Noise summarised per target, kind and protocol: never per scanner address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct NoiseKey {
+    pub target: Endpoint,
+    pub protocol: u8,
+    pub kind: NoiseKind,
+}
+
+/// Counters of one noise bucket.
+#[derive(Clone, Debug)]
+pub(crate) struct NoiseAcc {
+    pub records: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub rejected: u64,
+    pub sources: Distinct,
+    pub ports: Distinct,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Default for NoiseAcc {
+    fn default() -> Self {
+        Self {
+            records: 0,
+            packets: 0,
+            bytes: 0,
+            rejected: 0,
+            sources: Distinct::default(),
+            ports: Distinct::default(),
+            first: NO_TIME,
+            last: 0,
+        }
+    }
+}
+
+impl NoiseAcc {
+    pub(crate) fn merge(&mut self, other: &NoiseAcc) {
+        self.records += other.records;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.rejected += other.rejected;
+        self.sources.merge(&other.sources);
+        self.ports.merge(&other.ports);
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// One problem with the input: where and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// Index of the input in the map's `inputs`.
+    pub input: usize,
+    /// 1-based line (or row) number; 0 for a problem with the whole input.
+    pub line: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Per-input counters.
+#[derive(Clone, Debug)]
+pub(crate) struct InputAcc {
+    pub lines: u64,
+    pub records: u64,
+    pub bad: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub formats: BTreeSet<String>,
+    pub kinds: BTreeSet<LogKind>,
+    pub versions: BTreeSet<u8>,
+    pub first: u64,
+    pub last: u64,
+    pub bytes_read: u64,
+    pub compression: Option<&'static str>,
+    pub unreadable: bool,
+    pub truncated: bool,
+}
+
+impl Default for InputAcc {
+    fn default() -> Self {
+        Self {
+            lines: 0,
+            records: 0,
+            bad: 0,
+            accepted: 0,
+            rejected: 0,
+            formats: BTreeSet::new(),
+            kinds: BTreeSet::new(),
+            versions: BTreeSet::new(),
+            first: NO_TIME,
+            last: 0,
+            bytes_read: 0,
+            compression: None,
+            unreadable: false,
+            truncated: false,
+        }
+    }
+}
+
+/// Totals over everything.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Totals {
+    pub records: u64,
+    pub traffic: u64,
+    pub nodata: u64,
+    pub skipdata: u64,
+    pub noise: u64,
+    pub unmappable: u64,
+    pub millisecond_timestamps: u64,
+    pub irregular_spacing: u64,
+    pub cloudwatch_prefixed: u64,
+    pub bad: u64,
+}
+
+/// Keep this many problems per input, in line order.
+const PROBLEMS_PER_INPUT: usize = 20;
+
+/// A partial traffic map over some inputs.
+#[derive(Debug, Default)]
+pub struct Partial {
+    pub(crate) edges: Map<EdgeKey, EdgeAcc>,
+    pub(crate) views: Map<(EdgeKey, u64), ViewAcc>,
+    pub(crate) pending: Map<PendingKey, PendingAcc>,
+    pub(crate) listeners: Set<(IpAddr, u8, u16)>,
+    pub(crate) interfaces: Map<u64, InterfaceAcc>,
+    pub(crate) noise: Map<NoiseKey, NoiseAcc>,
+    pub(crate) inputs: BTreeMap<usize, InputAcc>,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) problem_reasons: BTreeMap<String, u64>,
+    pub(crate) unknown_fields: BTreeSet<String>,
+    pub(crate) totals: Totals,
+}
+
+/// The facts of one or more traffic records that aggregation needs.
+struct Observed {
+    view: ViewAcc,
+    accepted: u64,
+    rejected: u64,
+    first: u64,
+    last: u64,
+    max_packets: u64,
+}
+
+fn hour_of(ts: u64) -> u8 {
+    ((ts % 86_400) / 3_600) as u8
+}
+
+impl Partial {
+    /// Counts a problem with input `input` at `line`, keeping the first few of each input.
+    pub(crate) fn problem(&mut self, input: usize, line: u64, reason: String, class: &str) {
+        self.totals.bad += 1;
+        let acc = self.inputs.entry(input).or_default();
+        acc.bad += 1;
+        *self.problem_reasons.entry(class.to_owned()).or_default() += 1;
+        let kept = self.problems.iter().filter(|p| p.input == input).count();
+        if kept < PROBLEMS_PER_INPUT {
+            self.problems.push(Problem { input, line, reason });
+        }
+    }
+
+    /// Aggregates one parsed record of input `input`.
+    pub(crate) fn ingest(
+        &mut self,
+        inventory: &Inventory,
+        input: usize,
+        record: &Record<'_>,
+        shape: LineShape,
+        format: FormatFacts,
+    ) {
+        self.totals.records += 1;
+        if shape.irregular_spacing {
+            self.totals.irregular_spacing += 1;
+        }
+        if shape.cloudwatch_timestamp {
+            self.totals.cloudwatch_prefixed += 1;
+        }
+        if record.millis {
+            self.totals.millisecond_timestamps += 1;
+        }
+        let first = record.start.unwrap_or(NO_TIME);
+        let last = record.end.or(record.start).unwrap_or(0);
+        {
+            let acc = self.inputs.entry(input).or_default();
+            acc.records += 1;
+            if let Some(v) = record.version {
+                acc.versions.insert(v);
+            }
+            match record.action {
+                Some(Action::Accept) => acc.accepted += 1,
+                Some(Action::Reject) => acc.rejected += 1,
+                None => {}
+            }
+            acc.first = acc.first.min(first);
+            acc.last = acc.last.max(last);
+        }
+
+        let vantage = self.vantage(record, format, first, last);
+
+        if record.is_coverage_marker() {
+            if let Some(iface) = vantage.and_then(|v| self.interfaces.get_mut(&v)) {
+                if record.log_status == Some(LogStatus::SkipData) {
+                    iface.skipdata += 1;
+                    if iface.skip_windows.len() < MAX_SKIP_WINDOWS
+                        || iface.skip_windows.last().is_some_and(|w| *w > (first, last))
+                    {
+                        iface.skip_windows.insert((first.min(last), last));
+                        while iface.skip_windows.len() > MAX_SKIP_WINDOWS {
+                            iface.skip_windows.pop_last();
+                        }
+                    }
+                } else {
+                    iface.nodata += 1;
+                }
+            }
+            if record.log_status == Some(LogStatus::SkipData) {
+                self.totals.skipdata += 1;
+            } else {
+                self.totals.nodata += 1;
+            }
+            return;
+        }
+
+        let (Some(src), Some(dst)) = (record.source(), record.destination()) else {
+            self.totals.unmappable += 1;
+            return;
+        };
+        // A format without `protocol` still shows who talks to whom: protocol 255 (IANA reserved).
+        let protocol = record.protocol.unwrap_or(255);
+        self.totals.traffic += 1;
+        let source = inventory.resolve(src, record.pkt_src_aws_service);
+        let destination = inventory.resolve(dst, record.pkt_dst_aws_service);
+        let (sport, dport) = if orient::has_ports(protocol) {
+            (record.srcport.unwrap_or(0), record.dstport.unwrap_or(0))
+        } else {
+            (0, 0)
+        };
+        let packets = record.packets.unwrap_or(0);
+        let bytes = record.bytes.unwrap_or(0);
+        let ingress = record.flow_direction == Some(FlowDirection::Ingress);
+        let observed = Observed {
+            view: ViewAcc {
+                records: 1,
+                packets,
+                bytes,
+                ingress_packets: if ingress { packets } else { 0 },
+                ingress_bytes: if ingress { bytes } else { 0 },
+                ingress_records: u64::from(ingress),
+            },
+            accepted: u64::from(record.action == Some(Action::Accept)),
+            rejected: u64::from(record.action == Some(Action::Reject)),
+            first,
+            last,
+            max_packets: packets,
+        };
+        let mut hours = HourCounts::None;
+        if let Some(start) = record.start {
+            hours.add(hour_of(start), 1);
+        }
+
+        let facts = NoiseFacts {
+            protocol,
+            packets: record.packets,
+            tcp_flags: record.tcp_flags,
+            action: record.action,
+            source_public: source.is_public_unnamed(),
+            destination_public: destination.is_public_unnamed(),
+        };
+        if let Some(kind) = noise::classify(&facts) {
+            let (target, port) = if facts.source_public { (destination, dport) } else { (source, sport) };
+            let peer = if facts.source_public { src } else { dst };
+            self.add_noise(NoiseKey { target, protocol, kind }, peer, port, &observed);
+            return;
+        }
+
+        // Orientation that needs no other record: the record's own flags, then the inventory.
+        let decided = match record.tcp_flags.filter(|_| protocol == 6).and_then(orient::by_tcp_flags) {
+            Some(side) => {
+                if record.tcp_flags.is_some_and(orient::proves_listener) {
+                    self.listeners.insert((src, protocol, sport));
+                }
+                Some((side, Basis::TcpFlags))
+            }
+            None if orient::has_ports(protocol) => {
+                by_inventory(inventory, source, sport, destination, dport, protocol).map(|s| (s, Basis::Inventory))
+            }
+            None => None,
+        };
+        let vantage = vantage.unwrap_or(0);
+        match decided {
+            Some((side, basis)) => {
+                let handshake = basis == Basis::TcpFlags && side == ServerSide::Source;
+                let (key, client, client_port) = match side {
+                    ServerSide::Destination => {
+                        (EdgeKey { client: source, server: destination, protocol, port: dport }, src, sport)
+                    }
+                    ServerSide::Source => {
+                        (EdgeKey { client: destination, server: source, protocol, port: sport }, dst, dport)
+                    }
+                };
+                self.fold(key, vantage, client, client_port, basis, &observed, handshake, &hours);
+            }
+            None => {
+                let key = PendingKey {
+                    source: src,
+                    source_port: sport,
+                    destination: dst,
+                    destination_port: dport,
+                    protocol,
+                    vantage,
+                };
+                let acc = PendingAcc {
+                    source,
+                    destination,
+                    view: observed.view,
+                    accepted: observed.accepted,
+                    rejected: observed.rejected,
+                    first,
+                    last,
+                    max_packets: observed.max_packets,
+                    hours,
+                };
+                match self.pending.get_mut(&key) {
+                    Some(existing) => existing.merge(&acc),
+                    None => {
+                        self.pending.insert(key, acc);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vantage point of a record, with what the record says about it.
+    fn vantage(&mut self, record: &Record<'_>, format: FormatFacts, first: u64, last: u64) -> Option<u64> {
+        let (id, transit_gateway) = match (format.kind, record.interface_id, record.tgw_attachment_id) {
+            (_, Some(eni), _) => (eni, false),
+            (_, None, Some(attachment)) => (attachment, true),
+            _ => return None,
+        };
+        let key = hash_str(id) ^ u64::from(transit_gateway);
+        let iface = self.interfaces.entry(key).or_insert_with(|| InterfaceAcc {
+            id: id.to_owned(),
+            transit_gateway,
+            first: NO_TIME,
+            ..InterfaceAcc::default()
+        });
+        iface.first = iface.first.min(first);
+        iface.last = iface.last.max(last);
+        if record.is_coverage_marker() {
+            keep_min(&mut iface.account_id, record.account_id);
+            return Some(key);
+        }
+        iface.records += 1;
+        if !transit_gateway && let (Some(a), Some(b)) = (record.srcaddr, record.dstaddr) {
+            if a.is_ipv4() {
+                iface.own_v4.observe(a, b);
+            } else {
+                iface.own_v6.observe(a, b);
+            }
+            let translated = record.pkt_srcaddr.is_some_and(|p| p != a) || record.pkt_dstaddr.is_some_and(|p| p != b);
+            if translated {
+                iface.forwarding += 1;
+            }
+        }
+        if !transit_gateway {
+            // `instance-id` is `-` on requester-managed interfaces (NAT gateway, TGW, endpoints).
+            match record.instance_id {
+                Some(instance) => keep_min(&mut iface.instance_id, Some(instance)),
+                None if format.has_instance_id => iface.requester_managed = true,
+                None => {}
+            }
+        }
+        keep_min(&mut iface.vpc_id, record.vpc_id);
+        keep_min(&mut iface.subnet_id, record.subnet_id);
+        keep_min(&mut iface.account_id, record.account_id);
+        keep_min(&mut iface.region, record.region);
+        keep_min(&mut iface.az_id, record.az_id);
+        keep_min(&mut iface.ecs_service, record.ecs_service_name);
+        Some(key)
+    }
+
+    fn add_noise(&mut self, key: NoiseKey, peer: IpAddr, port: u16, observed: &Observed) {
+        self.totals.noise += 1;
+        let acc = self.noise.entry(key).or_default();
+        acc.records += 1;
+        acc.packets += observed.view.packets;
+        acc.bytes += observed.view.bytes;
+        acc.rejected += observed.rejected;
+        acc.sources.insert(hash_endpoint(peer, 0));
+        acc.ports.insert(crate::sketch::hash_u64(u64::from(port)));
+        acc.first = acc.first.min(observed.first);
+        acc.last = acc.last.max(observed.last);
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one record's facts, folded in one place")]
+    fn fold(
+        &mut self,
+        key: EdgeKey,
+        vantage: u64,
+        client: IpAddr,
+        client_port: u16,
+        basis: Basis,
+        observed: &Observed,
+        handshake: bool,
+        hours: &HourCounts,
+    ) {
+        let edge = self.edges.entry(key).or_default();
+        edge.records += observed.view.records;
+        edge.accepted += observed.accepted;
+        edge.rejected += observed.rejected;
+        edge.first = edge.first.min(observed.first);
+        edge.last = edge.last.max(observed.last);
+        hours.add_to(&mut edge.hours);
+        edge.connections.insert(hash_endpoint(client, client_port));
+        edge.client_addresses.insert(hash_endpoint(client, 0));
+        if let Some(slot) = edge.basis.get_mut(basis as usize) {
+            *slot += observed.view.records;
+        }
+        edge.max_packets = edge.max_packets.max(observed.max_packets);
+        edge.handshake |= handshake;
+        self.views.entry((key, vantage)).or_default().merge(&observed.view);
+    }
+
+    /// Merges another partial into this one.
+    pub fn merge(&mut self, other: Partial) {
+        for (k, v) in other.edges {
+            match self.edges.get_mut(&k) {
+                Some(e) => e.merge(&v),
+                None => {
+                    self.edges.insert(k, v);
+                }
+            }
+        }
+        for (k, v) in other.views {
+            self.views.entry(k).or_default().merge(&v);
+        }
+        for (k, v) in other.pending {
+            match self.pending.get_mut(&k) {
+                Some(e) => e.merge(&v),
+                None => {
+                    self.pending.insert(k, v);
+                }
+            }
+        }
+        self.listeners.extend(other.listeners);
+        for (k, v) in other.interfaces {
+            match self.interfaces.get_mut(&k) {
+                Some(e) => e.merge(&v),
+                None => {
+                    self.interfaces.insert(k, v);
+                }
+            }
+        }
+        for (k, v) in other.noise {
+            self.noise.entry(k).or_default().merge(&v);
+        }
+        for (k, v) in other.inputs {
+            let acc = self.inputs.entry(k).or_default();
+            acc.lines += v.lines;
+            acc.records += v.records;
+            acc.bad += v.bad;
+            acc.accepted += v.accepted;
+            acc.rejected += v.rejected;
+            acc.formats.extend(v.formats);
+            acc.kinds.extend(v.kinds);
+            acc.versions.extend(v.versions);
+            acc.first = acc.first.min(v.first);
+            acc.last = acc.last.max(v.last);
+            acc.bytes_read += v.bytes_read;
+            acc.compression = acc.compression.or(v.compression);
+            acc.unreadable |= v.unreadable;
+            acc.truncated |= v.truncated;
+        }
+        self.problems.extend(other.problems);
+        for (k, v) in other.problem_reasons {
+            *self.problem_reasons.entry(k).or_default() += v;
+        }
+        self.unknown_fields.extend(other.unknown_fields);
+        let (a, b) = (&mut self.totals, other.totals);
+        a.records += b.records;
+        a.traffic += b.traffic;
+        a.nodata += b.nodata;
+        a.skipdata += b.skipdata;
+        a.noise += b.noise;
+        a.unmappable += b.unmappable;
+        a.millisecond_timestamps += b.millisecond_timestamps;
+        a.irregular_spacing += b.irregular_spacing;
+        a.cloudwatch_prefixed += b.cloudwatch_prefixed;
+        a.bad += b.bad;
+    }
+
+    /// Orients every held connection with the evidence of all inputs and folds it into the
+    /// edges. Deterministic: the decision for a connection depends only on the whole input.
+    pub(crate) fn resolve_pending(&mut self, inventory: &Inventory) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        // Fan-in: distinct peers (address and port) of each address and port among held flows.
+        let mut conversations: Set<(IpAddr, u16, IpAddr, u16, u8)> = Set::default();
+        for k in pending.keys() {
+            let (a, b) = ((k.source, k.source_port), (k.destination, k.destination_port));
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            conversations.insert((lo.0, lo.1, hi.0, hi.1, k.protocol));
+        }
+        let mut peers: Map<(IpAddr, u16, u8), u32> = Map::default();
+        for &(a, ap, b, bp, protocol) in &conversations {
+            *peers.entry((a, ap, protocol)).or_default() += 1;
+            *peers.entry((b, bp, protocol)).or_default() += 1;
+        }
+        drop(conversations);
+        // For protocols without ports: when each direction was first seen.
+        let mut first_sent: Map<(IpAddr, IpAddr, u8), u64> = Map::default();
+        for (k, v) in &pending {
+            if !orient::has_ports(k.protocol) {
+                let t = first_sent.entry((k.source, k.destination, k.protocol)).or_insert(NO_TIME);
+                *t = (*t).min(v.first);
+            }
+        }
+
+        for (k, v) in pending {
+            let (side, basis) = if orient::has_ports(k.protocol) {
+                let src_listens = self.listeners.contains(&(k.source, k.protocol, k.source_port));
+                let dst_listens = self.listeners.contains(&(k.destination, k.protocol, k.destination_port));
+                if src_listens != dst_listens {
+                    (if src_listens { ServerSide::Source } else { ServerSide::Destination }, Basis::TcpFlags)
+                } else if let Some(side) =
+                    by_inventory(inventory, v.source, k.source_port, v.destination, k.destination_port, k.protocol)
+                {
+                    (side, Basis::Inventory)
+                } else {
+                    let sp = peers.get(&(k.source, k.source_port, k.protocol)).copied().unwrap_or(0);
+                    let dp = peers.get(&(k.destination, k.destination_port, k.protocol)).copied().unwrap_or(0);
+                    match orient::by_fan_in(sp, dp) {
+                        Some(side) => (side, Basis::PortStats),
+                        None => (
+                            orient::by_port_range(k.source_port, k.destination_port, k.source < k.destination),
+                            Basis::PortRange,
+                        ),
+                    }
+                }
+            } else {
+                let forward = first_sent.get(&(k.source, k.destination, k.protocol)).copied().unwrap_or(NO_TIME);
+                let reverse = first_sent.get(&(k.destination, k.source, k.protocol)).copied().unwrap_or(NO_TIME);
+                let source_first = forward < reverse || (forward == reverse && k.source <= k.destination);
+                (if source_first { ServerSide::Destination } else { ServerSide::Source }, Basis::FirstSeen)
+            };
+            let (key, client, client_port) = match side {
+                ServerSide::Destination => (
+                    EdgeKey { client: v.source, server: v.destination, protocol: k.protocol, port: k.destination_port },
+                    k.source,
+                    k.source_port,
+                ),
+                ServerSide::Source => (
+                    EdgeKey { client: v.destination, server: v.source, protocol: k.protocol, port: k.source_port },
+                    k.destination,
+                    k.destination_port,
+                ),
+            };
+            let observed = Observed {
+                view: v.view,
+                accepted: v.accepted,
+                rejected: v.rejected,
+                first: v.first,
+                last: v.last,
+                max_packets: v.max_packets,
+            };
+            self.fold(key, k.vantage, client, client_port, basis, &observed, false, &v.hours);
+        }
+    }
+}
+
+/// The inventory's word on which side listens: a `listen` tag, or an AWS service on 80/443.
+fn by_inventory(
+    inventory: &Inventory,
+    source: Endpoint,
+    source_port: u16,
+    destination: Endpoint,
+    destination_port: u16,
+    protocol: u8,
+) -> Option<ServerSide> {
+    let listens = |ep: Endpoint, port: u16| match ep {
+        Endpoint::Asset(a) => inventory.listens(a, protocol, port),
+        Endpoint::Service(_) => protocol == 6 && (port == 443 || port == 80),
+        _ => false,
+    };
+    match (listens(source, source_port), listens(destination, destination_port)) {
+        (true, false) => Some(ServerSide::Source),
+        (false, true) => Some(ServerSide::Destination),
+        _ => None,
+    }
+}

@@ -1,0 +1,492 @@
+//! One flow-log record, parsed by its format from a line of text (or a Parquet row turned into
+//! tokens). Every field may be `-`; a value that does not fit its field is an error naming both.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::field::Field;
+use crate::format::LogFormat;
+
+/// `action`: whether security groups and network ACLs let the traffic through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `ACCEPT`
+    Accept,
+    /// `REJECT`
+    Reject,
+}
+
+/// `log-status`: whether the window holds data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStatus {
+    /// `OK`: records as usual.
+    Ok,
+    /// `NODATA`: no traffic to or from the interface in the window.
+    NoData,
+    /// `SKIPDATA`: some records of the window were skipped; the map has a gap there.
+    SkipData,
+}
+
+/// `flow-direction`, relative to the interface that captured the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowDirection {
+    /// `ingress`
+    Ingress,
+    /// `egress`
+    Egress,
+}
+
+/// `type`: the kind of traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrafficType {
+    /// `IPv4`
+    Ipv4,
+    /// `IPv6`
+    Ipv6,
+    /// `EFA` (Elastic Fabric Adapter)
+    Efa,
+}
+
+/// A parsed record. Fields absent from the format or given as `-` are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs, reason = "each field is the AWS field of the same name")]
+pub struct Record<'a> {
+    pub version: Option<u8>,
+    pub account_id: Option<&'a str>,
+    pub interface_id: Option<&'a str>,
+    pub srcaddr: Option<IpAddr>,
+    pub dstaddr: Option<IpAddr>,
+    pub srcport: Option<u16>,
+    pub dstport: Option<u16>,
+    pub protocol: Option<u8>,
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+    /// Unix seconds (a millisecond value has been divided by 1000; see `millis`).
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    pub action: Option<Action>,
+    pub log_status: Option<LogStatus>,
+    pub vpc_id: Option<&'a str>,
+    pub subnet_id: Option<&'a str>,
+    pub instance_id: Option<&'a str>,
+    pub tcp_flags: Option<u8>,
+    pub traffic_type: Option<TrafficType>,
+    pub pkt_srcaddr: Option<IpAddr>,
+    pub pkt_dstaddr: Option<IpAddr>,
+    pub region: Option<&'a str>,
+    pub az_id: Option<&'a str>,
+    pub pkt_src_aws_service: Option<&'a str>,
+    pub pkt_dst_aws_service: Option<&'a str>,
+    pub flow_direction: Option<FlowDirection>,
+    pub traffic_path: Option<u8>,
+    pub resource_type: Option<&'a str>,
+    pub tgw_id: Option<&'a str>,
+    pub tgw_attachment_id: Option<&'a str>,
+    pub tgw_pair_attachment_id: Option<&'a str>,
+    pub packets_lost: Option<u64>,
+    pub ecs_cluster_name: Option<&'a str>,
+    pub ecs_service_name: Option<&'a str>,
+    pub reject_reason: Option<&'a str>,
+    pub encryption_status: Option<u8>,
+    /// `start` or `end` was given in milliseconds and has been converted.
+    pub millis: bool,
+}
+
+impl Record<'_> {
+    /// The address of the packet's sender: `pkt-srcaddr` where present, else `srcaddr`.
+    pub fn source(&self) -> Option<IpAddr> {
+        self.pkt_srcaddr.or(self.srcaddr)
+    }
+
+    /// The address of the packet's receiver: `pkt-dstaddr` where present, else `dstaddr`.
+    pub fn destination(&self) -> Option<IpAddr> {
+        self.pkt_dstaddr.or(self.dstaddr)
+    }
+
+    /// Whether the record is a coverage marker (NODATA or SKIPDATA) rather than traffic.
+    pub fn is_coverage_marker(&self) -> bool {
+        matches!(self.log_status, Some(LogStatus::NoData | LogStatus::SkipData))
+    }
+}
+
+/// Why a line is not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The line has a different number of fields than its format.
+    #[error("expected {expected} fields, found {found}")]
+    FieldCount {
+        /// Columns of the format.
+        expected: usize,
+        /// Tokens on the line.
+        found: usize,
+    },
+    /// A value does not fit its field.
+    #[error("field `{field}` has invalid value `{value}`: {reason}")]
+    BadValue {
+        /// The field.
+        field: Field,
+        /// The offending value, cut to 64 characters.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Seconds above this are taken to be milliseconds (flowlogs-reader observed such values).
+const MAX_SECONDS: u64 = (1 << 31) - 1;
+
+/// Parses lines of one format. Reuses its buffers, so keep one per input.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    columns: Vec<Option<Field>>,
+    spans: Vec<(usize, usize)>,
+}
+
+/// What the tokenizer noticed about a line besides its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineShape {
+    /// Fields were separated by more than one space, or the line had leading/trailing blanks.
+    pub irregular_spacing: bool,
+    /// A CloudWatch Logs export timestamp preceded the record and was dropped.
+    pub cloudwatch_timestamp: bool,
+}
+
+impl LineParser {
+    /// A parser for `format`.
+    pub fn new(format: &LogFormat) -> Self {
+        Self { columns: format.columns().to_vec(), spans: Vec::with_capacity(format.columns().len() + 2) }
+    }
+
+    /// Parses one line (without its line ending).
+    pub fn parse<'a>(&mut self, line: &'a [u8]) -> Result<(Record<'a>, LineShape), RecordError> {
+        let mut shape = LineShape::default();
+        self.spans.clear();
+        let n = line.len();
+        let mut in_token = false;
+        let mut start = 0;
+        let mut run = 0usize;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b' ' || b == b'\t' {
+                if in_token {
+                    self.spans.push((start, i));
+                    in_token = false;
+                }
+                run += 1;
+                if run > 1 || i == 0 {
+                    shape.irregular_spacing = true;
+                }
+            } else if !in_token {
+                in_token = true;
+                start = i;
+                run = 0;
+            }
+        }
+        if in_token {
+            self.spans.push((start, n));
+        } else if n > 0 {
+            shape.irregular_spacing = true;
+        }
+
+        let mut skip = 0;
+        if self.spans.len() == self.columns.len() + 1
+            && let Some(&(s, e)) = self.spans.first()
+            && is_cloudwatch_timestamp(line.get(s..e).unwrap_or_default())
+        {
+            skip = 1;
+            shape.cloudwatch_timestamp = true;
+        }
+        let found = self.spans.len() - skip;
+        if found != self.columns.len() {
+            return Err(RecordError::FieldCount { expected: self.columns.len(), found });
+        }
+        let mut record = Record::default();
+        for (column, &(s, e)) in self.columns.iter().zip(self.spans.iter().skip(skip)) {
+            let Some(field) = *column else { continue };
+            let token = line.get(s..e).unwrap_or_default();
+            set_field(&mut record, field, token)?;
+        }
+        Ok((record, shape))
+    }
+}
+
+fn is_cloudwatch_timestamp(token: &[u8]) -> bool {
+    // 2019-08-26T19:53:44.000Z
+    token.len() >= 20
+        && token.get(4) == Some(&b'-')
+        && token.get(10) == Some(&b'T')
+        && token.last() == Some(&b'Z')
+        && token.first().is_some_and(u8::is_ascii_digit)
+}
+
+fn bad(field: Field, token: &[u8], reason: &'static str) -> RecordError {
+    let value: String = String::from_utf8_lossy(token).chars().take(64).collect();
+    RecordError::BadValue { field, value, reason }
+}
+
+fn text(field: Field, token: &[u8]) -> Result<&str, RecordError> {
+    std::str::from_utf8(token).map_err(|_| bad(field, token, "not UTF-8"))
+}
+
+fn number(field: Field, token: &[u8]) -> Result<u64, RecordError> {
+    if token.is_empty() || token.len() > 20 {
+        return Err(bad(field, token, "not a number"));
+    }
+    let mut value: u64 = 0;
+    for &b in token {
+        if !b.is_ascii_digit() {
+            return Err(bad(field, token, "not a number"));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or_else(|| bad(field, token, "number out of range"))?;
+    }
+    Ok(value)
+}
+
+fn small<T: TryFrom<u64>>(field: Field, token: &[u8], reason: &'static str) -> Result<T, RecordError> {
+    T::try_from(number(field, token)?).map_err(|_| bad(field, token, reason))
+}
+
+fn address(field: Field, token: &[u8]) -> Result<IpAddr, RecordError> {
+    if let Some(v4) = parse_ipv4(token) {
+        return Ok(IpAddr::V4(v4));
+    }
+    text(field, token)?.parse::<IpAddr>().map_err(|_| bad(field, token, "not an IP address"))
+}
+
+/// A fast dotted-quad parser for the hot path; anything unusual falls through to the standard one.
+fn parse_ipv4(token: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut index = 0usize;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &b in token {
+        match b {
+            b'0'..=b'9' => {
+                if digits > 0 && value == 0 {
+                    return None; // leading zero: let the strict parser decide
+                }
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' => {
+                if digits == 0 || index >= 3 {
+                    return None;
+                }
+                *octets.get_mut(index)? = value as u8;
+                index += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    *octets.get_mut(3)? = value as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+fn timestamp(field: Field, token: &[u8], record: &mut Record<'_>) -> Result<u64, RecordError> {
+    let value = number(field, token)?;
+    if value > MAX_SECONDS {
+        record.millis = true;
+        Ok(value / 1000)
+    } else {
+        Ok(value)
+    }
+}
+
+fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Result<(), RecordError> {
+    if token == b"-" {
+        return Ok(());
+    }
+    match field {
+        Field::Version => record.version = Some(small(field, token, "version out of range")?),
+        Field::AccountId => record.account_id = Some(text(field, token)?),
+        Field::InterfaceId => record.interface_id = Some(text(field, token)?),
+        Field::SrcAddr => record.srcaddr = Some(address(field, token)?),
+        Field::DstAddr => record.dstaddr = Some(address(field, token)?),
+        Field::PktSrcAddr => record.pkt_srcaddr = Some(address(field, token)?),
+        Field::PktDstAddr => record.pkt_dstaddr = Some(address(field, token)?),
+        Field::SrcPort => record.srcport = Some(small(field, token, "port above 65535")?),
+        Field::DstPort => record.dstport = Some(small(field, token, "port above 65535")?),
+        Field::Protocol => record.protocol = Some(small(field, token, "protocol above 255")?),
+        Field::Packets => record.packets = Some(number(field, token)?),
+        Field::Bytes => record.bytes = Some(number(field, token)?),
+        Field::Start => record.start = Some(timestamp(field, token, record)?),
+        Field::End => record.end = Some(timestamp(field, token, record)?),
+        Field::Action => {
+            record.action = Some(match token {
+                b"ACCEPT" => Action::Accept,
+                b"REJECT" => Action::Reject,
+                _ => return Err(bad(field, token, "expected ACCEPT or REJECT")),
+            });
+        }
+        Field::LogStatus => {
+            record.log_status = Some(match token {
+                b"OK" => LogStatus::Ok,
+                b"NODATA" => LogStatus::NoData,
+                b"SKIPDATA" => LogStatus::SkipData,
+                _ => return Err(bad(field, token, "expected OK, NODATA or SKIPDATA")),
+            });
+        }
+        Field::VpcId => record.vpc_id = Some(text(field, token)?),
+        Field::SubnetId => record.subnet_id = Some(text(field, token)?),
+        Field::InstanceId => record.instance_id = Some(text(field, token)?),
+        Field::TcpFlags => record.tcp_flags = Some(small(field, token, "tcp-flags above 255")?),
+        Field::Type => {
+            record.traffic_type = Some(match token {
+                b"IPv4" => TrafficType::Ipv4,
+                b"IPv6" => TrafficType::Ipv6,
+                b"EFA" => TrafficType::Efa,
+                _ => return Err(bad(field, token, "expected IPv4, IPv6 or EFA")),
+            });
+        }
+        Field::Region => record.region = Some(text(field, token)?),
+        Field::AzId => record.az_id = Some(text(field, token)?),
+        Field::PktSrcAwsService => record.pkt_src_aws_service = Some(text(field, token)?),
+        Field::PktDstAwsService => record.pkt_dst_aws_service = Some(text(field, token)?),
+        Field::FlowDirection => {
+            record.flow_direction = Some(match token {
+                b"ingress" => FlowDirection::Ingress,
+                b"egress" => FlowDirection::Egress,
+                _ => return Err(bad(field, token, "expected ingress or egress")),
+            });
+        }
+        Field::TrafficPath => record.traffic_path = Some(small(field, token, "traffic-path above 255")?),
+        Field::ResourceType => record.resource_type = Some(text(field, token)?),
+        Field::TgwId => record.tgw_id = Some(text(field, token)?),
+        Field::TgwAttachmentId => record.tgw_attachment_id = Some(text(field, token)?),
+        Field::TgwPairAttachmentId => record.tgw_pair_attachment_id = Some(text(field, token)?),
+        Field::PacketsLostNoRoute
+        | Field::PacketsLostBlackhole
+        | Field::PacketsLostMtuExceeded
+        | Field::PacketsLostTtlExpired => {
+            let lost = number(field, token)?;
+            record.packets_lost = Some(record.packets_lost.unwrap_or(0).saturating_add(lost));
+        }
+        Field::EcsClusterName => record.ecs_cluster_name = Some(text(field, token)?),
+        Field::EcsServiceName => record.ecs_service_name = Some(text(field, token)?),
+        Field::RejectReason => record.reject_reason = Some(text(field, token)?),
+        Field::EncryptionStatus => {
+            let status: u8 = small(field, token, "expected 0 to 3")?;
+            if status > 3 {
+                return Err(bad(field, token, "expected 0 to 3"));
+            }
+            record.encryption_status = Some(status);
+        }
+        Field::SublocationType
+        | Field::SublocationId
+        | Field::TgwSrcVpcAccountId
+        | Field::TgwDstVpcAccountId
+        | Field::TgwSrcVpcId
+        | Field::TgwDstVpcId
+        | Field::TgwSrcSubnetId
+        | Field::TgwDstSubnetId
+        | Field::TgwSrcEni
+        | Field::TgwDstEni
+        | Field::TgwSrcAzId
+        | Field::TgwDstAzId
+        | Field::EcsClusterArn
+        | Field::EcsContainerInstanceArn
+        | Field::EcsContainerInstanceId
+        | Field::EcsContainerId
+        | Field::EcsSecondContainerId
+        | Field::EcsTaskDefinitionArn
+        | Field::EcsTaskArn
+        | Field::EcsTaskId
+        | Field::ResourceId => {
+            // Opaque identifiers: carried by AWS for context, not needed for the map. They must
+            // still be text.
+            text(field, token)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(header: &str, line: &str) -> Result<Record<'static>, RecordError> {
+        let format = LogFormat::from_header(header).unwrap();
+        let line: &'static str = Box::leak(line.to_owned().into_boxed_str());
+        LineParser::new(&format).parse(line.as_bytes()).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn default_format_record() {
+        let r = parse(
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status",
+            "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK",
+        )
+        .unwrap();
+        assert_eq!(r.srcaddr, Some("172.31.16.139".parse().unwrap()));
+        assert_eq!(r.dstport, Some(22));
+        assert_eq!(r.protocol, Some(6));
+        assert_eq!(r.bytes, Some(4249));
+        assert_eq!(r.action, Some(Action::Accept));
+        assert_eq!(r.log_status, Some(LogStatus::Ok));
+        assert!(!r.millis);
+    }
+
+    #[test]
+    fn dash_in_every_field_is_none() {
+        let header = Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(" ");
+        let line = vec!["-"; Field::ALL.len()].join(" ");
+        assert_eq!(parse(&header, &line).unwrap(), Record::default());
+    }
+
+    #[test]
+    fn runs_of_spaces_and_cloudwatch_prefix() {
+        let format = LogFormat::from_header("srcaddr dstaddr srcport").unwrap();
+        let mut p = LineParser::new(&format);
+        let (r, shape) = p.parse(b"10.0.0.1  10.0.0.2 443").unwrap();
+        assert!(shape.irregular_spacing);
+        assert_eq!(r.srcport, Some(443));
+        let (_, shape) = p.parse(b"10.0.0.1 10.0.0.2 443").unwrap();
+        assert!(!shape.irregular_spacing);
+        let (r, shape) = p.parse(b"2019-08-26T19:53:44.000Z 10.0.0.1 10.0.0.2 443").unwrap();
+        assert!(shape.cloudwatch_timestamp);
+        assert_eq!(r.srcport, Some(443));
+    }
+
+    #[test]
+    fn milliseconds_are_converted_and_flagged() {
+        let r = parse("start end", "1566848875000 1566848933000").unwrap();
+        assert_eq!(r.start, Some(1_566_848_875));
+        assert!(r.millis);
+    }
+
+    #[test]
+    fn bad_values_name_field_and_value() {
+        let err = parse("srcaddr dstport", "10.0.0.1 70000").unwrap_err();
+        assert_eq!(err.to_string(), "field `dstport` has invalid value `70000`: port above 65535");
+        let err = parse("srcaddr dstport", "10.0.0.300 80").unwrap_err();
+        assert!(err.to_string().contains("`srcaddr`"), "{err}");
+        let err = parse("action", "MAYBE").unwrap_err();
+        assert!(err.to_string().contains("expected ACCEPT or REJECT"));
+        let err = parse("srcaddr dstport", "10.0.0.1").unwrap_err();
+        assert_eq!(err, RecordError::FieldCount { expected: 2, found: 1 });
+        assert!(parse("bytes", "99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn ipv4_fast_path_agrees_with_std() {
+        for s in ["0.0.0.0", "10.0.0.1", "255.255.255.255", "1.2.3", "1.2.3.4.5", "01.2.3.4", "256.1.1.1", "1..2.3", ""]
+        {
+            assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let r = parse("srcaddr", "2001:db8:1234:a100:8d6e:3477:df66:f105").unwrap();
+        assert!(matches!(r.srcaddr, Some(IpAddr::V6(_))));
+    }
+}
