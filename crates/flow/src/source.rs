@@ -14,10 +14,12 @@ use crate::field::Field;
 use crate::format::{LogFormat, looks_like_header};
 use crate::inventory::Inventory;
 use crate::map::{TrafficMap, finalize};
-use crate::record::LineParser;
+use crate::record::{LineParser, Record};
 
 /// Read in chunks of this size; gzip is inflated on its own thread in chunks of this size.
 const CHUNK: usize = 1 << 20;
+/// The read buffer in front of an input: enough to tell its kind; larger reads bypass it.
+const SNIFF: usize = 64 * 1024;
 /// Longer lines are refused (a flow-log record is a few hundred bytes).
 const MAX_LINE: usize = 64 * 1024;
 
@@ -254,12 +256,10 @@ pub fn build_map(
                         let Some(input) = inputs.get(index) else {
                             break;
                         };
-                        let mut part = Partial::default();
-                        read_input(input, index, inventory, options, progress, &mut part);
-                        if options.strict && part.totals.bad > 0 {
+                        read_input(input, index, inventory, options, progress, &mut acc);
+                        if options.strict && acc.totals.bad > 0 {
                             stop.store(true, Ordering::Relaxed);
                         }
-                        acc.merge(part);
                     }
                     acc
                 })
@@ -309,21 +309,22 @@ fn read_input(
     let result = match &input.location {
         Location::Missing(reason) => Err(io::Error::other(reason.clone())),
         Location::Stdin => {
-            let reader = BufReader::with_capacity(CHUNK, Counting { inner: io::stdin(), progress });
+            let reader = BufReader::with_capacity(SNIFF, Counting { inner: io::stdin(), progress });
             read_stream(reader, &mut lines, None)
         }
         Location::File(path) => match File::open(path) {
             Ok(file) => {
-                let reader = BufReader::with_capacity(CHUNK, Counting { inner: file, progress });
+                let reader = BufReader::with_capacity(SNIFF, Counting { inner: file, progress });
                 read_stream(reader, &mut lines, Some(path))
             }
             Err(e) => Err(e),
         },
     };
     lines.finish();
+    lines.part.settle(inventory, true);
     if let Err(e) = result {
         let at = lines.line;
-        let acc = lines.part.inputs.entry(index).or_default();
+        let acc = lines.part.input_mut(index);
         if at == 0 {
             acc.unreadable = true;
             lines.part.problem(index, 0, format!("cannot read: {e}"), "unreadable input");
@@ -446,7 +447,7 @@ impl<'a> Lines<'a> {
     }
 
     fn compression(&mut self, name: &'static str) {
-        self.part.inputs.entry(self.index).or_default().compression = Some(name);
+        self.part.input_mut(self.index).compression = Some(name);
     }
 
     fn stopped(&self) -> bool {
@@ -455,7 +456,7 @@ impl<'a> Lines<'a> {
 
     /// Feeds a chunk of bytes; lines may span chunks.
     pub(crate) fn feed(&mut self, mut chunk: &[u8]) {
-        self.part.inputs.entry(self.index).or_default().bytes_read += chunk.len() as u64;
+        self.part.input_mut(self.index).bytes_read += chunk.len() as u64;
         if !self.carry.is_empty() || self.overlong {
             match memchr::memchr(b'\n', chunk) {
                 Some(at) => {
@@ -516,7 +517,7 @@ impl<'a> Lines<'a> {
             return;
         }
         self.line += 1;
-        self.part.inputs.entry(self.index).or_default().lines += 1;
+        self.part.input_mut(self.index).lines += 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             return;
@@ -546,15 +547,16 @@ impl<'a> Lines<'a> {
             return;
         };
         let kind = *kind;
-        match parser.parse(line) {
-            Ok((record, shape)) => self.part.ingest(self.inventory, self.index, &record, shape, kind),
+        let mut record = Record::default();
+        match parser.parse_into(line, &mut record) {
+            Ok(shape) => self.part.ingest(self.inventory, self.index, &record, shape, kind),
             Err(e) => self.part.problem(self.index, self.line, format!("malformed record: {e}"), "malformed record"),
         }
     }
 
     pub(crate) fn set_format(&mut self, format: &LogFormat) {
         self.skipping = false;
-        let acc = self.part.inputs.entry(self.index).or_default();
+        let acc = self.part.input_mut(self.index);
         acc.formats.insert(format.to_log_format());
         acc.kinds.insert(format.kind());
         self.part.unknown_fields.extend(format.unknown_fields().iter().cloned());

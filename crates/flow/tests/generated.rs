@@ -31,7 +31,8 @@ fn inventory(dir: &std::path::Path) -> Inventory {
 
 fn map(dir: &std::path::Path, threads: usize) -> TrafficMap {
     let inputs = discover(&[dir.display().to_string()]);
-    build_map(&inputs, &inventory(dir), &ReadOptions { threads, ..ReadOptions::default() }, &Progress::default()).unwrap()
+    build_map(&inputs, &inventory(dir), &ReadOptions { threads, ..ReadOptions::default() }, &Progress::default())
+        .unwrap()
 }
 
 type Key = (String, String, u8, u16);
@@ -53,7 +54,11 @@ fn truth_edges(truth: &Truth) -> BTreeMap<Key, (u64, u64, u64)> {
 
 /// Connection counts are exact up to 128 and HyperLogLog estimates above.
 fn assert_connections(map: &TrafficMap, key: &Key, got: u64, expected: u64) {
-    let edge = map.edges.iter().find(|e| (&e.client, &e.server, e.protocol, e.port) == (&key.0, &key.1, key.2, key.3)).unwrap();
+    let edge = map
+        .edges
+        .iter()
+        .find(|e| (&e.client, &e.server, e.protocol, e.port) == (&key.0, &key.1, key.2, key.3))
+        .unwrap();
     if edge.connections_exact {
         assert_eq!(got, expected, "connections of {key:?}");
     } else {
@@ -85,7 +90,11 @@ fn every_format_with_flags_recovers_the_truth() {
         let (dir, truth) = estate(&format!("{format:?}"), &spec);
         let map = map(&dir, 0);
         assert_matches_truth(&map, &truth);
-        assert!(map.edges.iter().all(|e| e.orientation.basis != zerogate_flow::orient::Basis::PortRange || e.protocol == 17));
+        assert!(
+            map.edges
+                .iter()
+                .all(|e| e.orientation.basis != zerogate_flow::orient::Basis::PortRange || e.protocol == 17)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -126,10 +135,15 @@ fn v2_without_flags_orients_by_port_statistics() {
 #[test]
 fn layouts_threads_and_plain_text_give_the_same_map() {
     let mut reference: Option<String> = None;
-    for (i, (layout, gzip)) in
-        [(Layout::Default, true), (Layout::Hive, true), (Layout::Hourly, false), (Layout::HiveHourly, true), (Layout::Flat, false)]
-            .into_iter()
-            .enumerate()
+    for (i, (layout, gzip)) in [
+        (Layout::Default, true),
+        (Layout::Hive, true),
+        (Layout::Hourly, false),
+        (Layout::HiveHourly, true),
+        (Layout::Flat, false),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let spec = Spec { records: 5_000, layout, gzip, files: 6, seed: 5, ..Spec::default() };
         let (dir, _) = estate(&format!("layout{i}"), &spec);

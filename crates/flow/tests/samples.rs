@@ -131,7 +131,8 @@ fn parquet_with_surprising_types() {
 
 #[test]
 fn the_whole_sample_directory_at_once() {
-    let all = map_of(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flowlogs").display().to_string()]);
+    let all =
+        map_of(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flowlogs").display().to_string()]);
     assert_eq!(all.inputs.len(), 7, "{:#?}", all.inputs.iter().map(|i| &i.path).collect::<Vec<_>>());
     assert!(all.inputs.windows(2).all(|w| w[0].path < w[1].path), "sorted");
     let formats: std::collections::BTreeSet<_> = all.inputs.iter().flat_map(|i| i.formats.clone()).collect();

@@ -556,9 +556,10 @@ pub fn generate(dir: &Path, spec: &Spec) -> io::Result<Truth> {
         let (flags, port, sport, inbound) = match kind {
             0..=6 => (2u8, rng.range(1, 65535) as u16, rng.range(1024, 65535) as u16, true), // SYN scan
             7..=8 => (if rng.chance(0.5) { 18 } else { 4 }, rng.range(32768, 60999) as u16, 80, true), // backscatter
-            _ => (4, 22, rng.range(1024, 65535) as u16, false), // our RST to a scanner
+            _ => (4, 22, rng.range(1024, 65535) as u16, false),                              // our RST to a scanner
         };
-        let (src, dst, sp, dp) = if inbound { (scanner, target.addr, sport, port) } else { (target.addr, scanner, port, sport) };
+        let (src, dst, sp, dp) =
+            if inbound { (scanner, target.addr, sport, port) } else { (target.addr, scanner, port, sport) };
         let r = Rec {
             eni: target.eni.clone(),
             instance: Some(target.instance.clone()),
@@ -615,7 +616,12 @@ pub fn generate(dir: &Path, spec: &Spec) -> io::Result<Truth> {
 
 fn is_public(a: Ipv4Addr) -> bool {
     let [x, y, ..] = a.octets();
-    !(a.is_private() || a.is_loopback() || a.is_link_local() || (x == 100 && (64..128).contains(&y)) || x >= 224 || x == 0)
+    !(a.is_private()
+        || a.is_loopback()
+        || a.is_link_local()
+        || (x == 100 && (64..128).contains(&y))
+        || x >= 224
+        || x == 0)
 }
 
 /// Writes every record AWS would write for one connection; returns how many, and the packets and
