@@ -443,6 +443,11 @@ fn subnet_of(addr: Ipv4Addr) -> String {
     format!("subnet-0{:016x}", u32::from(addr) >> 8)
 }
 
+/// Client, server, protocol, port.
+type EdgeName = (String, String, u8, u16);
+/// Client (address, port) pairs, packets, bytes.
+type EdgeTally = (BTreeSet<(Ipv4Addr, u16)>, u64, u64);
+
 /// Generates the estate's flow logs into `dir` and returns the ground truth.
 pub fn generate(dir: &Path, spec: &Spec) -> io::Result<Truth> {
     let hosts = hosts();
@@ -476,7 +481,7 @@ pub fn generate(dir: &Path, spec: &Spec) -> io::Result<Truth> {
         }
     };
     let span = spec.days * 86_400;
-    let mut truth: BTreeMap<(String, String, u8, u16), (BTreeSet<(Ipv4Addr, u16)>, u64, u64)> = BTreeMap::new();
+    let mut truth: BTreeMap<EdgeName, EdgeTally> = BTreeMap::new();
     let mut next_port: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
     let mut connections = 0u64;
     let mut noise_records = 0u64;
