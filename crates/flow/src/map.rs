@@ -680,7 +680,14 @@ fn classify_view(key: &EdgeKey, iface: Option<&InterfaceAcc>, inventory: &Invent
     if iface.transit_gateway {
         return Some(Vantage::TransitGateway);
     }
-    let forwards = iface.forwarding > 0 || iface.requester_managed;
+    let forwarding_type = inventory
+        .asset_of_interface(&iface.id)
+        .and_then(|a| inventory.assets().get(a as usize))
+        .and_then(|a| a.interface_type.as_deref())
+        .is_some_and(|t| {
+            matches!(t, "nat_gateway" | "transit_gateway" | "gateway_load_balancer_endpoint" | "vpc_endpoint")
+        });
+    let forwards = iface.forwarding > 0 || iface.requester_managed || forwarding_type;
     let own: Vec<Endpoint> = [iface.own_v4.single(), iface.own_v6.single()]
         .into_iter()
         .flatten()

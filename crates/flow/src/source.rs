@@ -320,7 +320,9 @@ fn read_input(
             Err(e) => Err(e),
         },
     };
-    lines.finish();
+    if result.is_ok() {
+        lines.finish();
+    } // else the last partial line is the cut itself: reported below, not parsed
     lines.part.settle(inventory, true);
     if let Err(e) = result {
         let at = lines.line;

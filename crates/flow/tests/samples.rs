@@ -143,7 +143,8 @@ fn the_whole_sample_directory_at_once() {
 #[test]
 fn same_input_same_bytes_whatever_the_threads() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flowlogs").display().to_string();
-    let one = map_with(std::slice::from_ref(&root), &Inventory::new(), &ReadOptions { threads: 1, ..ReadOptions::default() });
+    let one =
+        map_with(std::slice::from_ref(&root), &Inventory::new(), &ReadOptions { threads: 1, ..ReadOptions::default() });
     let many = map_with(&[root], &Inventory::new(), &ReadOptions { threads: 4, ..ReadOptions::default() });
     assert_eq!(serde_json::to_string(&one).unwrap(), serde_json::to_string(&many).unwrap());
 }
