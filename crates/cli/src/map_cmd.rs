@@ -16,7 +16,7 @@ use zerogate_flow::{Inventory, LogFormat, Progress, ReadOptions, TrafficMap, bui
 #[derive(Debug, Args)]
 pub struct MapArgs {
     /// Flow-log files or directories (S3 layouts are searched recursively); `-` for stdin.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     paths: Vec<String>,
     /// Inventory: `aws ec2 describe-instances` or `describe-network-interfaces` JSON,
     /// ip-ranges.json, or CSV (`cidr,name,tag=value…`). Repeatable.
@@ -47,6 +47,28 @@ pub struct MapArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Print SQL that computes the map where the logs live, instead of reading them:
+    /// `athena` (table DDL and query) or `duckdb` (a local view over PATH and the same query).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    emit_sql: Option<SqlEngine>,
+    /// Table name for `--emit-sql`.
+    #[arg(long, default_value = "vpc_flow_logs")]
+    table: String,
+    /// S3 URI of `…/AWSLogs/<account>/vpcflowlogs/<region>/` for the Athena table.
+    #[arg(long, default_value = "s3://YOUR-BUCKET/AWSLogs/YOUR-ACCOUNT/vpcflowlogs/YOUR-REGION/")]
+    s3_location: String,
+    /// Build the map from the CSV result of the `--emit-sql` query instead of reading logs.
+    #[arg(long, value_name = "FILE", conflicts_with = "emit_sql")]
+    from_query_result: Option<PathBuf>,
+}
+
+/// SQL engines for `--emit-sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SqlEngine {
+    /// Amazon Athena (Trino).
+    Athena,
+    /// DuckDB, over local files.
+    Duckdb,
 }
 
 /// What `map` prints on stdout.
@@ -74,10 +96,19 @@ pub fn run(args: MapArgs) -> Result<ExitCode> {
         Some(spec) => Some(LogFormat::from_log_format(spec).with_context(|| format!("bad --log-format `{spec}`"))?),
         None => None,
     };
-    let options = ReadOptions { log_format, strict: args.strict, threads: args.threads };
     let inputs = discover(&args.paths);
+    if let Some(engine) = args.emit_sql {
+        return emit_sql(engine, &args, &inputs, log_format, &inventory);
+    }
+    if let Some(path) = &args.from_query_result {
+        let content =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read query result `{}`", path.display()))?;
+        let map = zerogate_flow::query_result::build_map(&path.display().to_string(), &content, &inventory)?;
+        return output(&args, &map);
+    }
+    let options = ReadOptions { log_format, strict: args.strict, threads: args.threads };
     if inputs.is_empty() {
-        bail!("no flow-log files found under {}", args.paths.join(", "));
+        bail!("give flow-log files or directories to read (`-` for standard input)");
     }
 
     let progress = Progress::default();
@@ -96,18 +127,22 @@ pub fn run(args: MapArgs) -> Result<ExitCode> {
         Err(e) => bail!("{e} (stopped by --strict)"),
     };
 
+    output(&args, &map)
+}
+
+fn output(args: &MapArgs, map: &TrafficMap) -> Result<ExitCode> {
     if let Some(path) = &args.output {
-        write_atomically(path, &to_json(&map)?).with_context(|| format!("cannot write `{}`", path.display()))?;
+        write_atomically(path, &to_json(map)?).with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     let format = if args.json { Format::Json } else { args.format };
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Summary => {
-            stdout.write_all(crate::summary::render(&map, args.top, args.output.as_deref()).as_bytes())?
+            stdout.write_all(crate::summary::render(map, args.top, args.output.as_deref()).as_bytes())?
         }
-        Format::Json => stdout.write_all(&to_json(&map)?)?,
-        Format::Dot => stdout.write_all(render::to_dot(&map).as_bytes())?,
-        Format::Mermaid => stdout.write_all(render::to_mermaid(&map).as_bytes())?,
+        Format::Json => stdout.write_all(&to_json(map)?)?,
+        Format::Dot => stdout.write_all(render::to_dot(map).as_bytes())?,
+        Format::Mermaid => stdout.write_all(render::to_mermaid(map).as_bytes())?,
     }
     stdout.flush()?;
 
@@ -119,6 +154,39 @@ pub fn run(args: MapArgs) -> Result<ExitCode> {
     }
     let all_unreadable = map.inputs.iter().all(|i| i.unreadable);
     Ok(if all_unreadable { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn emit_sql(
+    engine: SqlEngine,
+    args: &MapArgs,
+    inputs: &[zerogate_flow::InputInfo],
+    log_format: Option<LogFormat>,
+    inventory: &Inventory,
+) -> Result<ExitCode> {
+    use zerogate_segment::athena;
+    let format = match log_format {
+        Some(f) => f,
+        None => match inputs.iter().find_map(zerogate_flow::sniff_format) {
+            Some(f) => f,
+            None => bail!("--emit-sql needs the log format: give --log-format, or flow-log files with a header line"),
+        },
+    };
+    let mut sql = String::new();
+    match engine {
+        SqlEngine::Athena => sql.push_str(&athena::athena_ddl(&format, &args.table, &args.s3_location)),
+        SqlEngine::Duckdb => {
+            let files: Vec<String> = inputs.iter().filter_map(|i| i.file().map(|f| f.display().to_string())).collect();
+            if files.is_empty() {
+                bail!("--emit-sql duckdb needs flow-log files to read");
+            }
+            sql.push_str(&athena::duckdb_prelude(&format, &args.table, &files));
+        }
+    }
+    sql.push('\n');
+    sql.push_str(&athena::map_query(&format, inventory, &args.table));
+    sql.push_str(";\n");
+    std::io::stdout().lock().write_all(sql.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn to_json(map: &TrafficMap) -> Result<Vec<u8>> {

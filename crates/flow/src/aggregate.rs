@@ -104,7 +104,7 @@ pub(crate) struct ViewAcc {
 }
 
 impl ViewAcc {
-    fn merge(&mut self, other: &ViewAcc) {
+    pub(crate) fn merge(&mut self, other: &ViewAcc) {
         self.records += other.records;
         self.packets += other.packets;
         self.bytes += other.bytes;
@@ -922,7 +922,11 @@ impl Partial {
                     match orient::by_fan_in(sp, dp) {
                         Some(side) => (side, Basis::PortStats),
                         None if last => (
-                            orient::by_port_range(k.source_port, k.destination_port, k.source < k.destination),
+                            orient::by_port_range(
+                                k.source_port,
+                                k.destination_port,
+                                k.source.to_string() < k.destination.to_string(),
+                            ),
                             Basis::PortRange,
                         ),
                         None => {
@@ -937,7 +941,9 @@ impl Partial {
             } else {
                 let forward = first_sent.get(&(k.source, k.destination, k.protocol)).copied().unwrap_or(NO_TIME);
                 let reverse = first_sent.get(&(k.destination, k.source, k.protocol)).copied().unwrap_or(NO_TIME);
-                let source_first = forward < reverse || (forward == reverse && k.source <= k.destination);
+                // Ties go to the textually smaller address, as the emitted SQL decides them too.
+                let source_first =
+                    forward < reverse || (forward == reverse && k.source.to_string() <= k.destination.to_string());
                 (if source_first { ServerSide::Destination } else { ServerSide::Source }, Basis::FirstSeen)
             };
             let (key, client, client_port) = match side {
@@ -984,7 +990,7 @@ fn merge_pending(into: &mut Map<PendingKey, PendingAcc>, from: Map<PendingKey, P
     }
 }
 
-/// The inventory's word on which side listens: a `listen` tag, or an AWS service on 80/443.
+/// The inventory's word on which side listens: a `listen` tag (or an interface endpoint).
 fn by_inventory(
     inventory: &Inventory,
     source: Endpoint,
@@ -995,7 +1001,6 @@ fn by_inventory(
 ) -> Option<ServerSide> {
     let listens = |ep: Endpoint, port: u16| match ep {
         Endpoint::Asset(a) => inventory.listens(a, protocol, port),
-        Endpoint::Service(_) => protocol == 6 && (port == 443 || port == 80),
         _ => false,
     };
     match (listens(source, source_port), listens(destination, destination_port)) {

@@ -14,6 +14,7 @@ pub mod orient;
 #[cfg(feature = "parquet")]
 mod parquet_input;
 pub mod prefix;
+pub mod query_result;
 pub mod record;
 pub mod render;
 pub mod sketch;
@@ -23,4 +24,4 @@ pub use field::Field;
 pub use format::{LogFormat, LogKind};
 pub use inventory::{Endpoint, Inventory};
 pub use map::{Edge, SCHEMA, TrafficMap};
-pub use source::{InputInfo, Progress, ReadOptions, StrictError, build_map, discover};
+pub use source::{InputInfo, Progress, ReadOptions, StrictError, build_map, discover, sniff_format};

@@ -14,6 +14,8 @@ const REGISTERS: usize = 1 << PRECISION;
 pub struct Distinct {
     exact: Vec<u64>,
     registers: Option<Box<[u8; REGISTERS]>>,
+    /// Counts of disjoint sets counted elsewhere (rows of a query result), added as they are.
+    counted: u64,
 }
 
 impl Distinct {
@@ -41,8 +43,14 @@ impl Distinct {
         self.registers = Some(registers);
     }
 
+    /// A set counted elsewhere, exactly, and known to be disjoint from any other it is merged with.
+    pub fn from_count(count: u64) -> Self {
+        Self { counted: count, ..Self::default() }
+    }
+
     /// Adds everything `other` counted.
     pub fn merge(&mut self, other: &Distinct) {
+        self.counted += other.counted;
         match other.registers.as_deref() {
             Some(theirs) => {
                 if self.registers.is_none() {
@@ -69,6 +77,10 @@ impl Distinct {
 
     /// The number of distinct items (an estimate once above the exact limit).
     pub fn count(&self) -> u64 {
+        self.counted + self.sketch_count()
+    }
+
+    fn sketch_count(&self) -> u64 {
         let Some(registers) = self.registers.as_deref() else {
             return self.exact.len() as u64;
         };

@@ -158,6 +158,37 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<(String, String)>
     }
 }
 
+impl InputInfo {
+    /// The input of a map built from a query result.
+    pub fn query_result(path: &str) -> Self {
+        Self { path: path.to_owned(), s3: None, location: Location::Missing("a query result".into()) }
+    }
+
+    /// The file behind the input, if it is one.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The format of a text input, from its header line (gzip or not); `None` when the first line
+/// is not a header or the input cannot be read.
+pub fn sniff_format(input: &InputInfo) -> Option<LogFormat> {
+    let file = File::open(input.file()?).ok()?;
+    let mut reader = BufReader::new(file);
+    let gzip = reader.fill_buf().ok()?.starts_with(&[0x1f, 0x8b]);
+    let mut line = String::new();
+    if gzip {
+        BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)).read_line(&mut line).ok()?;
+    } else {
+        reader.read_line(&mut line).ok()?;
+    }
+    let line = line.trim_end();
+    if looks_like_header(line) { LogFormat::from_header(line).ok() } else { None }
+}
+
 /// Reads what an S3 delivery key says: the four layouts AWS documents (default, Hive-compatible,
 /// hourly, both) and the file name `account_vpcflowlogs_region_flowlogid_YYYYMMDDTHHmmZ_hash`.
 pub fn parse_s3_key(path: &str) -> Option<S3Key> {

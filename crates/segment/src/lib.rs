@@ -1,0 +1,7 @@
+//! `zerogate-segment` turns the traffic map into what operators deploy and query. It owns the
+//! exporters; today that is the Athena (Trino) SQL that computes the map's aggregates where the
+//! flow logs already live (`zerogate map --emit-sql`), whose result `zerogate map
+//! --from-query-result` reads back. Recommendations, replay and drift will live here too. It
+//! never parses raw logs itself.
+
+pub mod athena;
