@@ -13,7 +13,7 @@ use crate::inventory::{Endpoint, Inventory};
 use crate::noise::{self, NoiseFacts, NoiseKind};
 use crate::orient::{self, Basis, ServerSide};
 use crate::record::{Action, FlowDirection, LineShape, LogStatus, Record};
-use crate::sketch::{Distinct, hash_endpoint, hash_str};
+use crate::sketch::{Distinct, hash_bytes, hash_endpoint};
 
 pub(crate) type Map<K, V> = HashMap<K, V, RandomState>;
 pub(crate) type Set<K> = HashSet<K, RandomState>;
@@ -52,6 +52,9 @@ pub(crate) struct EdgeAcc {
     pub basis: [u64; 5],
     pub max_packets: u64,
     pub handshake: bool,
+    /// Packets and bytes per vantage point (interface or TGW attachment; 0 when unknown).
+    /// Few per edge, so a list: one hash lookup per record instead of two.
+    pub views: Vec<(u64, ViewAcc)>,
 }
 
 impl Default for EdgeAcc {
@@ -68,11 +71,20 @@ impl Default for EdgeAcc {
             basis: [0; 5],
             max_packets: 0,
             handshake: false,
+            views: Vec::new(),
         }
     }
 }
 
 impl EdgeAcc {
+    /// Adds a view from vantage point `vantage`.
+    pub(crate) fn add_view(&mut self, vantage: u64, view: &ViewAcc) {
+        match self.views.iter_mut().find(|(v, _)| *v == vantage) {
+            Some((_, existing)) => existing.merge(view),
+            None => self.views.push((vantage, *view)),
+        }
+    }
+
     pub(crate) fn merge(&mut self, other: &EdgeAcc) {
         self.records += other.records;
         self.accepted += other.accepted;
@@ -89,6 +101,9 @@ impl EdgeAcc {
         }
         self.max_packets = self.max_packets.max(other.max_packets);
         self.handshake |= other.handshake;
+        for (vantage, view) in &other.views {
+            self.add_view(*vantage, view);
+        }
     }
 }
 
@@ -278,21 +293,24 @@ pub(crate) struct InterfaceAcc {
     pub ecs_service: Option<String>,
     pub first: u64,
     pub last: u64,
+    /// The input whose first record described the interface (while reading).
+    pub described_by: Option<usize>,
 }
 
 /// Keep at most this many SKIPDATA windows per interface (the earliest).
 const MAX_SKIP_WINDOWS: usize = 32;
 
-fn keep_min(slot: &mut Option<String>, value: Option<&str>) {
+/// Keeps the smallest value seen (so that merging in any order gives the same result).
+fn keep_min(slot: &mut Option<String>, value: Option<&[u8]>) {
     if let Some(v) = value
-        && slot.as_deref().is_none_or(|s| v < s)
+        && slot.as_deref().is_none_or(|s| v < s.as_bytes())
     {
-        *slot = Some(v.to_owned());
+        *slot = Some(String::from_utf8_lossy(v).into_owned());
     }
 }
 
 fn keep_min_owned(slot: &mut Option<String>, value: &Option<String>) {
-    keep_min(slot, value.as_deref());
+    keep_min(slot, value.as_deref().map(str::as_bytes));
 }
 
 impl InterfaceAcc {
@@ -462,7 +480,6 @@ const PROBLEMS_PER_INPUT: usize = 20;
 #[derive(Debug, Default)]
 pub struct Partial {
     pub(crate) edges: Map<EdgeKey, EdgeAcc>,
-    pub(crate) views: Map<(EdgeKey, u64), ViewAcc>,
     /// Connections of the input being read whose orientation waits for evidence.
     pub(crate) pending: Map<PendingKey, PendingAcc>,
     /// Connections that the evidence of their own input could not orient: they wait for all input.
@@ -476,6 +493,8 @@ pub struct Partial {
     pub(crate) inputs: BTreeMap<usize, InputAcc>,
     /// The input being read, kept out of the map on the hot path.
     current: Option<(usize, InputAcc)>,
+    /// Recently resolved addresses (see `resolve_address`).
+    resolved: Vec<Option<(IpAddr, Endpoint)>>,
     pub(crate) problems: Vec<Problem>,
     pub(crate) problem_reasons: BTreeMap<String, u64>,
     pub(crate) unknown_fields: BTreeSet<String>,
@@ -564,7 +583,7 @@ impl Partial {
             acc.last = acc.last.max(last);
         }
 
-        let vantage = self.vantage(record, format, first, last);
+        let vantage = self.vantage(record, format, input, first, last);
 
         if record.is_coverage_marker() {
             if let Some(iface) = vantage.and_then(|v| self.interfaces.get_mut(&v)) {
@@ -597,8 +616,8 @@ impl Partial {
         // A format without `protocol` still shows who talks to whom: protocol 255 (IANA reserved).
         let protocol = record.protocol.unwrap_or(255);
         self.totals.traffic += 1;
-        let source = inventory.resolve(src, record.pkt_src_aws_service);
-        let destination = inventory.resolve(dst, record.pkt_dst_aws_service);
+        let source = self.resolve_address(inventory, src, record.pkt_src_aws_service);
+        let destination = self.resolve_address(inventory, dst, record.pkt_dst_aws_service);
         let (sport, dport) = if orient::has_ports(protocol) {
             (record.srcport.unwrap_or(0), record.dstport.unwrap_or(0))
         } else {
@@ -702,16 +721,44 @@ impl Partial {
         }
     }
 
+    /// Resolves an address through a small direct-mapped cache (the same few addresses recur).
+    fn resolve_address(&mut self, inventory: &Inventory, addr: IpAddr, aws_service: Option<&[u8]>) -> Endpoint {
+        if aws_service.is_some() {
+            return inventory.resolve_raw(addr, aws_service);
+        }
+        if self.resolved.is_empty() {
+            self.resolved = vec![None; RESOLVE_CACHE];
+        }
+        let slot = (hash_endpoint(addr, 0) as usize) % RESOLVE_CACHE;
+        if let Some(Some((cached, endpoint))) = self.resolved.get(slot)
+            && *cached == addr
+        {
+            return *endpoint;
+        }
+        let endpoint = inventory.resolve(addr, None);
+        if let Some(entry) = self.resolved.get_mut(slot) {
+            *entry = Some((addr, endpoint));
+        }
+        endpoint
+    }
+
     /// The vantage point of a record, with what the record says about it.
-    fn vantage(&mut self, record: &Record<'_>, format: FormatFacts, first: u64, last: u64) -> Option<u64> {
+    fn vantage(
+        &mut self,
+        record: &Record<'_>,
+        format: FormatFacts,
+        input: usize,
+        first: u64,
+        last: u64,
+    ) -> Option<u64> {
         let (id, transit_gateway) = match (format.kind, record.interface_id, record.tgw_attachment_id) {
             (_, Some(eni), _) => (eni, false),
             (_, None, Some(attachment)) => (attachment, true),
             _ => return None,
         };
-        let key = hash_str(id) ^ u64::from(transit_gateway);
+        let key = hash_bytes(id) ^ u64::from(transit_gateway);
         let iface = self.interfaces.entry(key).or_insert_with(|| InterfaceAcc {
-            id: id.to_owned(),
+            id: String::from_utf8_lossy(id).into_owned(),
             transit_gateway,
             first: NO_TIME,
             ..InterfaceAcc::default()
@@ -742,12 +789,17 @@ impl Partial {
                 None => {}
             }
         }
-        keep_min(&mut iface.vpc_id, record.vpc_id);
-        keep_min(&mut iface.subnet_id, record.subnet_id);
-        keep_min(&mut iface.account_id, record.account_id);
-        keep_min(&mut iface.region, record.region);
-        keep_min(&mut iface.az_id, record.az_id);
-        keep_min(&mut iface.ecs_service, record.ecs_service_name);
+        // What describes the interface is the same on all its records (AWS): read it from the
+        // first record of each input, not from every record.
+        if iface.described_by != Some(input) {
+            iface.described_by = Some(input);
+            keep_min(&mut iface.vpc_id, record.vpc_id);
+            keep_min(&mut iface.subnet_id, record.subnet_id);
+            keep_min(&mut iface.account_id, record.account_id);
+            keep_min(&mut iface.region, record.region);
+            keep_min(&mut iface.az_id, record.az_id);
+            keep_min(&mut iface.ecs_service, record.ecs_service_name);
+        }
         Some(key)
     }
 
@@ -790,7 +842,7 @@ impl Partial {
         }
         edge.max_packets = edge.max_packets.max(observed.max_packets);
         edge.handshake |= handshake;
-        self.views.entry((key, vantage)).or_default().merge(&observed.view);
+        edge.add_view(vantage, &observed.view);
     }
 
     /// Merges another partial into this one.
@@ -804,9 +856,6 @@ impl Partial {
                     self.edges.insert(k, v);
                 }
             }
-        }
-        for (k, v) in other.views {
-            self.views.entry(k).or_default().merge(&v);
         }
         debug_assert!(other.pending.is_empty() && other.input_listeners.is_empty(), "merge settled partials");
         merge_pending(&mut self.held, other.held);
@@ -971,6 +1020,9 @@ impl Partial {
         rest
     }
 }
+
+/// Slots of the address cache (see `resolve_address`).
+const RESOLVE_CACHE: usize = 1024;
 
 /// Connections waiting at once for one input before they are settled early.
 const PENDING_CAP: usize = 1 << 16;

@@ -209,6 +209,11 @@ impl Inventory {
         }
     }
 
+    /// [`Inventory::resolve`] with the service name as the bytes of a record.
+    pub fn resolve_raw(&self, addr: IpAddr, aws_service: Option<&[u8]>) -> Endpoint {
+        self.resolve(addr, aws_service.and_then(|s| std::str::from_utf8(s).ok()))
+    }
+
     /// Whether a user-named asset listens on `port` for `protocol`.
     pub fn listens(&self, asset: u32, protocol: u8, port: u16) -> bool {
         self.assets.get(asset as usize).is_some_and(|a| a.listeners.contains(&(protocol, port)))

@@ -471,16 +471,18 @@ pub fn finalize(mut partial: Partial, inventory: &Inventory, inputs: &[InputInfo
 
     // Per edge: class views from every vantage point.
     let mut class_views: BTreeMap<EdgeKey, ClassViews> = BTreeMap::new();
-    for (&(key, vantage), view) in &partial.views {
-        let class = classify_view(&key, interfaces.get(&vantage), inventory);
-        let entry = class_views.entry(key).or_default();
-        match class {
-            Some(Vantage::ServerInterface) => add(&mut entry.server, view),
-            Some(Vantage::ClientInterface) => add(&mut entry.client, view),
-            Some(Vantage::EndpointInterface) => max_view(&mut entry.endpoint, view),
-            Some(Vantage::Intermediate) => add(&mut entry.intermediate, view),
-            Some(Vantage::TransitGateway) => add(&mut entry.tgw, view),
-            None => add(&mut entry.translated, view),
+    for (key, acc) in &partial.edges {
+        for (vantage, view) in &acc.views {
+            let class = classify_view(key, interfaces.get(vantage), inventory);
+            let entry = class_views.entry(*key).or_default();
+            match class {
+                Some(Vantage::ServerInterface) => add(&mut entry.server, view),
+                Some(Vantage::ClientInterface) => add(&mut entry.client, view),
+                Some(Vantage::EndpointInterface) => max_view(&mut entry.endpoint, view),
+                Some(Vantage::Intermediate) => add(&mut entry.intermediate, view),
+                Some(Vantage::TransitGateway) => add(&mut entry.tgw, view),
+                None => add(&mut entry.translated, view),
+            }
         }
     }
 

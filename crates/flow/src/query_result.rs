@@ -196,6 +196,7 @@ fn add_row(
                 ],
                 max_packets: row.count("max_packets")?,
                 handshake: row.count("handshake")? > 0,
+                views: Vec::new(),
             };
             let k = key()?;
             match part.edges.get_mut(&k) {
@@ -215,7 +216,7 @@ fn add_row(
                 ingress_packets: row.count("ingress_packets")?,
                 ingress_bytes: row.count("ingress_bytes")?,
             };
-            part.views.entry((key()?, vantage)).or_default().merge(&view);
+            part.edges.entry(key()?).or_default().add_view(vantage, &view);
         }
         "interface" => {
             let id = row.text("vantage").ok_or("empty `vantage`")?;
@@ -245,6 +246,7 @@ fn add_row(
                 region: text("region"),
                 az_id: text("az_id"),
                 ecs_service: text("ecs_service"),
+                described_by: None,
                 first: time(row.number("first_seen")?),
                 last: row.count("last_seen")?,
             };

@@ -46,13 +46,15 @@ pub enum TrafficType {
     Efa,
 }
 
-/// A parsed record. Fields absent from the format or given as `-` are `None`.
+/// A parsed record. Fields absent from the format or given as `-` are `None`. Identifiers are
+/// kept as the bytes of the line (AWS writes them in ASCII); they become text only where they
+/// are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[allow(missing_docs, reason = "each field is the AWS field of the same name")]
 pub struct Record<'a> {
     pub version: Option<u8>,
-    pub account_id: Option<&'a str>,
-    pub interface_id: Option<&'a str>,
+    pub account_id: Option<&'a [u8]>,
+    pub interface_id: Option<&'a [u8]>,
     pub srcaddr: Option<IpAddr>,
     pub dstaddr: Option<IpAddr>,
     pub srcport: Option<u16>,
@@ -65,27 +67,27 @@ pub struct Record<'a> {
     pub end: Option<u64>,
     pub action: Option<Action>,
     pub log_status: Option<LogStatus>,
-    pub vpc_id: Option<&'a str>,
-    pub subnet_id: Option<&'a str>,
-    pub instance_id: Option<&'a str>,
+    pub vpc_id: Option<&'a [u8]>,
+    pub subnet_id: Option<&'a [u8]>,
+    pub instance_id: Option<&'a [u8]>,
     pub tcp_flags: Option<u8>,
     pub traffic_type: Option<TrafficType>,
     pub pkt_srcaddr: Option<IpAddr>,
     pub pkt_dstaddr: Option<IpAddr>,
-    pub region: Option<&'a str>,
-    pub az_id: Option<&'a str>,
-    pub pkt_src_aws_service: Option<&'a str>,
-    pub pkt_dst_aws_service: Option<&'a str>,
+    pub region: Option<&'a [u8]>,
+    pub az_id: Option<&'a [u8]>,
+    pub pkt_src_aws_service: Option<&'a [u8]>,
+    pub pkt_dst_aws_service: Option<&'a [u8]>,
     pub flow_direction: Option<FlowDirection>,
     pub traffic_path: Option<u8>,
-    pub resource_type: Option<&'a str>,
-    pub tgw_id: Option<&'a str>,
-    pub tgw_attachment_id: Option<&'a str>,
-    pub tgw_pair_attachment_id: Option<&'a str>,
+    pub resource_type: Option<&'a [u8]>,
+    pub tgw_id: Option<&'a [u8]>,
+    pub tgw_attachment_id: Option<&'a [u8]>,
+    pub tgw_pair_attachment_id: Option<&'a [u8]>,
     pub packets_lost: Option<u64>,
-    pub ecs_cluster_name: Option<&'a str>,
-    pub ecs_service_name: Option<&'a str>,
-    pub reject_reason: Option<&'a str>,
+    pub ecs_cluster_name: Option<&'a [u8]>,
+    pub ecs_service_name: Option<&'a [u8]>,
+    pub reject_reason: Option<&'a [u8]>,
     pub encryption_status: Option<u8>,
     /// `start` or `end` was given in milliseconds and has been converted.
     pub millis: bool,
@@ -138,7 +140,6 @@ const MAX_SECONDS: u64 = (1 << 31) - 1;
 #[derive(Debug, Clone)]
 pub struct LineParser {
     columns: Vec<Option<Field>>,
-    spans: Vec<(usize, usize)>,
 }
 
 /// What the tokenizer noticed about a line besides its records.
@@ -153,7 +154,7 @@ pub struct LineShape {
 impl LineParser {
     /// A parser for `format`.
     pub fn new(format: &LogFormat) -> Self {
-        Self { columns: format.columns().to_vec(), spans: Vec::with_capacity(format.columns().len() + 2) }
+        Self { columns: format.columns().to_vec() }
     }
 
     /// Parses one line (without its line ending).
@@ -163,72 +164,121 @@ impl LineParser {
         Ok((record, shape))
     }
 
-    /// Parses one line into `record`, which is reset first; avoids moving the record around.
+    /// Parses one line into `record`, avoiding moving the record around.
+    /// `record` must be fresh (`Record::default()`): only the fields of the line are set.
     pub fn parse_into<'a>(&mut self, line: &'a [u8], record: &mut Record<'a>) -> Result<LineShape, RecordError> {
-        let mut shape = LineShape::default();
-        self.spans.clear();
+        let mut sink = Sink {
+            columns: &self.columns,
+            line,
+            record,
+            column: 0,
+            error: None,
+            shape: LineShape::default(),
+            first: true,
+            src_token: &[],
+            dst_token: &[],
+        };
+        // One pass: find blanks eight bytes at a time (SWAR, one bit per blank) and parse each
+        // token as it ends.
         let n = line.len();
         let mut start = 0;
-        let mut blank = |pos: usize, spans: &mut Vec<(usize, usize)>| {
+        let mut blank = |pos: usize, sink: &mut Sink<'a, '_>| {
             if pos == start {
-                shape.irregular_spacing = true; // a run of blanks, or a leading one
+                sink.shape.irregular_spacing = true; // a run of blanks, or a leading one
             } else {
-                spans.push((start, pos));
+                sink.token(start, pos);
             }
             start = pos + 1;
         };
-        // Find blanks eight bytes at a time (SWAR): one mask per word, one bit per blank.
         let mut base = 0;
         let mut words = line.chunks_exact(8);
         for word in &mut words {
             let mut mask = blank_mask(u64::from_le_bytes(word.try_into().unwrap_or_default()));
             while mask != 0 {
-                blank(base + (mask.trailing_zeros() / 8) as usize, &mut self.spans);
+                blank(base + (mask.trailing_zeros() / 8) as usize, &mut sink);
                 mask &= mask - 1;
             }
             base += 8;
         }
         for (i, b) in words.remainder().iter().enumerate() {
-            if *b == b' ' || *b == b'\t' {
-                blank(base + i, &mut self.spans);
+            if *b == b' ' {
+                blank(base + i, &mut sink);
             }
         }
         if start < n {
-            self.spans.push((start, n));
+            sink.token(start, n);
         } else if n > 0 {
-            shape.irregular_spacing = true;
+            sink.shape.irregular_spacing = true;
         }
-
-        let mut skip = 0;
-        if self.spans.len() == self.columns.len() + 1
-            && let Some(&(s, e)) = self.spans.first()
-            && is_cloudwatch_timestamp(line.get(s..e).unwrap_or_default())
-        {
-            skip = 1;
-            shape.cloudwatch_timestamp = true;
+        // A wrong number of fields says more than the first bad value it caused.
+        if sink.column != self.columns.len() {
+            return Err(RecordError::FieldCount { expected: self.columns.len(), found: sink.column });
         }
-        let found = self.spans.len() - skip;
-        if found != self.columns.len() {
-            return Err(RecordError::FieldCount { expected: self.columns.len(), found });
+        match sink.error {
+            Some(e) => Err(e),
+            None => Ok(sink.shape),
         }
-        *record = Record::default();
-        for (column, &(s, e)) in self.columns.iter().zip(self.spans.iter().skip(skip)) {
-            let Some(field) = *column else { continue };
-            let token = line.get(s..e).unwrap_or_default();
-            set_field(record, field, token)?;
-        }
-        Ok(shape)
     }
 }
 
-/// One high bit per byte of `word` that is a space or a tab.
+/// Receives the tokens of one line and sets the fields of its record.
+struct Sink<'a, 'r> {
+    columns: &'r [Option<Field>],
+    line: &'a [u8],
+    record: &'r mut Record<'a>,
+    column: usize,
+    error: Option<RecordError>,
+    shape: LineShape,
+    first: bool,
+    src_token: &'a [u8],
+    dst_token: &'a [u8],
+}
+
+impl<'a> Sink<'a, '_> {
+    #[inline]
+    fn token(&mut self, start: usize, end: usize) {
+        let token = self.line.get(start..end).unwrap_or_default();
+        if self.first {
+            self.first = false;
+            if is_cloudwatch_timestamp(token) {
+                self.shape.cloudwatch_timestamp = true;
+                return;
+            }
+        }
+        let column = self.column;
+        self.column += 1;
+        if self.error.is_some() {
+            return;
+        }
+        let Some(Some(field)) = self.columns.get(column).copied() else { return };
+        // `pkt-srcaddr`/`pkt-dstaddr` usually repeat `srcaddr`/`dstaddr`: compare, don't re-parse.
+        match field {
+            Field::SrcAddr => self.src_token = token,
+            Field::DstAddr => self.dst_token = token,
+            Field::PktSrcAddr if token == self.src_token && self.record.srcaddr.is_some() => {
+                self.record.pkt_srcaddr = self.record.srcaddr;
+                return;
+            }
+            Field::PktDstAddr if token == self.dst_token && self.record.dstaddr.is_some() => {
+                self.record.pkt_dstaddr = self.record.dstaddr;
+                return;
+            }
+            _ => {}
+        }
+        if let Err(e) = set_field(self.record, field, token) {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// One high bit per byte of `word` that is a space (AWS separates fields by spaces only).
+#[inline]
 fn blank_mask(word: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const SPACES: u64 = 0x2020_2020_2020_2020;
-    const TABS: u64 = 0x0909_0909_0909_0909;
-    // Exact zero-byte detection (no false positives), for x = word ^ pattern.
-    let zero = |x: u64| !((x & LOW7).wrapping_add(LOW7) | x | LOW7);
-    zero(word ^ SPACES) | zero(word ^ TABS)
+    // Exact zero-byte detection (no false positives), for x = word ^ SPACES.
+    let x = word ^ SPACES;
+    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
 }
 
 fn is_cloudwatch_timestamp(token: &[u8]) -> bool {
@@ -246,12 +296,25 @@ fn bad(field: Field, token: &[u8], reason: &'static str) -> RecordError {
 }
 
 fn text(field: Field, token: &[u8]) -> Result<&str, RecordError> {
+    // Only the one field that needs it (addresses beyond the fast path) pays for validation.
     std::str::from_utf8(token).map_err(|_| bad(field, token, "not UTF-8"))
 }
 
 fn number(field: Field, token: &[u8]) -> Result<u64, RecordError> {
     if token.is_empty() || token.len() > 20 {
         return Err(bad(field, token, "not a number"));
+    }
+    if token.len() <= 19 {
+        // Nineteen digits cannot overflow a u64: no checks in the loop.
+        let mut value: u64 = 0;
+        for &b in token {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return Err(bad(field, token, "not a number"));
+            }
+            value = value * 10 + u64::from(digit);
+        }
+        return Ok(value);
     }
     let mut value: u64 = 0;
     for &b in token {
@@ -330,8 +393,8 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
     }
     match field {
         Field::Version => record.version = Some(small(field, token, "version out of range")?),
-        Field::AccountId => record.account_id = Some(text(field, token)?),
-        Field::InterfaceId => record.interface_id = Some(text(field, token)?),
+        Field::AccountId => record.account_id = Some(token),
+        Field::InterfaceId => record.interface_id = Some(token),
         Field::SrcAddr => record.srcaddr = Some(address(field, token)?),
         Field::DstAddr => record.dstaddr = Some(address(field, token)?),
         Field::PktSrcAddr => record.pkt_srcaddr = Some(address(field, token)?),
@@ -358,9 +421,9 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
                 _ => return Err(bad(field, token, "expected OK, NODATA or SKIPDATA")),
             });
         }
-        Field::VpcId => record.vpc_id = Some(text(field, token)?),
-        Field::SubnetId => record.subnet_id = Some(text(field, token)?),
-        Field::InstanceId => record.instance_id = Some(text(field, token)?),
+        Field::VpcId => record.vpc_id = Some(token),
+        Field::SubnetId => record.subnet_id = Some(token),
+        Field::InstanceId => record.instance_id = Some(token),
         Field::TcpFlags => record.tcp_flags = Some(small(field, token, "tcp-flags above 255")?),
         Field::Type => {
             record.traffic_type = Some(match token {
@@ -370,10 +433,10 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
                 _ => return Err(bad(field, token, "expected IPv4, IPv6 or EFA")),
             });
         }
-        Field::Region => record.region = Some(text(field, token)?),
-        Field::AzId => record.az_id = Some(text(field, token)?),
-        Field::PktSrcAwsService => record.pkt_src_aws_service = Some(text(field, token)?),
-        Field::PktDstAwsService => record.pkt_dst_aws_service = Some(text(field, token)?),
+        Field::Region => record.region = Some(token),
+        Field::AzId => record.az_id = Some(token),
+        Field::PktSrcAwsService => record.pkt_src_aws_service = Some(token),
+        Field::PktDstAwsService => record.pkt_dst_aws_service = Some(token),
         Field::FlowDirection => {
             record.flow_direction = Some(match token {
                 b"ingress" => FlowDirection::Ingress,
@@ -382,10 +445,10 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
             });
         }
         Field::TrafficPath => record.traffic_path = Some(small(field, token, "traffic-path above 255")?),
-        Field::ResourceType => record.resource_type = Some(text(field, token)?),
-        Field::TgwId => record.tgw_id = Some(text(field, token)?),
-        Field::TgwAttachmentId => record.tgw_attachment_id = Some(text(field, token)?),
-        Field::TgwPairAttachmentId => record.tgw_pair_attachment_id = Some(text(field, token)?),
+        Field::ResourceType => record.resource_type = Some(token),
+        Field::TgwId => record.tgw_id = Some(token),
+        Field::TgwAttachmentId => record.tgw_attachment_id = Some(token),
+        Field::TgwPairAttachmentId => record.tgw_pair_attachment_id = Some(token),
         Field::PacketsLostNoRoute
         | Field::PacketsLostBlackhole
         | Field::PacketsLostMtuExceeded
@@ -393,9 +456,9 @@ fn set_field<'a>(record: &mut Record<'a>, field: Field, token: &'a [u8]) -> Resu
             let lost = number(field, token)?;
             record.packets_lost = Some(record.packets_lost.unwrap_or(0).saturating_add(lost));
         }
-        Field::EcsClusterName => record.ecs_cluster_name = Some(text(field, token)?),
-        Field::EcsServiceName => record.ecs_service_name = Some(text(field, token)?),
-        Field::RejectReason => record.reject_reason = Some(text(field, token)?),
+        Field::EcsClusterName => record.ecs_cluster_name = Some(token),
+        Field::EcsServiceName => record.ecs_service_name = Some(token),
+        Field::RejectReason => record.reject_reason = Some(token),
         Field::EncryptionStatus => {
             let status: u8 = small(field, token, "expected 0 to 3")?;
             if status > 3 {
@@ -498,12 +561,14 @@ mod tests {
     }
 
     #[test]
-    fn blank_mask_finds_exactly_the_blanks() {
-        for word in [*b"ab cd\tef", *b"        ", *b"\x00\x01 !\x1f\x21\xa0\x20", *b"12345678"] {
+    fn blank_mask_finds_exactly_the_spaces() {
+        for word in
+            [*b"ab cd\tef", *b"        ", *b"\x00\x01 !\x1f\x21\xa0\x20", *b"12345678", *b"\xa0\xa0 \x20\x60\xe0\x00 "]
+        {
             let mask = blank_mask(u64::from_le_bytes(word));
             for (i, b) in word.iter().enumerate() {
                 let marked = mask & (0x80 << (8 * i)) != 0;
-                assert_eq!(marked, *b == b' ' || *b == b'\t', "byte {i} of {word:?}");
+                assert_eq!(marked, *b == b' ', "byte {i} of {word:?}");
             }
         }
     }

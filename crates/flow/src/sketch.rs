@@ -25,12 +25,12 @@ impl Distinct {
             add_register(registers, hash);
             return;
         }
-        if self.exact.last() == Some(&hash) || self.exact.contains(&hash) {
-            return;
-        }
-        self.exact.push(hash);
-        if self.exact.len() > EXACT_MAX {
-            self.promote();
+        // Sorted, so a repeat (most records of a connection) costs a binary search.
+        if let Err(at) = self.exact.binary_search(&hash) {
+            self.exact.insert(at, hash);
+            if self.exact.len() > EXACT_MAX {
+                self.promote();
+            }
         }
     }
 
@@ -132,13 +132,20 @@ pub fn hash_endpoint(addr: IpAddr, port: u16) -> u64 {
 
 /// Hashes a string, for identifiers such as interface ids.
 pub fn hash_str(s: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325_u64;
-    for chunk in s.as_bytes().chunks(8) {
-        let mut word = [0u8; 8];
-        word.get_mut(..chunk.len()).unwrap_or_default().copy_from_slice(chunk);
-        h = hash_u64(h ^ u64::from_le_bytes(word));
+    hash_bytes(s.as_bytes())
+}
+
+/// Hashes bytes, for identifiers as they appear in a record.
+pub fn hash_bytes(s: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ s.len() as u64;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     }
-    hash_u64(h ^ s.len() as u64)
+    let mut tail = [0u8; 8];
+    tail.get_mut(..words.remainder().len()).unwrap_or_default().copy_from_slice(words.remainder());
+    hash_u64(h ^ u64::from_le_bytes(tail))
 }
 
 #[cfg(test)]

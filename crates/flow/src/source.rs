@@ -552,7 +552,7 @@ impl<'a> Lines<'a> {
         self.line += 1;
         self.part.input_mut(self.index).lines += 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        if line.first().is_none_or(u8::is_ascii_whitespace) && line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         if line.first().is_some_and(u8::is_ascii_lowercase)
