@@ -191,43 +191,61 @@ impl HourCounts {
     }
 }
 
-/// A connection (one direction, one vantage point) whose orientation waits for global evidence.
+/// A conversation whose orientation waits for evidence: both ends, in a canonical order (the
+/// smaller address and port first), so that both directions and every vantage point of one
+/// connection share one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct PendingKey {
-    pub source: IpAddr,
-    pub source_port: u16,
-    pub destination: IpAddr,
-    pub destination_port: u16,
+    pub lo: IpAddr,
+    pub lo_port: u16,
+    pub hi: IpAddr,
+    pub hi_port: u16,
     pub protocol: u8,
-    pub vantage: u64,
 }
 
-/// What a held connection has accumulated.
+/// What a held conversation has accumulated.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingAcc {
-    pub source: Endpoint,
-    pub destination: Endpoint,
-    pub view: ViewAcc,
+    pub lo: Endpoint,
+    pub hi: Endpoint,
+    /// Per vantage point; usually one or two.
+    pub views: Vec<(u64, ViewAcc)>,
+    pub records: u64,
     pub accepted: u64,
     pub rejected: u64,
     pub first: u64,
     pub last: u64,
+    /// When each direction was first seen (for protocols without ports).
+    pub first_from_lo: u64,
+    pub first_from_hi: u64,
     pub max_packets: u64,
     pub hours: HourCounts,
 }
 
 impl PendingAcc {
+    fn add_view(&mut self, vantage: u64, view: &ViewAcc) {
+        match self.views.iter_mut().find(|(v, _)| *v == vantage) {
+            Some((_, existing)) => existing.merge(view),
+            None => self.views.push((vantage, *view)),
+        }
+    }
+
     fn merge(&mut self, other: &PendingAcc) {
-        self.view.merge(&other.view);
+        for (vantage, view) in &other.views {
+            self.add_view(*vantage, view);
+        }
+        self.records += other.records;
         self.accepted += other.accepted;
         self.rejected += other.rejected;
         self.first = self.first.min(other.first);
         self.last = self.last.max(other.last);
+        self.first_from_lo = self.first_from_lo.min(other.first_from_lo);
+        self.first_from_hi = self.first_from_hi.min(other.first_from_hi);
         self.max_packets = self.max_packets.max(other.max_packets);
         self.hours.merge(&other.hours);
         // The same addresses resolve the same way; keep the smaller for determinism anyway.
-        self.source = self.source.min(other.source);
-        self.destination = self.destination.min(other.destination);
+        self.lo = self.lo.min(other.lo);
+        self.hi = self.hi.min(other.hi);
     }
 }
 
@@ -689,22 +707,23 @@ impl Partial {
                 self.fold(key, vantage, client, client_port, basis, &observed, handshake, &hours);
             }
             None => {
-                let key = PendingKey {
-                    source: src,
-                    source_port: sport,
-                    destination: dst,
-                    destination_port: dport,
-                    protocol,
-                    vantage,
+                let from_lo = (src, sport) <= (dst, dport);
+                let (key, lo, hi) = if from_lo {
+                    (PendingKey { lo: src, lo_port: sport, hi: dst, hi_port: dport, protocol }, source, destination)
+                } else {
+                    (PendingKey { lo: dst, lo_port: dport, hi: src, hi_port: sport, protocol }, destination, source)
                 };
                 let acc = PendingAcc {
-                    source,
-                    destination,
-                    view: observed.view,
+                    lo,
+                    hi,
+                    views: vec![(vantage, observed.view)],
+                    records: observed.view.records,
                     accepted: observed.accepted,
                     rejected: observed.rejected,
                     first,
                     last,
+                    first_from_lo: if from_lo { first } else { NO_TIME },
+                    first_from_hi: if from_lo { NO_TIME } else { first },
                     max_packets: observed.max_packets,
                     hours,
                 };
@@ -933,49 +952,32 @@ impl Partial {
         if pending.is_empty() {
             return rest;
         }
-        // Fan-in: distinct peers (address and port) of each address and port among held flows.
-        let mut conversations: Set<(IpAddr, u16, IpAddr, u16, u8)> = Set::default();
-        for k in pending.keys() {
-            let (a, b) = ((k.source, k.source_port), (k.destination, k.destination_port));
-            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-            conversations.insert((lo.0, lo.1, hi.0, hi.1, k.protocol));
-        }
+        // Fan-in: distinct peers (address and port) of each address and port among held
+        // conversations (each key is one conversation).
         let mut peers: Map<(IpAddr, u16, u8), u32> = Map::default();
-        for &(a, ap, b, bp, protocol) in &conversations {
-            *peers.entry((a, ap, protocol)).or_default() += 1;
-            *peers.entry((b, bp, protocol)).or_default() += 1;
-        }
-        drop(conversations);
-        // For protocols without ports: when each direction was first seen.
-        let mut first_sent: Map<(IpAddr, IpAddr, u8), u64> = Map::default();
-        for (k, v) in &pending {
-            if !orient::has_ports(k.protocol) {
-                let t = first_sent.entry((k.source, k.destination, k.protocol)).or_insert(NO_TIME);
-                *t = (*t).min(v.first);
-            }
+        for k in pending.keys() {
+            *peers.entry((k.lo, k.lo_port, k.protocol)).or_default() += 1;
+            *peers.entry((k.hi, k.hi_port, k.protocol)).or_default() += 1;
         }
 
+        // Every rule below is symmetric in the two ends, so both directions agree. `Source`
+        // means the `lo` end is the server.
         for (k, v) in pending {
             let (side, basis) = if orient::has_ports(k.protocol) {
-                let src_listens = listeners.contains(&(k.source, k.protocol, k.source_port));
-                let dst_listens = listeners.contains(&(k.destination, k.protocol, k.destination_port));
-                if src_listens != dst_listens {
-                    (if src_listens { ServerSide::Source } else { ServerSide::Destination }, Basis::TcpFlags)
-                } else if let Some(side) =
-                    by_inventory(inventory, v.source, k.source_port, v.destination, k.destination_port, k.protocol)
-                {
+                let lo_listens = listeners.contains(&(k.lo, k.protocol, k.lo_port));
+                let hi_listens = listeners.contains(&(k.hi, k.protocol, k.hi_port));
+                if lo_listens != hi_listens {
+                    (if lo_listens { ServerSide::Source } else { ServerSide::Destination }, Basis::TcpFlags)
+                } else if let Some(side) = by_inventory(inventory, v.lo, k.lo_port, v.hi, k.hi_port, k.protocol) {
                     (side, Basis::Inventory)
                 } else {
-                    let sp = peers.get(&(k.source, k.source_port, k.protocol)).copied().unwrap_or(0);
-                    let dp = peers.get(&(k.destination, k.destination_port, k.protocol)).copied().unwrap_or(0);
-                    match orient::by_fan_in(sp, dp) {
+                    let lp = peers.get(&(k.lo, k.lo_port, k.protocol)).copied().unwrap_or(0);
+                    let hp = peers.get(&(k.hi, k.hi_port, k.protocol)).copied().unwrap_or(0);
+                    match orient::by_fan_in(lp, hp) {
                         Some(side) => (side, Basis::PortStats),
+                        // Ties go to the textually smaller address, as the emitted SQL decides.
                         None if last => (
-                            orient::by_port_range(
-                                k.source_port,
-                                k.destination_port,
-                                k.source.to_string() < k.destination.to_string(),
-                            ),
+                            orient::by_port_range(k.lo_port, k.hi_port, k.lo.to_string() < k.hi.to_string()),
                             Basis::PortRange,
                         ),
                         None => {
@@ -988,34 +990,35 @@ impl Partial {
                 rest.insert(k, v);
                 continue;
             } else {
-                let forward = first_sent.get(&(k.source, k.destination, k.protocol)).copied().unwrap_or(NO_TIME);
-                let reverse = first_sent.get(&(k.destination, k.source, k.protocol)).copied().unwrap_or(NO_TIME);
-                // Ties go to the textually smaller address, as the emitted SQL decides them too.
-                let source_first =
-                    forward < reverse || (forward == reverse && k.source.to_string() <= k.destination.to_string());
-                (if source_first { ServerSide::Destination } else { ServerSide::Source }, Basis::FirstSeen)
+                // Protocols without ports: the end that sent first is the client.
+                let (forward, reverse) = (v.first_from_lo, v.first_from_hi);
+                let lo_first = forward < reverse || (forward == reverse && k.lo.to_string() <= k.hi.to_string());
+                (if lo_first { ServerSide::Destination } else { ServerSide::Source }, Basis::FirstSeen)
             };
             let (key, client, client_port) = match side {
-                ServerSide::Destination => (
-                    EdgeKey { client: v.source, server: v.destination, protocol: k.protocol, port: k.destination_port },
-                    k.source,
-                    k.source_port,
-                ),
-                ServerSide::Source => (
-                    EdgeKey { client: v.destination, server: v.source, protocol: k.protocol, port: k.source_port },
-                    k.destination,
-                    k.destination_port,
-                ),
+                ServerSide::Destination => {
+                    (EdgeKey { client: v.lo, server: v.hi, protocol: k.protocol, port: k.hi_port }, k.lo, k.lo_port)
+                }
+                ServerSide::Source => {
+                    (EdgeKey { client: v.hi, server: v.lo, protocol: k.protocol, port: k.lo_port }, k.hi, k.hi_port)
+                }
             };
-            let observed = Observed {
-                view: v.view,
-                accepted: v.accepted,
-                rejected: v.rejected,
-                first: v.first,
-                last: v.last,
-                max_packets: v.max_packets,
-            };
-            self.fold(key, k.vantage, client, client_port, basis, &observed, false, &v.hours);
+            let edge = self.edges.entry(key).or_default();
+            edge.records += v.records;
+            edge.accepted += v.accepted;
+            edge.rejected += v.rejected;
+            edge.first = edge.first.min(v.first);
+            edge.last = edge.last.max(v.last);
+            v.hours.add_to(&mut edge.hours);
+            edge.connections.insert(hash_endpoint(client, client_port));
+            edge.client_addresses.insert(hash_endpoint(client, 0));
+            if let Some(slot) = edge.basis.get_mut(basis as usize) {
+                *slot += v.records;
+            }
+            edge.max_packets = edge.max_packets.max(v.max_packets);
+            for (vantage, view) in &v.views {
+                edge.add_view(*vantage, view);
+            }
         }
         rest
     }
