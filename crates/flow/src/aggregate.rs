@@ -119,12 +119,13 @@ pub(crate) struct ViewAcc {
 }
 
 impl ViewAcc {
+    /// Adds another view. Packets and bytes come from input and saturate rather than wrap.
     pub(crate) fn merge(&mut self, other: &ViewAcc) {
         self.records += other.records;
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.ingress_packets += other.ingress_packets;
-        self.ingress_bytes += other.ingress_bytes;
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.ingress_packets = self.ingress_packets.saturating_add(other.ingress_packets);
+        self.ingress_bytes = self.ingress_bytes.saturating_add(other.ingress_bytes);
         self.ingress_records += other.ingress_records;
     }
 }
@@ -396,8 +397,8 @@ impl Default for NoiseAcc {
 impl NoiseAcc {
     pub(crate) fn merge(&mut self, other: &NoiseAcc) {
         self.records += other.records;
-        self.packets += other.packets;
-        self.bytes += other.bytes;
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
         self.rejected += other.rejected;
         self.sources.merge(&other.sources);
         self.ports.merge(&other.ports);
@@ -826,8 +827,8 @@ impl Partial {
         self.totals.noise += 1;
         let acc = self.noise.entry(key).or_default();
         acc.records += 1;
-        acc.packets += observed.view.packets;
-        acc.bytes += observed.view.bytes;
+        acc.packets = acc.packets.saturating_add(observed.view.packets);
+        acc.bytes = acc.bytes.saturating_add(observed.view.bytes);
         acc.rejected += observed.rejected;
         acc.sources.insert(hash_endpoint(peer, 0));
         acc.ports.insert(crate::sketch::hash_u64(u64::from(port)));

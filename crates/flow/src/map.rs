@@ -389,10 +389,10 @@ struct ClassViews {
 
 fn add(a: &mut ViewAcc, b: &ViewAcc) {
     a.records += b.records;
-    a.packets += b.packets;
-    a.bytes += b.bytes;
-    a.ingress_packets += b.ingress_packets;
-    a.ingress_bytes += b.ingress_bytes;
+    a.packets = a.packets.saturating_add(b.packets);
+    a.bytes = a.bytes.saturating_add(b.bytes);
+    a.ingress_packets = a.ingress_packets.saturating_add(b.ingress_packets);
+    a.ingress_bytes = a.ingress_bytes.saturating_add(b.ingress_bytes);
     a.ingress_records += b.ingress_records;
 }
 

@@ -271,6 +271,20 @@ impl<'a> Sink<'a, '_> {
     }
 }
 
+/// Parses arbitrary bytes as a text flow log (a header line if the first line is one, else the
+/// default format) and discards the result: the fuzz target and its corpus replay call this.
+pub fn fuzz_line(data: &[u8]) {
+    let mut lines = data.split(|b| *b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    let header = std::str::from_utf8(first).ok().filter(|l| crate::format::looks_like_header(l));
+    let format = header.and_then(|h| LogFormat::from_header(h).ok()).unwrap_or_else(LogFormat::default_v2);
+    let mut parser = LineParser::new(&format);
+    let rest: Vec<&[u8]> = if header.is_some() { lines.collect() } else { data.split(|b| *b == b'\n').collect() };
+    for line in rest {
+        let _ = parser.parse(line);
+    }
+}
+
 /// One high bit per byte of `word` that is a space (AWS separates fields by spaces only).
 #[inline]
 fn blank_mask(word: u64) -> u64 {
@@ -290,6 +304,8 @@ fn is_cloudwatch_timestamp(token: &[u8]) -> bool {
         && token.first().is_some_and(u8::is_ascii_digit)
 }
 
+#[cold]
+#[inline(never)]
 fn bad(field: Field, token: &[u8], reason: &'static str) -> RecordError {
     let value: String = String::from_utf8_lossy(token).chars().take(64).collect();
     RecordError::BadValue { field, value, reason }
@@ -300,6 +316,7 @@ fn text(field: Field, token: &[u8]) -> Result<&str, RecordError> {
     std::str::from_utf8(token).map_err(|_| bad(field, token, "not UTF-8"))
 }
 
+#[inline]
 fn number(field: Field, token: &[u8]) -> Result<u64, RecordError> {
     if token.is_empty() || token.len() > 20 {
         return Err(bad(field, token, "not a number"));
@@ -329,6 +346,7 @@ fn number(field: Field, token: &[u8]) -> Result<u64, RecordError> {
     Ok(value)
 }
 
+#[inline]
 fn small<T: TryFrom<u64>>(field: Field, token: &[u8], reason: &'static str) -> Result<T, RecordError> {
     T::try_from(number(field, token)?).map_err(|_| bad(field, token, reason))
 }

@@ -296,7 +296,9 @@ pub fn build_map(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        // A worker that panicked is a bug: surface it, never return a map that silently lacks
+        // its inputs.
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     let mut merged = Partial::default();
     for p in partials {
