@@ -4,6 +4,9 @@
 //! counting each connection once across vantage points, setting scans and backscatter aside as
 //! noise, and writing the versioned map. It never prints or exits: the CLI does that.
 
+// Untrusted input flows through here: no panics outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
 pub mod aggregate;
 pub mod field;
 pub mod format;

@@ -4,4 +4,7 @@
 //! --from-query-result` reads back. Recommendations, replay and drift will live here too. It
 //! never parses raw logs itself.
 
+// Untrusted input flows through here: no panics outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
 pub mod athena;
