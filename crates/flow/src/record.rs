@@ -174,14 +174,22 @@ impl LineParser {
             column: 0,
             error: None,
             shape: LineShape::default(),
-            first: true,
             src_token: &[],
             dst_token: &[],
         };
         // One pass: find blanks eight bytes at a time (SWAR, one bit per blank) and parse each
         // token as it ends.
         let n = line.len();
+        // A CloudWatch Logs export puts a timestamp before the record: step over it.
         let mut start = 0;
+        if line.first().is_some_and(u8::is_ascii_digit)
+            && let Some(space) = line.iter().take(40).position(|b| *b == b' ')
+            && is_cloudwatch_timestamp(line.get(..space).unwrap_or_default())
+        {
+            sink.shape.cloudwatch_timestamp = true;
+            start = space + 1;
+        }
+        let skip = start;
         let mut blank = |pos: usize, sink: &mut Sink<'a, '_>| {
             if pos == start {
                 sink.shape.irregular_spacing = true; // a run of blanks, or a leading one
@@ -190,8 +198,8 @@ impl LineParser {
             }
             start = pos + 1;
         };
-        let mut base = 0;
-        let mut words = line.chunks_exact(8);
+        let mut base = skip;
+        let mut words = line.get(skip..).unwrap_or_default().chunks_exact(8);
         for word in &mut words {
             let mut mask = blank_mask(u64::from_le_bytes(word.try_into().unwrap_or_default()));
             while mask != 0 {
@@ -229,7 +237,6 @@ struct Sink<'a, 'r> {
     column: usize,
     error: Option<RecordError>,
     shape: LineShape,
-    first: bool,
     src_token: &'a [u8],
     dst_token: &'a [u8],
 }
@@ -238,13 +245,6 @@ impl<'a> Sink<'a, '_> {
     #[inline]
     fn token(&mut self, start: usize, end: usize) {
         let token = self.line.get(start..end).unwrap_or_default();
-        if self.first {
-            self.first = false;
-            if is_cloudwatch_timestamp(token) {
-                self.shape.cloudwatch_timestamp = true;
-                return;
-            }
-        }
         let column = self.column;
         self.column += 1;
         if self.error.is_some() {
