@@ -590,7 +590,9 @@ impl Partial {
         {
             let acc = self.input_mut(input);
             acc.records += 1;
-            if let Some(v) = record.version {
+            if let Some(v) = record.version
+                && acc.versions.last() != Some(&v)
+            {
                 acc.versions.insert(v);
             }
             match record.action {
@@ -804,7 +806,11 @@ impl Partial {
         if !transit_gateway {
             // `instance-id` is `-` on requester-managed interfaces (NAT gateway, TGW, endpoints).
             match record.instance_id {
-                Some(instance) => keep_min(&mut iface.instance_id, Some(instance)),
+                // Compared only when it differs from the kept one (it rarely does).
+                Some(instance) if iface.instance_id.as_deref().map(str::as_bytes) != Some(instance) => {
+                    keep_min(&mut iface.instance_id, Some(instance));
+                }
+                Some(_) => {}
                 None if format.has_instance_id => iface.requester_managed = true,
                 None => {}
             }
