@@ -207,6 +207,9 @@ fn craft(f: &Fixture, edit: impl FnOnce(&mut CertificateParams)) -> Vec<Certific
     vec![leaf.der().clone(), int_der]
 }
 
+/// A named case: how to break the baseline, and which refusal to expect.
+type Case = (&'static str, Box<dyn FnOnce(&mut CertificateParams)>, fn(&SvidError) -> bool);
+
 fn uri(text: &str) -> SanType {
     SanType::URI(text.try_into().unwrap())
 }
@@ -218,7 +221,7 @@ fn each_svid_rule_broken_is_refused() {
     let none = RevocationList::default();
     // The control: the crafted baseline passes.
     assert!(v.verify(&craft(&f, |_| {}), NOW, &none).is_ok());
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut CertificateParams)>, fn(&SvidError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("wrong-leaf-ca-true", Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)), |e| {
             *e == SvidError::LeafIsCa
         }),
