@@ -1,6 +1,7 @@
 //! `zerogate`, the command line: thin subcommands over the libraries, human and JSON output,
 //! progress bars and exit codes. Logic that decides anything lives in the library crates.
 
+mod identity_cmd;
 mod map_cmd;
 mod summary;
 
@@ -20,12 +21,24 @@ struct Cli {
 enum Command {
     /// Map who talks to whom from AWS VPC and Transit Gateway flow logs.
     Map(map_cmd::MapArgs),
+    /// The certificate authority: init, tokens, issue, list, revoke, CRL, bundle, events.
+    Ca(identity_cmd::CaArgs),
+    /// Serve the control plane's identity endpoints (enrollment, renewal, bundle, CRL) over TLS.
+    Server(identity_cmd::ServerArgs),
+    /// Enroll this device or workload with a one-time token (or renew with --renew).
+    Enroll(identity_cmd::EnrollArgs),
+    /// Keep this device's or workload's certificate fresh: renew at half its lifetime.
+    Agent(identity_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Map(args) => map_cmd::run(args),
+        Command::Ca(args) => identity_cmd::run_ca(args),
+        Command::Server(args) => identity_cmd::run_server(args),
+        Command::Enroll(args) => identity_cmd::run_enroll(args),
+        Command::Agent(args) => identity_cmd::run_agent(args),
     };
     match result {
         Ok(code) => code,

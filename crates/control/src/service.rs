@@ -1,0 +1,333 @@
+//! The identity service: enrollment with a one-time token, renewal with the current certificate,
+//! direct issuance, tokens and revocation, over a [`Store`]. Every attempt, granted or refused,
+//! becomes an event in the store; a refusal carries a message that is safe to show the client.
+//! No IO besides the store, and `now` is always given.
+
+use rustls_pki_types::CertificateDer;
+use zerogate_pki::{
+    Authority, CaError, Issued, RevocationList, Serial, SpiffeId, SvidVerifier, TokenError, VerifiedCsr, VerifiedSvid,
+};
+use zerogate_store::{CertRecord, Event, IssuedVia, Store, StoreError};
+
+/// Why a request was refused. The message is the client's; details go to the event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The request is malformed (CSR, JSON, identity syntax): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The credential is missing or not valid (token, certificate): 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The credential is valid but does not allow this: 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The service failed: 500 (and nothing was issued).
+    #[error("internal error")]
+    Internal,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::Internal => 500,
+        }
+    }
+}
+
+impl From<CaError> for Refusal {
+    fn from(e: CaError) -> Self {
+        match e {
+            CaError::Csr(e) => Self::BadRequest(e.to_string()),
+            CaError::Lifetime { .. } => Self::BadRequest(e.to_string()),
+            CaError::IntermediateExpiresSooner | CaError::Material(_) | CaError::Generation(_) => Self::Internal,
+        }
+    }
+}
+
+fn internal(e: StoreError) -> Refusal {
+    tracing::error!(error = %e, "store failure");
+    Refusal::Internal
+}
+
+/// The identity authority with its state.
+pub struct IdentityService<S> {
+    authority: Authority,
+    store: S,
+    verifier: SvidVerifier,
+}
+
+impl<S> std::fmt::Debug for IdentityService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityService").field("authority", &self.authority).finish_non_exhaustive()
+    }
+}
+
+/// Who asked, for the event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// Peer address, for network requests.
+    pub peer: Option<&'a str>,
+}
+
+impl<S: Store> IdentityService<S> {
+    /// The service of `authority` over `store`.
+    pub fn new(authority: Authority, store: S) -> Result<Self, CaError> {
+        let verifier = SvidVerifier::default()
+            .with_domain(authority.trust_domain().clone(), std::slice::from_ref(authority.root_der()))
+            .map_err(|e| CaError::Material(e.to_string()))?;
+        Ok(Self { authority, store, verifier })
+    }
+
+    /// The authority.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn event(
+        &self,
+        now: i64,
+        action: &str,
+        subject: &str,
+        result: &Result<String, Refusal>,
+        origin: Origin<'_>,
+    ) -> Result<(), Refusal> {
+        let (outcome, detail) = match result {
+            Ok(detail) => ("granted", detail.clone()),
+            Err(refusal) => ("refused", refusal.to_string()),
+        };
+        self.store
+            .record_event(&Event {
+                at: now,
+                action: action.to_owned(),
+                subject: subject.to_owned(),
+                outcome: outcome.to_owned(),
+                detail,
+                peer: origin.peer.map(str::to_owned),
+            })
+            .map_err(internal)
+    }
+
+    /// Records the outcome of `attempt` as an event and returns it. A failure to record a grant
+    /// turns it into a refusal.
+    fn audited<T>(
+        &self,
+        now: i64,
+        action: &str,
+        subject: &str,
+        origin: Origin<'_>,
+        attempt: Result<T, Refusal>,
+        describe: impl Fn(&T) -> String,
+    ) -> Result<T, Refusal> {
+        let summary = attempt.as_ref().map(&describe).map_err(Clone::clone);
+        self.event(now, action, subject, &summary, origin)?;
+        attempt
+    }
+
+    fn revocations(&self) -> Result<RevocationList, Refusal> {
+        Ok(self.store.revocations().map_err(internal)?.list)
+    }
+
+    fn refuse_revoked_identity(&self, id: &SpiffeId) -> Result<(), Refusal> {
+        if self.revocations()?.identities.contains(id.as_str()) {
+            return Err(Refusal::Forbidden(format!("the identity `{id}` is revoked")));
+        }
+        Ok(())
+    }
+
+    fn parse_id(&self, text: &str) -> Result<SpiffeId, Refusal> {
+        SpiffeId::parse_in(text, self.authority.trust_domain())
+            .map_err(|e| Refusal::BadRequest(format!("spiffe id: {e}")))
+    }
+
+    /// Creates a one-time enrollment token for `spiffe_id`, valid `ttl` seconds.
+    pub fn create_token(&self, spiffe_id: &str, ttl: u64, now: i64, origin: Origin<'_>) -> Result<String, Refusal> {
+        let attempt = (|| {
+            let id = self.parse_id(spiffe_id)?;
+            if ttl == 0 || ttl > 7 * 86_400 {
+                return Err(Refusal::BadRequest("token lifetime must be between 1 s and 7 days".into()));
+            }
+            self.refuse_revoked_identity(&id)?;
+            let (record, text) = zerogate_pki::token::create(&id, ttl, now, self.authority.root_fingerprint())
+                .map_err(|_| Refusal::Internal)?;
+            self.store.insert_token(&record).map_err(internal)?;
+            Ok((record.id, text))
+        })();
+        self.audited(now, "token.create", spiffe_id, origin, attempt, |(id, _)| format!("token {id}"))
+            .map(|(_, text)| text)
+    }
+
+    /// Enrolls: a token and a CSR in, a certificate chain out. `spiffe_id`, when the client
+    /// states it, must be the token's.
+    pub fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &[u8],
+        spiffe_id: Option<&str>,
+        now: i64,
+        origin: Origin<'_>,
+    ) -> Result<Issued, Refusal> {
+        let presented = zerogate_pki::token::parse(token);
+        let subject = match &presented {
+            Ok(p) => format!("token {}", p.id),
+            Err(_) => "token (malformed)".to_owned(),
+        };
+        let attempt = (|| {
+            let presented = presented.map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            let record = self
+                .store
+                .token(&presented.id)
+                .map_err(internal)?
+                .ok_or_else(|| Refusal::Unauthorized(TokenError::Unknown.to_string()))?;
+            let id = zerogate_pki::token::check(&record, &presented, now)
+                .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            if let Some(asked) = spiffe_id
+                && asked != id.as_str()
+            {
+                return Err(Refusal::Forbidden(format!("this token enrolls `{id}`, not `{asked}`")));
+            }
+            self.refuse_revoked_identity(&id)?;
+            let csr = VerifiedCsr::from_pem(csr_pem).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            let issued = self.authority.issue_for_csr(&id, &csr, None, now)?;
+            let cert = record_of(&issued, IssuedVia::Enroll, None, csr.key_type.name());
+            self.store.redeem_token(&record.id, now, &cert).map_err(|e| match e {
+                StoreError::TokenAlreadyUsed => Refusal::Unauthorized(TokenError::AlreadyUsed.to_string()),
+                StoreError::UnknownToken => Refusal::Unauthorized(TokenError::Unknown.to_string()),
+                other => internal(other),
+            })?;
+            Ok(issued)
+        })();
+        self.audited(now, "enroll", &subject, origin, attempt, |i| format!("{} serial {}", i.spiffe_id, i.serial))
+    }
+
+    /// Verifies a peer's chain as an SVID of this trust domain, revocation included.
+    pub fn verify_peer(&self, chain: &[CertificateDer<'_>], now: i64) -> Result<VerifiedSvid, Refusal> {
+        let revoked = self.revocations()?;
+        self.verifier.verify(chain, now, &revoked).map_err(|e| Refusal::Unauthorized(e.to_string()))
+    }
+
+    /// Renews: the current certificate (verified, not revoked) and a CSR in, a new certificate
+    /// for the same identity out.
+    pub fn renew(
+        &self,
+        chain: &[CertificateDer<'_>],
+        csr_pem: &[u8],
+        now: i64,
+        origin: Origin<'_>,
+    ) -> Result<Issued, Refusal> {
+        let peer = self.verify_peer(chain, now);
+        let subject = match &peer {
+            Ok(p) => format!("{} serial {}", p.id, p.serial),
+            Err(_) => "certificate (not verified)".to_owned(),
+        };
+        let attempt = (|| {
+            let peer = peer?;
+            let csr = VerifiedCsr::from_pem(csr_pem).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            let issued = self.authority.issue_for_csr(&peer.id, &csr, None, now)?;
+            let cert = record_of(&issued, IssuedVia::Renew, Some(peer.serial), csr.key_type.name());
+            self.store.insert_certificate(&cert).map_err(internal)?;
+            Ok(issued)
+        })();
+        self.audited(now, "renew", &subject, origin, attempt, |i| format!("serial {}", i.serial))
+    }
+
+    /// Issues directly, for an operator: to the key of a CSR.
+    pub fn issue(
+        &self,
+        spiffe_id: &str,
+        csr_pem: &[u8],
+        ttl: Option<u64>,
+        now: i64,
+        origin: Origin<'_>,
+    ) -> Result<Issued, Refusal> {
+        let attempt = (|| {
+            let id = self.parse_id(spiffe_id)?;
+            self.refuse_revoked_identity(&id)?;
+            let csr = VerifiedCsr::from_pem(csr_pem).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+            let issued = self.authority.issue_for_csr(&id, &csr, ttl, now)?;
+            self.store
+                .insert_certificate(&record_of(&issued, IssuedVia::Operator, None, csr.key_type.name()))
+                .map_err(internal)?;
+            Ok(issued)
+        })();
+        self.audited(now, "issue", spiffe_id, origin, attempt, |i| format!("serial {}", i.serial))
+    }
+
+    /// Issues a server certificate for the control plane itself (DNS/IP names added).
+    pub fn issue_server(&self, public_key: &[u8], names: &[String], now: i64) -> Result<Issued, Refusal> {
+        let id = self.parse_id(&format!("spiffe://{}/zerogate/control", self.authority.trust_domain()))?;
+        let attempt = (|| {
+            let issued = self.authority.issue(&id, public_key, names, None, now)?;
+            self.store
+                .insert_certificate(&record_of(&issued, IssuedVia::Operator, None, "ECDSA P-256"))
+                .map_err(internal)?;
+            Ok(issued)
+        })();
+        self.audited(now, "issue", id.as_str(), Origin::default(), attempt, |i| {
+            format!("server certificate serial {}", i.serial)
+        })
+    }
+
+    /// Revokes one certificate by serial.
+    pub fn revoke_serial(&self, serial: &str, reason: &str, now: i64, origin: Origin<'_>) -> Result<(), Refusal> {
+        let attempt = (|| {
+            let parsed = Serial::parse(serial)
+                .ok_or_else(|| Refusal::BadRequest(format!("`{serial}` is not a serial number")))?;
+            if !self.store.revoke_serial(&parsed, now, reason).map_err(internal)? {
+                return Err(Refusal::BadRequest(format!("no certificate has serial `{parsed}`")));
+            }
+            Ok(())
+        })();
+        self.audited(now, "revoke", serial, origin, attempt, |()| format!("reason: {reason}"))
+    }
+
+    /// Revokes an identity: its certificates now and its renewals later. Returns how many
+    /// certificates were revoked.
+    pub fn revoke_identity(
+        &self,
+        spiffe_id: &str,
+        reason: &str,
+        now: i64,
+        origin: Origin<'_>,
+    ) -> Result<usize, Refusal> {
+        let attempt = (|| {
+            let id = self.parse_id(spiffe_id)?;
+            self.store.revoke_identity(id.as_str(), now, reason).map_err(internal)
+        })();
+        self.audited(now, "revoke", spiffe_id, origin, attempt, |n| format!("{n} certificates; reason: {reason}"))
+    }
+
+    /// The revocation list gateways consult.
+    pub fn revocation_list(&self) -> Result<RevocationList, Refusal> {
+        self.revocations()
+    }
+
+    /// A freshly signed CRL (DER), valid for `validity` seconds.
+    pub fn crl(&self, now: i64, validity: i64) -> Result<Vec<u8>, Refusal> {
+        let revocations = self.store.revocations().map_err(internal)?;
+        let number = self.store.next_crl_number().map_err(internal)?;
+        Ok(self.authority.crl(&revocations.revoked_serials, number, now, now + validity)?)
+    }
+}
+
+fn record_of(issued: &Issued, via: IssuedVia, renews: Option<Serial>, key_type: &str) -> CertRecord {
+    CertRecord {
+        serial: issued.serial.clone(),
+        spiffe_id: issued.spiffe_id.to_string(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        via,
+        renews,
+        key_type: key_type.to_owned(),
+        revoked_at: None,
+        revocation_reason: None,
+    }
+}
