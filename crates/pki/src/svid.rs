@@ -3,7 +3,8 @@
 //! specification checked on every certificate, and revocation consulted. This is the one function
 //! a gateway calls to turn a TLS peer into a SPIFFE ID.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
@@ -90,10 +91,26 @@ static ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] =
     &[webpki::aws_lc_rs::ECDSA_P256_SHA256, webpki::aws_lc_rs::ECDSA_P384_SHA384, webpki::aws_lc_rs::ED25519];
 
 /// Verifies SVID chains against the roots of each trust domain it knows.
+///
+/// An intermediate that once verified to a domain's root is remembered (by its SHA-256, with
+/// its validity), so later chains through it cost one signature check instead of two.
 #[derive(Debug, Default)]
 pub struct SvidVerifier {
     bundles: BTreeMap<TrustDomain, Vec<TrustAnchor<'static>>>,
+    verified_intermediates: RwLock<HashMap<[u8; 32], KnownIntermediate>>,
 }
+
+/// An intermediate that verified to the roots of `domain`.
+#[derive(Debug, Clone)]
+struct KnownIntermediate {
+    domain: TrustDomain,
+    anchor: TrustAnchor<'static>,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// Remembered intermediates at most; a deployment has a handful.
+const KNOWN_INTERMEDIATES: usize = 64;
 
 impl SvidVerifier {
     /// A verifier that trusts `roots` for `domain` (call again to add domains).
@@ -120,19 +137,55 @@ impl SvidVerifier {
         for intermediate in intermediates {
             check_signing_cert(intermediate)?;
         }
-        let anchors = self
-            .bundles
-            .get(&id.trust_domain())
-            .ok_or_else(|| SvidError::UnknownTrustDomain(id.trust_domain_str().to_owned()))?;
         let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(|e| SvidError::Chain(e.to_string()))?;
         let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
-        end_entity
-            .verify_for_usage(ALGORITHMS, anchors, intermediates, time, webpki::KeyUsage::client_auth(), None, None)
-            .map_err(|e| SvidError::Chain(format!("{e:?}")))?;
+        let verify = |anchors: &[TrustAnchor<'_>], intermediates: &[CertificateDer<'_>]| {
+            end_entity
+                .verify_for_usage(ALGORITHMS, anchors, intermediates, time, webpki::KeyUsage::client_auth(), None, None)
+                .map(|_| ())
+                .map_err(|e| SvidError::Chain(format!("{e:?}")))
+        };
+        let domain = id.trust_domain();
+        let known = match intermediates {
+            [one] => {
+                let digest = crate::ca::fingerprint(one);
+                let cached = self.verified_intermediates.read().ok().and_then(|m| m.get(&digest).cloned());
+                Some((digest, cached))
+            }
+            _ => None,
+        };
+        match known {
+            Some((_, Some(k))) if k.domain == domain && (k.not_before..=k.not_after).contains(&now) => {
+                verify(std::slice::from_ref(&k.anchor), &[])?;
+            }
+            _ => {
+                let anchors = self
+                    .bundles
+                    .get(&domain)
+                    .ok_or_else(|| SvidError::UnknownTrustDomain(id.trust_domain_str().to_owned()))?;
+                verify(anchors, intermediates)?;
+                if let (Some((digest, None)), [one]) = (known, intermediates) {
+                    self.remember(digest, domain, one);
+                }
+            }
+        }
         if revoked.is_revoked(&serial, &id) {
             return Err(SvidError::Revoked);
         }
         Ok(VerifiedSvid { id, serial, not_after })
+    }
+}
+
+impl SvidVerifier {
+    fn remember(&self, digest: [u8; 32], domain: TrustDomain, intermediate: &CertificateDer<'_>) {
+        let Some((not_before, not_after)) = crate::ca::validity(intermediate) else { return };
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(intermediate) else { return };
+        if let Ok(mut known) = self.verified_intermediates.write() {
+            if known.len() >= KNOWN_INTERMEDIATES {
+                known.clear();
+            }
+            known.insert(digest, KnownIntermediate { domain, anchor: anchor.to_owned(), not_before, not_after });
+        }
     }
 }
 

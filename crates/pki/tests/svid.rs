@@ -302,6 +302,15 @@ fn trust_domains_do_not_cross() {
         .unwrap();
     let err = both.verify(&forged, NOW, &RevocationList::default()).unwrap_err();
     assert!(matches!(err, SvidError::Chain(_)), "{err:?}");
+    // Still refused once A's intermediate is known from a genuine A chain.
+    let genuine = a.ca.issue_for_csr(&id("spiffe://a.example/workload/w"), &verified, None, NOW).unwrap();
+    assert!(both.verify(&chain(&genuine), NOW, &RevocationList::default()).is_ok());
+    let err = both.verify(&forged, NOW, &RevocationList::default()).unwrap_err();
+    assert!(matches!(err, SvidError::Chain(_)), "{err:?}");
+    // An impostor intermediate (same name, another key) is not taken for the known one.
+    let impostor = fixture("a.example");
+    let fake = craft(&impostor, |p| p.subject_alt_names = vec![uri("spiffe://a.example/workload/w")]);
+    assert!(matches!(both.verify(&fake, NOW, &RevocationList::default()), Err(SvidError::Chain(_))));
     let good = b.ca.issue_for_csr(&id("spiffe://b.example/workload/w"), &verified, None, NOW).unwrap();
     assert!(both.verify(&chain(&good), NOW, &RevocationList::default()).is_ok());
     // The CA refuses to issue outside its domain only through the caller's parse; make sure a
