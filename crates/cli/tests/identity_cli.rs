@@ -307,7 +307,7 @@ fn bad_requests_are_refused_and_recorded() {
         ok(curl(&all))
     };
     let big = dir.join("big.json");
-    std::fs::write(&big, "x".repeat(200_000)).unwrap();
+    std::fs::write(&big, "x".repeat(70_000)).unwrap();
     assert_eq!(code(&["--data-binary", &format!("@{}", big.display()), &url("/v1/identity/enroll")]), "413");
     assert_eq!(code(&["-d", "{not json", &url("/v1/identity/enroll")]), "400");
     let t3 = token(&data, "spiffe://example.org/device/d3", "15m");
@@ -339,6 +339,8 @@ fn bad_requests_are_refused_and_recorded() {
     assert!(err.to_lowercase().contains("certificate") || err.contains("issuer"), "{err}");
 
     let log = events(&data);
+    assert!(log.contains("request body over 65536 bytes"), "the 413 is recorded:\n{log}");
+    assert!(log.contains("invalid request"), "the bad JSON is recorded:\n{log}");
     let refused = log.lines().filter(|l| l.contains("\"outcome\":\"refused\"")).count();
     assert!(refused >= 6, "every refusal is recorded:\n{log}");
     assert!(!log.contains(&real) && !log.contains(&t3), "no token text in events");

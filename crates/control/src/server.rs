@@ -214,13 +214,35 @@ fn error(status: StatusCode, message: &str) -> Reply {
     json(status, &ErrorResponse { error: message.to_owned() })
 }
 
-async fn body(request: Request<Incoming>) -> Result<Bytes, Reply> {
-    match Limited::new(request.into_body(), api::MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+/// Reads a JSON body of at most [`api::MAX_BODY`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, (StatusCode, String)> {
+    let bytes = match Limited::new(request.into_body(), api::MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes", api::MAX_BODY)));
         }
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "request body could not be read")),
+        Err(_) => return Err((StatusCode::BAD_REQUEST, "request body could not be read".into())),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+}
+
+/// A refusal before the service saw the request, recorded as an event all the same.
+async fn recorded_refusal<S: Store + 'static>(
+    service: Arc<IdentityService<S>>,
+    action: &'static str,
+    status: StatusCode,
+    message: String,
+    peer: SocketAddr,
+) -> Reply {
+    let text = message.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        let peer = peer.to_string();
+        service.record_refusal(action, &text, unix_now(), Origin { peer: Some(&peer) })
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => error(status, &message),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
 
@@ -268,34 +290,28 @@ async fn handle<S: Store + 'static>(
             })
             .await
         }
-        (Method::POST, api::ENROLL) => match body(request).await {
-            Err(reply) => reply,
-            Ok(bytes) => match serde_json::from_slice::<EnrollRequest>(&bytes) {
-                Err(e) => error(StatusCode::BAD_REQUEST, &format!("invalid enrollment request: {e}")),
-                Ok(req) => {
-                    let peer = peer.to_string();
-                    blocking(service, move |s| {
-                        let origin = Origin { peer: Some(&peer) };
-                        s.enroll(&req.token, req.csr.as_bytes(), req.spiffe_id.as_deref(), unix_now(), origin)
-                            .map(|issued| issued_reply(s, &issued))
-                    })
-                    .await
-                }
-            },
+        (Method::POST, api::ENROLL) => match read_json::<EnrollRequest>(request).await {
+            Err((status, message)) => recorded_refusal(service, "enroll", status, message, peer).await,
+            Ok(req) => {
+                let peer = peer.to_string();
+                blocking(service, move |s| {
+                    let origin = Origin { peer: Some(&peer) };
+                    s.enroll(&req.token, req.csr.as_bytes(), req.spiffe_id.as_deref(), unix_now(), origin)
+                        .map(|issued| issued_reply(s, &issued))
+                })
+                .await
+            }
         },
-        (Method::POST, api::RENEW) => match body(request).await {
-            Err(reply) => reply,
-            Ok(bytes) => match serde_json::from_slice::<RenewRequest>(&bytes) {
-                Err(e) => error(StatusCode::BAD_REQUEST, &format!("invalid renewal request: {e}")),
-                Ok(req) => {
-                    let peer = peer.to_string();
-                    blocking(service, move |s| {
-                        let origin = Origin { peer: Some(&peer) };
-                        s.renew(&chain, req.csr.as_bytes(), unix_now(), origin).map(|issued| issued_reply(s, &issued))
-                    })
-                    .await
-                }
-            },
+        (Method::POST, api::RENEW) => match read_json::<RenewRequest>(request).await {
+            Err((status, message)) => recorded_refusal(service, "renew", status, message, peer).await,
+            Ok(req) => {
+                let peer = peer.to_string();
+                blocking(service, move |s| {
+                    let origin = Origin { peer: Some(&peer) };
+                    s.renew(&chain, req.csr.as_bytes(), unix_now(), origin).map(|issued| issued_reply(s, &issued))
+                })
+                .await
+            }
         },
         (
             _,

@@ -148,6 +148,11 @@ impl<S: Store> IdentityService<S> {
             .map_err(|e| Refusal::BadRequest(format!("spiffe id: {e}")))
     }
 
+    /// Records a request refused before it reached the service (too large, not JSON).
+    pub fn record_refusal(&self, action: &str, reason: &str, now: i64, origin: Origin<'_>) -> Result<(), Refusal> {
+        self.event(now, action, "request (unreadable)", &Err(Refusal::BadRequest(reason.to_owned())), origin)
+    }
+
     /// Creates a one-time enrollment token for `spiffe_id`, valid `ttl` seconds.
     pub fn create_token(&self, spiffe_id: &str, ttl: u64, now: i64, origin: Origin<'_>) -> Result<String, Refusal> {
         let attempt = (|| {

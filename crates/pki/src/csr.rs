@@ -98,6 +98,7 @@ impl VerifiedCsr {
             KeyType::Ed25519 if *sig_oid == OID_SIG_ED25519 => &signature::ED25519,
             _ => return Err(CsrError::AlgorithmMismatch(sig_oid.to_id_string(), key_type.name())),
         };
+        check_shell(der, info.raw)?;
         UnparsedPublicKey::new(algorithm, spki.subject_public_key.data.as_ref())
             .verify(info.raw, csr.signature_value.data.as_ref())
             .map_err(|_| CsrError::BadSignature)?;
@@ -121,6 +122,56 @@ impl VerifiedCsr {
             names => Err(CsrError::Mismatch { asked: names.join(", "), identity: identity.to_string() }),
         }
     }
+}
+
+/// One DER TLV: (tag, whole TLV, content, rest). Long lengths must be minimal, as DER says.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, header, rest) = if first < 0x80 {
+        (usize::from(first), 2, rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(n)?;
+        if bytes.first() == Some(&0) {
+            return None; // leading zero: not minimal
+        }
+        let len = bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        if len < 0x80 {
+            return None; // should have used the short form
+        }
+        (len, 2 + n, rest)
+    };
+    let (content, rest) = rest.split_at_checked(len)?;
+    let whole = input.get(..header + len)?;
+    Some((tag, whole, content, rest))
+}
+
+/// The parts of a CSR that its signature does not cover must be exact DER: `SEQUENCE { info,
+/// SEQUENCE { OID }, BIT STRING (no unused bits) }`, so one request has one encoding.
+fn check_shell(der: &[u8], info_raw: &[u8]) -> Result<(), CsrError> {
+    let bad = || CsrError::Malformed("not DER (the request's envelope)".into());
+    let (tag, _, content, rest) = tlv(der).ok_or_else(bad)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return Err(bad());
+    }
+    let (tag, info, _, rest) = tlv(content).ok_or_else(bad)?;
+    if tag != 0x30 || info != info_raw {
+        return Err(bad());
+    }
+    let (tag, _, algorithm, rest) = tlv(rest).ok_or_else(bad)?;
+    let (oid_tag, _, _, after_oid) = tlv(algorithm).ok_or_else(bad)?;
+    if tag != 0x30 || oid_tag != 0x06 || !after_oid.is_empty() {
+        return Err(bad());
+    }
+    let (tag, _, bits, rest) = tlv(rest).ok_or_else(bad)?;
+    if tag != 0x03 || bits.first() != Some(&0) || !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 fn key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyType, CsrError> {

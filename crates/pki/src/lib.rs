@@ -35,3 +35,19 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
 }
+
+/// Feeds arbitrary bytes to every parser of untrusted input in this crate (CSR DER and PEM,
+/// certificates as SVIDs, tokens, SPIFFE IDs) and discards the results: the fuzz target and its
+/// corpus replay call this. Nothing here may panic.
+pub fn fuzz_input(data: &[u8]) {
+    let _ = VerifiedCsr::from_der(data);
+    let _ = VerifiedCsr::from_pem(data);
+    let _ = check_leaf(data);
+    let _ = ca::validity(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = token::parse(text);
+        let _ = SpiffeId::parse(text);
+        let _ = TrustDomain::parse(text);
+        let _ = Serial::parse(text);
+    }
+}
