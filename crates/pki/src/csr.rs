@@ -124,8 +124,16 @@ impl VerifiedCsr {
     }
 }
 
-/// One DER TLV: (tag, whole TLV, content, rest). Long lengths must be minimal, as DER says.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER TLV read off the front of some input.
+struct Tlv<'a> {
+    tag: u8,
+    whole: &'a [u8],
+    content: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// Reads one DER TLV. Long lengths must be minimal, as DER says.
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, header, rest) = if first < 0x80 {
@@ -147,31 +155,29 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
     };
     let (content, rest) = rest.split_at_checked(len)?;
     let whole = input.get(..header + len)?;
-    Some((tag, whole, content, rest))
+    Some(Tlv { tag, whole, content, rest })
 }
 
 /// The parts of a CSR that its signature does not cover must be exact DER: `SEQUENCE { info,
 /// SEQUENCE { OID }, BIT STRING (no unused bits) }`, so one request has one encoding.
 fn check_shell(der: &[u8], info_raw: &[u8]) -> Result<(), CsrError> {
     let bad = || CsrError::Malformed("not DER (the request's envelope)".into());
-    let (tag, _, content, rest) = tlv(der).ok_or_else(bad)?;
-    if tag != 0x30 || !rest.is_empty() {
-        return Err(bad());
-    }
-    let (tag, info, _, rest) = tlv(content).ok_or_else(bad)?;
-    if tag != 0x30 || info != info_raw {
-        return Err(bad());
-    }
-    let (tag, _, algorithm, rest) = tlv(rest).ok_or_else(bad)?;
-    let (oid_tag, _, _, after_oid) = tlv(algorithm).ok_or_else(bad)?;
-    if tag != 0x30 || oid_tag != 0x06 || !after_oid.is_empty() {
-        return Err(bad());
-    }
-    let (tag, _, bits, rest) = tlv(rest).ok_or_else(bad)?;
-    if tag != 0x03 || bits.first() != Some(&0) || !rest.is_empty() {
-        return Err(bad());
-    }
-    Ok(())
+    let outer = tlv(der).ok_or_else(bad)?;
+    let info = tlv(outer.content).ok_or_else(bad)?;
+    let algorithm = tlv(info.rest).ok_or_else(bad)?;
+    let oid = tlv(algorithm.content).ok_or_else(bad)?;
+    let signature = tlv(algorithm.rest).ok_or_else(bad)?;
+    let exact = outer.tag == 0x30
+        && outer.rest.is_empty()
+        && info.tag == 0x30
+        && info.whole == info_raw
+        && algorithm.tag == 0x30
+        && oid.tag == 0x06
+        && oid.rest.is_empty()
+        && signature.tag == 0x03
+        && signature.content.first() == Some(&0)
+        && signature.rest.is_empty();
+    if exact { Ok(()) } else { Err(bad()) }
 }
 
 fn key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyType, CsrError> {
