@@ -61,6 +61,12 @@ enum CaCommand {
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         max_ttl: u64,
     },
+    /// Move the root key out of the data directory into FILE (keep it offline).
+    ExportRootKey {
+        /// Where to write the root key (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// One-time enrollment tokens.
     Token {
         #[command(subcommand)]
@@ -194,6 +200,10 @@ pub fn run_ca(args: CaArgs) -> Result<ExitCode> {
                 }
                 None => println!("  root key: {}", dir.root_key_path().display()),
             }
+        }
+        CaCommand::ExportRootKey { out } => {
+            dir.export_root_key(&out)?;
+            println!("root key moved to {}; it is no longer in {}", out.display(), dir.path().display());
         }
         CaCommand::Token { command: TokenCommand::Create { spiffe_id, ttl } } => {
             let service = service(&dir)?;

@@ -409,6 +409,13 @@ fn offline_root_and_data_dir_flag() {
         .output()
         .unwrap();
     ok(out);
+    // A CA created with its root key online can move it out later.
+    let online = init("export", &[]);
+    let exported = online.parent().unwrap().join("root.key.pem");
+    ok(bin(&online).args(["ca", "export-root-key", "--out"]).arg(&exported).output().unwrap());
+    assert!(exported.exists() && !online.join("ca/root.key.pem").exists());
+    let err = fails(bin(&online).args(["ca", "export-root-key", "--out"]).arg(dir.join("again.pem")).output().unwrap());
+    assert!(err.contains("not here"), "{err}");
     // A second init refuses to overwrite.
     let err = fails(bin(&data).args(["ca", "init", "--trust-domain", "example.org"]).output().unwrap());
     assert!(err.contains("already exists"), "{err}");

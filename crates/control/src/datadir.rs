@@ -159,6 +159,29 @@ impl DataDir {
         write_atomic(&self.config_path(), &json, false)
     }
 
+    /// Moves the root key out of the data directory to `to` (owner-only), for an offline root.
+    /// The CA keeps issuing with its intermediate; the root key is needed again only to sign a
+    /// new intermediate.
+    pub fn export_root_key(&self, to: &Path) -> Result<(), DataDirError> {
+        if !self.is_initialised() {
+            return Err(DataDirError::NotInitialised(self.root.clone()));
+        }
+        let from = self.root_key_path();
+        if !from.exists() {
+            return Err(DataDirError::Invalid {
+                path: from,
+                reason: "the root key is not here (already offline?)".into(),
+            });
+        }
+        if to.exists() {
+            return Err(DataDirError::Invalid { path: to.to_owned(), reason: "exists; refusing to overwrite".into() });
+        }
+        let key = std::fs::read(&from).map_err(io(&from))?;
+        // Written and synced before the original is removed: never zero copies.
+        write_atomic(to, &key, true)?;
+        std::fs::remove_file(&from).map_err(io(&from))
+    }
+
     /// Reads the configuration.
     pub fn config(&self) -> Result<CaConfig, DataDirError> {
         let path = self.config_path();
