@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "this module is the command's output")]
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -132,7 +132,8 @@ pub fn run(args: MapArgs) -> Result<ExitCode> {
 
 fn output(args: &MapArgs, map: &TrafficMap) -> Result<ExitCode> {
     if let Some(path) = &args.output {
-        write_atomically(path, &to_json(map)?).with_context(|| format!("cannot write `{}`", path.display()))?;
+        // A reader never sees half a map: a temporary file beside it, synced, then renamed.
+        zerogate_control::datadir::write_atomic(path, &to_json(map)?, false)?;
     }
     let format = if args.json { Format::Json } else { args.format };
     let mut stdout = std::io::stdout().lock();
@@ -193,23 +194,6 @@ fn to_json(map: &TrafficMap) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(map)?;
     bytes.push(b'\n');
     Ok(bytes)
-}
-
-/// Writes to a temporary file beside `path` and renames it, so a reader never sees half a map.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "map.json".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn draw_progress(progress: &Progress, done: &AtomicBool) {
