@@ -170,6 +170,17 @@ impl LineParser {
     /// Parses one line into `record`, avoiding moving the record around.
     /// `record` must be fresh (`Record::default()`): only the fields of the line are set.
     pub fn parse_into<'a>(&mut self, line: &'a [u8], record: &mut Record<'a>) -> Result<LineShape, RecordError> {
+        if self.parse_regular(line, record).is_some() {
+            return Ok(LineShape::default());
+        }
+        // Anything unusual (a CloudWatch prefix, runs of blanks, a wrong field count, a bad
+        // value): start again on the general path, which says exactly what is wrong.
+        *record = Record::default();
+        self.parse_general(line, record)
+    }
+
+    /// The general path: tokens first (any spacing, a CloudWatch prefix), then fields.
+    fn parse_general<'a>(&mut self, line: &'a [u8], record: &mut Record<'a>) -> Result<LineShape, RecordError> {
         let (found, shape) = self.split(line);
         // A wrong number of fields says more than the first bad value it caused.
         if found != self.columns.len() {
@@ -196,6 +207,114 @@ impl LineParser {
             set_field(record, field, token).map_err(|reason| bad(field, token, reason))?;
         }
         Ok(shape)
+    }
+
+    /// The fast path for the lines AWS writes: one space between fields, the right number of
+    /// them, every value valid. Tokens are found as they are parsed (a number's digits end at the
+    /// space), in one pass. `None` as soon as anything is unusual; `record` is then half-set and
+    /// the caller starts over on the general path.
+    fn parse_regular<'a>(&self, line: &'a [u8], record: &mut Record<'a>) -> Option<()> {
+        let mut rest = line;
+        let (mut src_token, mut dst_token): (&[u8], &[u8]) = (&[], &[]);
+        let last = self.columns.len().checked_sub(1)?;
+        for (index, column) in self.columns.iter().enumerate() {
+            let first = *rest.first()?;
+            let len = if first == b'-' && rest.get(1).is_none_or(|b| *b == b' ') {
+                1 // `-`: no value
+            } else {
+                match column {
+                    Some(field @ (Field::Version | Field::Protocol | Field::TcpFlags | Field::TrafficPath)) => {
+                        let (value, len) = leading_number(rest)?;
+                        let value = u8::try_from(value).ok();
+                        match field {
+                            Field::Version => record.version = value,
+                            Field::Protocol => record.protocol = value,
+                            Field::TcpFlags => record.tcp_flags = value,
+                            _ => record.traffic_path = value,
+                        }
+                        value?;
+                        len
+                    }
+                    Some(Field::SrcPort) => {
+                        let (value, len) = leading_number(rest)?;
+                        record.srcport = Some(u16::try_from(value).ok()?);
+                        len
+                    }
+                    Some(Field::DstPort) => {
+                        let (value, len) = leading_number(rest)?;
+                        record.dstport = Some(u16::try_from(value).ok()?);
+                        len
+                    }
+                    Some(Field::Packets) => {
+                        let (value, len) = leading_number(rest)?;
+                        record.packets = Some(value);
+                        len
+                    }
+                    Some(Field::Bytes) => {
+                        let (value, len) = leading_number(rest)?;
+                        record.bytes = Some(value);
+                        len
+                    }
+                    Some(field @ (Field::Start | Field::End)) => {
+                        let (mut value, len) = leading_number(rest)?;
+                        if value > MAX_SECONDS {
+                            record.millis = true;
+                            value /= 1000;
+                        }
+                        if *field == Field::Start {
+                            record.start = Some(value);
+                        } else {
+                            record.end = Some(value);
+                        }
+                        len
+                    }
+                    Some(field) => {
+                        let len = token_len(rest);
+                        let token = rest.get(..len)?;
+                        // `pkt-srcaddr`/`pkt-dstaddr` usually repeat `srcaddr`/`dstaddr`.
+                        let repeated = match field {
+                            Field::SrcAddr => {
+                                src_token = token;
+                                false
+                            }
+                            Field::DstAddr => {
+                                dst_token = token;
+                                false
+                            }
+                            Field::PktSrcAddr if token == src_token && record.srcaddr.is_some() => {
+                                record.pkt_srcaddr = record.srcaddr;
+                                true
+                            }
+                            Field::PktDstAddr if token == dst_token && record.dstaddr.is_some() => {
+                                record.pkt_dstaddr = record.dstaddr;
+                                true
+                            }
+                            _ => false,
+                        };
+                        if !repeated {
+                            set_field(record, *field, token).ok()?;
+                        }
+                        len
+                    }
+                    None => token_len(rest),
+                }
+            };
+            // Exactly one space between tokens, none at the end; no empty token.
+            if len == 0 {
+                return None;
+            }
+            if index == last {
+                if len != rest.len() {
+                    return None;
+                }
+            } else {
+                if rest.get(len) != Some(&b' ') {
+                    return None;
+                }
+                rest = rest.get(len + 1..)?;
+            }
+        }
+        Some(())
     }
 
     /// Finds the tokens of `line` (into `self.spans`, as far as there are slots) and returns how
@@ -265,6 +384,36 @@ pub fn fuzz_line(data: &[u8]) {
     for line in rest {
         let _ = parser.parse(line);
     }
+}
+
+/// The length of the token at the start of `rest`: up to the first space, eight bytes at a time.
+#[inline]
+fn token_len(rest: &[u8]) -> usize {
+    let mut words = rest.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let mask = blank_mask(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        if mask != 0 {
+            return offset + (mask.trailing_zeros() / 8) as usize;
+        }
+        offset += 8;
+    }
+    offset + words.remainder().iter().position(|b| *b == b' ').unwrap_or(words.remainder().len())
+}
+
+/// The number whose digits start `rest` and end at a space or the end: (value, digits). `None`
+/// for anything else, and for more than 19 digits (left to the general path).
+#[inline]
+fn leading_number(rest: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in rest.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return (b == b' ' && (1..=19).contains(&i)).then_some((value, i));
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+    }
+    (1..=19).contains(&rest.len()).then_some((value, rest.len()))
 }
 
 /// One high bit per byte of `word` that is a space (AWS separates fields by spaces only).
@@ -580,6 +729,72 @@ mod tests {
         let err = parse("srcaddr dstport", "10.0.0.1").unwrap_err();
         assert_eq!(err, RecordError::FieldCount { expected: 2, found: 1 });
         assert!(parse("bytes", "99999999999999999999999").is_err());
+    }
+
+    /// The fast path accepts a line only when the general path gives the same record.
+    #[test]
+    fn fast_path_agrees_with_the_general_path() {
+        let header = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status vpc-id subnet-id instance-id tcp-flags type pkt-srcaddr pkt-dstaddr region az-id sublocation-type sublocation-id pkt-src-aws-service pkt-dst-aws-service flow-direction traffic-path";
+        let base: Vec<&str> = "5 123456789012 eni-0a 10.0.2.13 10.0.3.10 47224 50051 6 40 15840 1764600571 1764600573 ACCEPT OK vpc-0a subnet-0b i-0c 3 IPv4 10.0.2.13 10.0.3.10 us-east-1 use1-az1 - - - - egress 1".split(' ').collect();
+        let pool = [
+            "-",
+            "0",
+            "00",
+            "255",
+            "256",
+            "65535",
+            "65536",
+            "1566848875000",
+            "9999999999999999999",
+            "99999999999999999999",
+            "184467440737095516150",
+            "1.2.3.4",
+            "01.2.3.4",
+            "::1",
+            "2001:db8::1",
+            "abc",
+            "ACCEPT",
+            "REJECT",
+            "NODATA",
+            "IPv6",
+            "ingress",
+            "x-",
+            "-x",
+            "1-",
+            "",
+        ];
+        let mut parser = LineParser::new(&LogFormat::from_header(header).unwrap());
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut fast_taken = 0;
+        for round in 0..20_000 {
+            let mut tokens = base.clone();
+            let changes = if round == 0 { 0 } else { 1 + (rng % 3) as usize };
+            for _ in 0..changes {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let at = (rng % tokens.len() as u64) as usize;
+                tokens[at] = pool[((rng >> 32) % pool.len() as u64) as usize];
+            }
+            let line = tokens.join(" ");
+            let mut fast = Record::default();
+            let general = parser.clone().parse_general(line.as_bytes(), &mut Record::default()).map(|_| ());
+            let mut expected = Record::default();
+            let _ = parser.parse_general(line.as_bytes(), &mut expected);
+            if parser.parse_regular(line.as_bytes(), &mut fast).is_some() {
+                fast_taken += 1;
+                assert!(general.is_ok(), "fast path accepted what the general path refuses: {line}");
+                assert_eq!(fast, expected, "{line}");
+            }
+            // And through the public entry point, whatever path it takes.
+            let mut via_entry = Record::default();
+            let entry = parser.parse_into(line.as_bytes(), &mut via_entry).map(|_| ());
+            assert_eq!(entry.is_ok(), general.is_ok(), "{line}");
+            if entry.is_ok() {
+                assert_eq!(via_entry, expected, "{line}");
+            }
+        }
+        assert!(fast_taken > 1000, "the fast path is taken for ordinary lines ({fast_taken})");
     }
 
     #[test]
