@@ -268,6 +268,29 @@ impl LineParser {
                         }
                         len
                     }
+                    // Identifiers: kept as they are, no check needed.
+                    Some(
+                        field @ (Field::AccountId
+                        | Field::InterfaceId
+                        | Field::VpcId
+                        | Field::SubnetId
+                        | Field::InstanceId
+                        | Field::Region
+                        | Field::AzId),
+                    ) => {
+                        let len = token_len(rest);
+                        let token = Some(rest.get(..len)?);
+                        match field {
+                            Field::AccountId => record.account_id = token,
+                            Field::InterfaceId => record.interface_id = token,
+                            Field::VpcId => record.vpc_id = token,
+                            Field::SubnetId => record.subnet_id = token,
+                            Field::InstanceId => record.instance_id = token,
+                            Field::Region => record.region = token,
+                            _ => record.az_id = token,
+                        }
+                        len
+                    }
                     Some(field) => {
                         let len = token_len(rest);
                         let token = rest.get(..len)?;
