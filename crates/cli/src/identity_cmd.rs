@@ -27,7 +27,7 @@ pub struct DataDirArg {
 }
 
 impl DataDirArg {
-    fn get(&self) -> DataDir {
+    pub(crate) fn get(&self) -> DataDir {
         DataDir::new(self.data_dir.clone().unwrap_or_else(datadir::default_path))
     }
 }
@@ -170,7 +170,12 @@ fn parse_duration(text: &str) -> Result<u64, String> {
 fn service(dir: &DataDir) -> Result<IdentityService<SqliteStore>> {
     let authority = dir.authority()?;
     let store = dir.store()?;
-    Ok(IdentityService::new(authority, store)?)
+    Ok(IdentityService::new(authority, store)?.with_audit(dir.audit_log()?))
+}
+
+/// Unix milliseconds as RFC 3339.
+pub(crate) fn when_ms(ms: i64) -> String {
+    when(ms.div_euclid(1000))
 }
 
 fn when(unix: i64) -> String {

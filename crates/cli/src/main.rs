@@ -1,6 +1,7 @@
 //! `zerogate`, the command line: thin subcommands over the libraries, human and JSON output,
 //! progress bars and exit codes. Logic that decides anything lives in the library crates.
 
+mod audit_cmd;
 mod identity_cmd;
 mod map_cmd;
 mod summary;
@@ -29,6 +30,8 @@ enum Command {
     Enroll(identity_cmd::EnrollArgs),
     /// Keep this device's or workload's certificate fresh: renew at half its lifetime.
     Agent(identity_cmd::AgentArgs),
+    /// The tamper-evident audit log: verify the chain and its signed checkpoints, show the tail.
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Server(args) => identity_cmd::run_server(args),
         Command::Enroll(args) => identity_cmd::run_enroll(args),
         Command::Agent(args) => identity_cmd::run_agent(args),
+        Command::Audit(args) => audit_cmd::run(args),
     };
     match result {
         Ok(code) => code,

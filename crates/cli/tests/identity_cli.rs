@@ -255,6 +255,28 @@ fn life_of_an_identity() {
         assert!(log.contains(needle), "{needle} missing from:\n{log}");
     }
     assert!(!log.contains(&tok), "a token never reaches the event log");
+
+    // The same attempts are in the tamper-evident audit log, which verifies.
+    drop(srv); // the server's final checkpoint signs the head
+    let verify = ok(bin(&data).args(["audit", "verify"]).output().unwrap());
+    assert!(verify.contains("intact"), "{verify}");
+    let tail = ok(bin(&data).args(["audit", "tail", "-n", "100"]).output().unwrap());
+    assert!(tail.contains("\"enroll\"") && tail.contains("deny") && tail.contains("allow"), "{tail}");
+    let audit_log = data.join("audit/audit.log");
+    assert!(!std::fs::read_to_string(&audit_log).unwrap().contains(&tok), "no token text in the audit log");
+    // Turn one refusal into a grant: verify names the line after it and fails.
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    let at = text.lines().position(|l| l.contains("\"decision\":\"deny\"")).unwrap();
+    let forged: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == at { l.replace("\"decision\":\"deny\"", "\"decision\":\"allow\"") } else { l.to_owned() })
+        .collect();
+    std::fs::write(&audit_log, forged.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let out = bin(&data).args(["audit", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&format!("line {}: does not follow line {}", at + 2, at + 1)), "{report}");
 }
 
 #[test]

@@ -107,6 +107,43 @@ impl DataDir {
         self.root.join("state.db")
     }
 
+    /// The audit log.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.root.join("audit").join("audit.log")
+    }
+
+    /// The public key that verifies the audit log's checkpoints (base64 Ed25519).
+    pub fn audit_public_key_path(&self) -> PathBuf {
+        self.root.join("audit").join("checkpoint.pub")
+    }
+
+    fn audit_key_path(&self) -> PathBuf {
+        self.root.join("audit").join("checkpoint.key")
+    }
+
+    /// Opens the audit log, creating it and its checkpoint key on first use.
+    pub fn audit_log(&self) -> Result<zerogate_audit::AuditLog, DataDirError> {
+        if !self.is_initialised() {
+            return Err(DataDirError::NotInitialised(self.root.clone()));
+        }
+        create_private_dir(&self.root.join("audit"))?;
+        let key_path = self.audit_key_path();
+        let key = if key_path.exists() {
+            let bytes = std::fs::read(&key_path).map_err(io(&key_path))?;
+            zerogate_audit::CheckpointKey::from_pkcs8(&bytes)
+                .map_err(|reason| DataDirError::Invalid { path: key_path.clone(), reason })?
+        } else {
+            let key = zerogate_audit::CheckpointKey::generate()
+                .map_err(|reason| DataDirError::Invalid { path: key_path.clone(), reason })?;
+            write_atomic(&key_path, key.pkcs8(), true)?;
+            write_atomic(&self.audit_public_key_path(), format!("{}\n", key.public_key_b64()).as_bytes(), false)?;
+            key
+        };
+        let path = self.audit_log_path();
+        zerogate_audit::AuditLog::open(&path, key, zerogate_audit::Options::default())
+            .map_err(|e| DataDirError::Invalid { path, reason: e.to_string() })
+    }
+
     fn config_path(&self) -> PathBuf {
         self.root.join("config.json")
     }

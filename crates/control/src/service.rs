@@ -58,6 +58,7 @@ pub struct IdentityService<S> {
     authority: Authority,
     store: S,
     verifier: SvidVerifier,
+    audit: Option<zerogate_audit::AuditLog>,
 }
 
 impl<S> std::fmt::Debug for IdentityService<S> {
@@ -79,7 +80,14 @@ impl<S: Store> IdentityService<S> {
         let verifier = SvidVerifier::default()
             .with_domain(authority.trust_domain().clone(), std::slice::from_ref(authority.root_der()))
             .map_err(|e| CaError::Material(e.to_string()))?;
-        Ok(Self { authority, store, verifier })
+        Ok(Self { authority, store, verifier, audit: None })
+    }
+
+    /// Also records every attempt in the tamper-evident audit log; a grant that cannot be
+    /// recorded there becomes a refusal.
+    pub fn with_audit(mut self, log: zerogate_audit::AuditLog) -> Self {
+        self.audit = Some(log);
+        self
     }
 
     /// The authority.
@@ -90,6 +98,11 @@ impl<S: Store> IdentityService<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The audit log, when one is attached.
+    pub fn audit(&self) -> Option<&zerogate_audit::AuditLog> {
+        self.audit.as_ref()
     }
 
     fn event(
@@ -104,6 +117,27 @@ impl<S: Store> IdentityService<S> {
             Ok(detail) => ("granted", detail.clone()),
             Err(refusal) => ("refused", refusal.to_string()),
         };
+        if let Some(audit) = &self.audit {
+            let record = zerogate_audit::DecisionRecord {
+                at_ms: now.saturating_mul(1000),
+                gateway: format!("control:{}", self.authority.trust_domain()),
+                principal: Some(subject.to_owned()),
+                credential: None,
+                resource: "zerogate:identity-authority".to_owned(),
+                action: action.to_owned(),
+                request: zerogate_audit::RequestSummary {
+                    source: origin.peer.map(str::to_owned),
+                    ..Default::default()
+                },
+                decision: if result.is_ok() { zerogate_audit::Decision::Allow } else { zerogate_audit::Decision::Deny },
+                policies: vec!["identity-issuance-policy".to_owned()],
+                errors: result.as_ref().err().map(|r| vec![r.to_string()]).unwrap_or_default(),
+            };
+            if let Err(e) = audit.append(&record) {
+                tracing::error!(error = %e, "audit log append failed");
+                return Err(Refusal::Internal);
+            }
+        }
         self.store
             .record_event(&Event {
                 at: now,

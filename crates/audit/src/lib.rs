@@ -1,0 +1,18 @@
+//! zerogate's audit log: one record per decision, appended as one JSON line that carries its
+//! sequence number and the SHA-256 of the line before it, so any modified, removed, reordered or
+//! inserted line breaks the chain where it happened. Every so often a checkpoint line signs the
+//! head of the chain with the log's Ed25519 key. Appends are durable before they are
+//! acknowledged (written and `fdatasync`ed), many at a time (group commit); when the log cannot
+//! be written, the caller is told, so a gateway can deny. [`verify`] reads a log back and says
+//! where it was tampered with.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
+mod chain;
+mod record;
+mod verify;
+mod writer;
+
+pub use chain::{CheckpointKey, GENESIS};
+pub use record::{Credential, Decision, DecisionRecord, RequestSummary};
+pub use verify::{Problem, Report, verify};
+pub use writer::{AuditError, AuditLog, Options, Receipt};

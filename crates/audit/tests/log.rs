@@ -1,0 +1,251 @@
+//! The audit log as a gateway and an auditor use it: concurrent appends that are durable when
+//! acknowledged, reopening, and `verify` finding every kind of tampering and saying where.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zerogate_audit::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zerogate-audit-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn record(i: u64) -> DecisionRecord {
+    DecisionRecord {
+        at_ms: 1_800_000_000_000 + i as i64,
+        gateway: "gw-1".into(),
+        principal: Some(format!("spiffe://example.org/workload/w{i}")),
+        credential: Some(Credential { kind: "mtls".into(), id: format!("serial-{i}") }),
+        resource: "app:billing".into(),
+        action: "GET".into(),
+        request: RequestSummary {
+            method: Some("GET".into()),
+            host: Some("billing".into()),
+            path: Some("/".into()),
+            source: None,
+        },
+        decision: if i.is_multiple_of(3) { Decision::Deny } else { Decision::Allow },
+        policies: vec!["policy0".into()],
+        errors: vec![],
+    }
+}
+
+fn check(path: &Path, key: &str) -> Report {
+    verify(BufReader::new(std::fs::File::open(path).unwrap()), key).unwrap()
+}
+
+fn write_log(name: &str, n: u64, every: u64) -> (PathBuf, String) {
+    let dir = scratch(name);
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let log = AuditLog::open(&path, key, Options { checkpoint_every: every, ..Options::default() }).unwrap();
+    for i in 0..n {
+        log.append(&record(i)).unwrap();
+    }
+    log.close();
+    (path, public)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+}
+
+fn rewrite(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+#[test]
+fn concurrent_appends_form_one_chain() {
+    let dir = scratch("concurrent");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let log = Arc::new(AuditLog::open(&path, key, Options { checkpoint_every: 100, ..Options::default() }).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                (0..250).map(|i| log.append(&record(t * 1000 + i)).unwrap().seq).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 2000, "every append got its own place");
+    log.close();
+    let report = check(&path, &public);
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 2000);
+    assert!(report.checkpoints >= 20);
+    assert_eq!(report.unsigned_tail, 0, "closing signs the head");
+    // After close, appends are refused: the caller is told.
+    assert_eq!(log.append(&record(0)), Err(AuditError::Closed));
+}
+
+#[test]
+fn two_writers_on_one_file_keep_one_chain() {
+    // The server and a CLI command append to the same log, each with its own writer.
+    let dir = scratch("two-writers");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let pkcs8 = key.pkcs8().to_vec();
+    let a = Arc::new(AuditLog::open(&path, key, Options { checkpoint_every: 50, ..Options::default() }).unwrap());
+    let b = Arc::new(
+        AuditLog::open(
+            &path,
+            CheckpointKey::from_pkcs8(&pkcs8).unwrap(),
+            Options { checkpoint_every: 50, ..Options::default() },
+        )
+        .unwrap(),
+    );
+    let handles: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, log)| {
+            std::thread::spawn(move || (0..300).for_each(|i| drop(log.append(&record(w as u64 * 1000 + i)).unwrap())))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    a.close();
+    b.close();
+    let report = check(&path, &public);
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 600);
+}
+
+#[test]
+fn reopening_continues_the_chain_and_cuts_an_unacknowledged_tail() {
+    let (path, public) = write_log("reopen", 10, 1000);
+    // A crash in the middle of a write: half a line at the end.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":12,\"prev\":\"ab");
+    std::fs::write(&path, &bytes).unwrap();
+    let key = CheckpointKey::generate().unwrap();
+    let other_public = key.public_key_b64();
+    let log = AuditLog::open(&path, key, Options::default()).unwrap();
+    let receipt = log.append(&record(99)).unwrap();
+    assert_eq!(receipt.seq, 12, "10 records and a checkpoint before it");
+    log.close();
+    // Signed by two keys now: the old checkpoint fails under the new key, and the other way.
+    let report = check(&path, &public);
+    assert_eq!(report.records, 11);
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    assert_eq!(check(&path, &other_public).problem_count, 1);
+}
+
+#[test]
+fn every_kind_of_tampering_is_found_where_it_happened() {
+    let (path, public) = write_log("tamper", 30, 10);
+    let original = lines(&path);
+    assert!(check(&path, &public).is_intact());
+
+    // Modified: line 5 says allow instead of deny.
+    let mut l = original.clone();
+    assert!(l[4].contains("\"decision\":\"allow\"") || l[4].contains("\"decision\":\"deny\""));
+    l[4] = l[4].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"").replace("w4\"", "w4x\"");
+    rewrite(&path, &l);
+    let r = check(&path, &public);
+    assert_eq!(r.problems[0].line, 6, "{:?}", r.problems);
+    assert!(r.problems[0].what.contains("does not follow line 5: that line was modified"), "{:?}", r.problems);
+
+    // Removed: line 8 gone.
+    let mut l = original.clone();
+    l.remove(7);
+    rewrite(&path, &l);
+    let r = check(&path, &public);
+    assert_eq!(r.problems[0].line, 8);
+    assert!(r.problems[0].what.contains("removed"), "{:?}", r.problems);
+
+    // Reordered: lines 12 and 13 swapped.
+    let mut l = original.clone();
+    l.swap(11, 12);
+    rewrite(&path, &l);
+    let r = check(&path, &public);
+    assert_eq!(r.problems[0].line, 12);
+    assert!(r.problems.iter().any(|p| p.what.contains("reordered")), "{:?}", r.problems);
+
+    // Inserted: a well-formed forged line after line 3.
+    let mut l = original.clone();
+    let forged = l[2].replace("\"seq\":3,", "\"seq\":4,");
+    l.insert(3, forged);
+    rewrite(&path, &l);
+    let r = check(&path, &public);
+    assert_eq!(r.problems[0].line, 4, "{:?}", r.problems);
+
+    // A checkpoint re-signed with another key, or its signature altered.
+    let mut l = original.clone();
+    let at = l.iter().position(|x| x.contains("\"kind\":\"checkpoint\"")).unwrap();
+    l[at] = l[at].replace("\"signature\":\"", "\"signature\":\"AAAA");
+    rewrite(&path, &l);
+    let r = check(&path, &public);
+    assert!(r.problems.iter().any(|p| p.line == at as u64 + 1 && p.what.contains("signature")), "{:?}", r.problems);
+
+    // Cut in the middle of the last line.
+    let mut bytes = original.iter().map(|x| format!("{x}\n")).collect::<String>().into_bytes();
+    bytes.truncate(bytes.len() - 10);
+    std::fs::write(&path, bytes).unwrap();
+    let r = check(&path, &public);
+    assert!(r.problems.iter().any(|p| p.what.contains("incomplete")), "{:?}", r.problems);
+
+    // Records after the last checkpoint are reported as not yet signed.
+    rewrite(&path, &original[..original.len() - 1]);
+    assert!(check(&path, &public).unsigned_tail > 0);
+}
+
+#[test]
+fn attacker_controlled_fields_stay_inside_one_record() {
+    let dir = scratch("inject");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let log = AuditLog::open(&path, key, Options::default()).unwrap();
+    let mut hostile = record(1);
+    let forged_line = format!("\n{{\"seq\":2,\"prev\":\"{}\",\"kind\":\"decision\"}}\n", GENESIS);
+    hostile.request.path = Some(format!("/a\r\nb\0c\u{1b}[31m{forged_line}"));
+    hostile.request.host = Some("h".repeat(1 << 20));
+    hostile.principal = Some("\u{2028}\u{feff}\"},{\"x\":\"".into());
+    log.append(&hostile).unwrap();
+    log.append(&record(2)).unwrap();
+    log.close();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 3, "two records and the closing checkpoint");
+    assert!(text.len() < 64 * 1024, "a 1 MiB field is cut");
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let back: DecisionRecord = serde_json::from_value(first["record"].clone()).unwrap();
+    assert!(back.request.path.unwrap().contains("\r\nb\0c"), "values come back exactly");
+    assert!(back.request.host.unwrap().contains("bytes cut"));
+    assert!(check(&path, &public).is_intact());
+}
+
+#[test]
+fn a_log_that_cannot_be_written_refuses_appends() {
+    let dir = scratch("full");
+    let path = dir.join("audit.log");
+    let log = AuditLog::open(&path, CheckpointKey::generate().unwrap(), Options::default()).unwrap();
+    log.append(&record(1)).unwrap();
+    drop(log);
+    // /dev/full accepts the open and fails every write with ENOSPC, like a full disk.
+    if Path::new("/dev/full").exists() {
+        let log =
+            AuditLog::open(Path::new("/dev/full"), CheckpointKey::generate().unwrap(), Options::default()).unwrap();
+        let err = log.append(&record(2)).unwrap_err();
+        assert!(matches!(err, AuditError::Io { .. }), "{err:?}");
+        // And again: every append is told, none is acknowledged.
+        assert!(log.append(&record(3)).is_err());
+    }
+    // A log whose last line is not a record is not continued.
+    std::fs::write(&path, b"garbage\n").unwrap();
+    assert!(matches!(
+        AuditLog::open(&path, CheckpointKey::generate().unwrap(), Options::default()),
+        Err(AuditError::Corrupt { .. })
+    ));
+}

@@ -1,0 +1,123 @@
+//! `zerogate audit verify` and `zerogate audit tail`: reading the tamper-evident audit log.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "this module is the commands' output")]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::identity_cmd::DataDirArg;
+
+/// `zerogate audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+    /// The log [default: DATA_DIR/audit/audit.log].
+    #[arg(long, value_name = "FILE", global = true)]
+    log: Option<PathBuf>,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole chain and every checkpoint signature; say where the log was tampered with.
+    Verify {
+        /// The checkpoint public key (base64 Ed25519) [default: DATA_DIR/audit/checkpoint.pub].
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last records.
+    Tail {
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Raw JSON lines (as stored) instead of a readable line per record.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `zerogate audit …`.
+pub fn run(args: AuditArgs) -> Result<ExitCode> {
+    let dir = args.data_dir.get();
+    let log = args.log.clone().unwrap_or_else(|| dir.audit_log_path());
+    match args.command {
+        AuditCommand::Verify { public_key, json } => {
+            let key_path = public_key.unwrap_or_else(|| dir.audit_public_key_path());
+            let key =
+                std::fs::read_to_string(&key_path).with_context(|| format!("reading `{}`", key_path.display()))?;
+            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
+            let report = zerogate_audit::verify(BufReader::new(file), key.trim())
+                .with_context(|| format!("reading `{}`", log.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{}: {} records, {} checkpoints verified{}",
+                    log.display(),
+                    report.records,
+                    report.checkpoints,
+                    if report.unsigned_tail > 0 {
+                        format!(", {} records after the last checkpoint (not yet signed)", report.unsigned_tail)
+                    } else {
+                        String::new()
+                    }
+                );
+                for p in &report.problems {
+                    println!("  line {}: {}", p.line, p.what);
+                }
+                if report.problem_count > report.problems.len() as u64 {
+                    println!("  … {} problems in all", report.problem_count);
+                }
+                println!("{}", if report.is_intact() { "intact" } else { "TAMPERED" });
+            }
+            Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        AuditCommand::Tail { lines, json } => {
+            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
+            let mut last = std::collections::VecDeque::with_capacity(lines + 1);
+            for line in BufReader::new(file).lines() {
+                last.push_back(line?);
+                if last.len() > lines {
+                    last.pop_front();
+                }
+            }
+            for line in last {
+                if json {
+                    println!("{line}");
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let seq = value["seq"].as_u64().unwrap_or(0);
+                if value["kind"] == "checkpoint" {
+                    println!("{seq:>8} checkpoint (signed head {})", value["prev"].as_str().unwrap_or("?"));
+                    continue;
+                }
+                let r = &value["record"];
+                let text = |v: &serde_json::Value| v.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "{seq:>8} {} {:<11} {} {} on {} {}",
+                    r["at_ms"].as_i64().map(crate::identity_cmd::when_ms).unwrap_or_default(),
+                    r["decision"].as_str().unwrap_or("?"),
+                    text(&r["principal"]),
+                    text(&r["action"]),
+                    text(&r["resource"]),
+                    r["errors"]
+                        .as_array()
+                        .filter(|e| !e.is_empty())
+                        .map(|e| format!("errors: {e:?}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
