@@ -60,6 +60,49 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // How an async gateway appends: a few threads, many requests in flight each (the callback
+    // API; a request waits for its record without holding a thread).
+    for (threads, in_flight) in [(4u64, 64u64), (4, 512)] {
+        let path = dir.join(format!("audit-pipelined-{threads}-{in_flight}.log"));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(AuditLog::open(&path, CheckpointKey::generate().unwrap(), Options::default()).unwrap());
+        group.bench_function(format!("{threads} threads x {in_flight} in flight"), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(threads).max(1);
+                let start = Instant::now();
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let log = Arc::clone(&log);
+                        std::thread::spawn(move || {
+                            let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
+                            let submit = |i: u64| {
+                                let done = done_tx.clone();
+                                log.append_then(&record(t * per_thread + i), move |r| {
+                                    let _ = done.send(r.is_ok());
+                                });
+                            };
+                            let mut sent = 0;
+                            while sent < per_thread.min(in_flight) {
+                                submit(sent);
+                                sent += 1;
+                            }
+                            for _ in 0..per_thread {
+                                assert!(done_rx.recv().unwrap(), "append failed");
+                                if sent < per_thread {
+                                    submit(sent);
+                                    sent += 1;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+                start.elapsed().mul_f64(iters as f64 / (per_thread * threads) as f64)
+            })
+        });
+    }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }
