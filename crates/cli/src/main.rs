@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod identity_cmd;
 mod map_cmd;
+mod policy_cmd;
 mod summary;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Agent(identity_cmd::AgentArgs),
     /// The tamper-evident audit log: verify the chain and its signed checkpoints, show the tail.
     Audit(audit_cmd::AuditArgs),
+    /// Cedar policy: validate against zerogate's schema, explain a decision, print the schema.
+    Policy(policy_cmd::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Enroll(args) => identity_cmd::run_enroll(args),
         Command::Agent(args) => identity_cmd::run_agent(args),
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
     };
     match result {
         Ok(code) => code,
