@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_main};
 use serde_json::json;
-use zerogate_policy::{DecisionRequest, PolicyEngine};
+use zerogate_policy::{DecisionRequest, PolicyEngine, RequestContext};
 
 fn bench(c: &mut Criterion) {
     let mut entities = vec![json!({ "uid": { "type": "Zerogate::Group", "id": "staff" }, "attrs": {}, "parents": [] })];
@@ -51,7 +51,26 @@ fn bench(c: &mut Criterion) {
         }),
     };
     assert!(engine.decide(&request).allow);
-    c.bench_function("cedar decision, 1000 policies", |b| b.iter(|| engine.decide(&request)));
+    c.bench_function("cedar decision, 1000 policies, JSON context (policy check)", |b| {
+        b.iter(|| engine.decide(&request))
+    });
+    let context = RequestContext {
+        authn: "oidc".into(),
+        credential_id: "jti-1".into(),
+        source_ip: "10.1.2.3".parse().unwrap(),
+        time: 1_800_000_000,
+        hour: 10,
+        device: None,
+        posture: None,
+        method: Some("GET".into()),
+        host: Some("app7.example.org".into()),
+        path: Some("/".into()),
+        acr: None,
+        amr: None,
+    };
+    let decide = || engine.decide_with(&request.principal, &request.action, &request.resource, &context);
+    assert!(decide().allow);
+    c.bench_function("cedar decision, 1000 policies (gateway path)", |b| b.iter(decide));
 }
 
 mod group {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
-    ResourceConstraint, Schema, ValidationMode, Validator,
+    ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use crate::SCHEMA;
@@ -47,6 +47,89 @@ pub struct DecisionRequest {
     pub resource: String,
     /// The context, as JSON (validated against the schema).
     pub context: serde_json::Value,
+}
+
+/// What the gateway knows about a device's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posture {
+    /// Enrolled and managed.
+    pub managed: bool,
+    /// Full-disk encryption on, when known.
+    pub disk_encrypted: Option<bool>,
+    /// Operating system, when known.
+    pub os: Option<String>,
+    /// Its version, when known.
+    pub os_version: Option<String>,
+}
+
+/// The request context, typed: it matches `RequestContext` in [`crate::SCHEMA`] by construction,
+/// so building it costs no JSON parsing and no schema check on the decision path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    /// `oidc`, `mtls` or `sigv4`.
+    pub authn: String,
+    /// The credential's stable id (token `jti` or session id, certificate serial, access key id).
+    pub credential_id: String,
+    /// The client's address.
+    pub source_ip: std::net::IpAddr,
+    /// Unix seconds.
+    pub time: i64,
+    /// Hour of the day, UTC.
+    pub hour: i64,
+    /// The device, as a Cedar entity id (`Zerogate::Device::"…"`), when known.
+    pub device: Option<String>,
+    /// The device's posture, when known.
+    pub posture: Option<Posture>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Host.
+    pub host: Option<String>,
+    /// Path.
+    pub path: Option<String>,
+    /// OIDC `acr`.
+    pub acr: Option<String>,
+    /// OIDC `amr`.
+    pub amr: Option<Vec<String>>,
+}
+
+impl RequestContext {
+    fn to_cedar(&self) -> Result<Context, String> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let mut pairs = vec![
+            ("authn".to_owned(), s(&self.authn)),
+            ("credential_id".to_owned(), s(&self.credential_id)),
+            ("source_ip".to_owned(), RestrictedExpression::new_ip(self.source_ip.to_string())),
+            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
+            ("hour".to_owned(), RestrictedExpression::new_long(self.hour)),
+        ];
+        let optional = [("method", &self.method), ("host", &self.host), ("path", &self.path), ("acr", &self.acr)];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                pairs.push((name.to_owned(), s(value)));
+            }
+        }
+        if let Some(amr) = &self.amr {
+            pairs.push(("amr".to_owned(), RestrictedExpression::new_set(amr.iter().map(|v| s(v)))));
+        }
+        if let Some(device) = &self.device {
+            let uid = EntityUid::from_str(device).map_err(|e| format!("device `{device}`: {e}"))?;
+            pairs.push(("device".to_owned(), RestrictedExpression::new_entity_uid(uid)));
+        }
+        if let Some(p) = &self.posture {
+            let mut fields = vec![("managed".to_owned(), RestrictedExpression::new_bool(p.managed))];
+            if let Some(v) = p.disk_encrypted {
+                fields.push(("disk_encrypted".to_owned(), RestrictedExpression::new_bool(v)));
+            }
+            if let Some(v) = &p.os {
+                fields.push(("os".to_owned(), s(v)));
+            }
+            if let Some(v) = &p.os_version {
+                fields.push(("os_version".to_owned(), s(v)));
+            }
+            pairs.push(("posture".to_owned(), RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?));
+        }
+        Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
+    }
 }
 
 /// The outcome.
@@ -162,39 +245,71 @@ impl PolicyEngine {
         self.count == 0
     }
 
-    /// Decides `request`. Deny by default; any error (an unknown entity, a context that does not
-    /// fit the schema, a policy that fails to evaluate) is a deny that lists it.
+    /// Decides `request` (context as JSON, checked against the schema: for tools and people).
+    /// Deny by default; any error (an unknown entity, a context that does not fit the schema, a
+    /// policy that fails to evaluate) is a deny that lists it.
     pub fn decide(&self, request: &DecisionRequest) -> Decision {
-        let parse = |what: &str, text: &str| EntityUid::from_str(text).map_err(|e| format!("{what} `{text}`: {e}"));
-        let (principal, action, resource) = match (
-            parse("principal", &request.principal),
-            parse("action", &request.action),
-            parse("resource", &request.resource),
-        ) {
-            (Ok(p), Ok(a), Ok(r)) => (p, a, r),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Decision::deny(e),
+        let (principal, action, resource) = match parse_uids(&request.principal, &request.action, &request.resource) {
+            Ok(uids) => uids,
+            Err(e) => return Decision::deny(e),
         };
         let context = match Context::from_json_value(request.context.clone(), Some((&self.schema, &action))) {
             Ok(c) => c,
             Err(e) => return Decision::deny(format!("context: {e}")),
         };
-        let cedar_request = match Request::new(principal, action, resource.clone(), context, Some(&self.schema)) {
-            Ok(r) => r,
-            Err(e) => return Decision::deny(format!("request: {e}")),
+        match Request::new(principal, action, resource.clone(), context, Some(&self.schema)) {
+            Ok(r) => self.authorize(&r, &resource),
+            Err(e) => Decision::deny(format!("request: {e}")),
+        }
+    }
+
+    /// Decides with a typed context: the gateway's path. The same rules as [`Self::decide`].
+    pub fn decide_with(&self, principal: &str, action: &str, resource: &str, context: &RequestContext) -> Decision {
+        let (principal, action, resource) = match parse_uids(principal, action, resource) {
+            Ok(uids) => uids,
+            Err(e) => return Decision::deny(e),
         };
+        let context = match context.to_cedar() {
+            Ok(c) => c,
+            Err(e) => return Decision::deny(e),
+        };
+        // The context fits the schema by construction; principal and resource types that the
+        // action does not apply to match no validated policy, so they are denied by default.
+        match Request::new(principal, action, resource.clone(), context, None) {
+            Ok(r) => self.authorize(&r, &resource),
+            Err(e) => Decision::deny(format!("request: {e}")),
+        }
+    }
+
+    fn authorize(&self, request: &Request, resource: &EntityUid) -> Decision {
         let policies =
-            application_of(&resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
-        let response = self.authorizer.is_authorized(&cedar_request, policies, &self.entities);
+            application_of(resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
+        let response = self.authorizer.is_authorized(request, policies, &self.entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let mut deciding: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         deciding.sort();
         Decision { allow: response.decision() == CedarDecision::Allow && errors.is_empty(), policies: deciding, errors }
     }
 
+    /// Checks a typed context against the schema (for tests and start-up checks).
+    pub fn check_context(&self, action: &str, context: &RequestContext) -> Result<(), String> {
+        let action = EntityUid::from_str(action).map_err(|e| e.to_string())?;
+        let principal = EntityUid::from_str("Zerogate::User::\"check\"").map_err(|e| e.to_string())?;
+        let resource = EntityUid::from_str("Zerogate::Application::\"check\"").map_err(|e| e.to_string())?;
+        Request::new(principal, action, resource, context.to_cedar()?, Some(&self.schema))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// The policies that apply everywhere (no resource scope).
     pub fn unscoped(&self) -> impl Iterator<Item = String> + '_ {
         self.everywhere.iter().map(|p| p.id().to_string())
     }
+}
+
+fn parse_uids(principal: &str, action: &str, resource: &str) -> Result<(EntityUid, EntityUid, EntityUid), String> {
+    let parse = |what: &str, text: &str| EntityUid::from_str(text).map_err(|e| format!("{what} `{text}`: {e}"));
+    Ok((parse("principal", principal)?, parse("action", action)?, parse("resource", resource)?))
 }
 
 /// Cedar's parse errors as text (each with its message and help).

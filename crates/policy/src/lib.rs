@@ -7,7 +7,7 @@
 
 mod engine;
 
-pub use engine::{Decision, DecisionRequest, PolicyEngine, PolicyError};
+pub use engine::{Decision, DecisionRequest, PolicyEngine, PolicyError, Posture, RequestContext};
 
 /// The Cedar schema shipped with zerogate (Cedar schema syntax).
 pub const SCHEMA: &str = include_str!("zerogate.cedarschema");

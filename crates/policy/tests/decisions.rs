@@ -163,3 +163,61 @@ fn slicing_by_application_decides_as_the_whole_set_would() {
         }
     }
 }
+
+#[test]
+fn the_typed_context_fits_the_schema_and_decides_like_json() {
+    let e = engine("");
+    let minimal = RequestContext {
+        authn: "oidc".into(),
+        credential_id: "jti-1".into(),
+        source_ip: "10.1.2.3".parse().unwrap(),
+        time: 1_800_000_000,
+        hour: 10,
+        device: None,
+        posture: None,
+        method: Some("GET".into()),
+        host: Some("billing.example.org".into()),
+        path: Some("/invoices".into()),
+        acr: None,
+        amr: None,
+    };
+    e.check_context("Zerogate::Action::\"http\"", &minimal).unwrap();
+    let full = RequestContext {
+        device: Some("Zerogate::Device::\"laptop-42\"".into()),
+        posture: Some(Posture {
+            managed: true,
+            disk_encrypted: Some(true),
+            os: Some("linux".into()),
+            os_version: Some("6.1".into()),
+        }),
+        acr: Some("mfa".into()),
+        amr: Some(vec!["pwd".into(), "otp".into()]),
+        source_ip: "2001:db8::1".parse().unwrap(),
+        ..minimal.clone()
+    };
+    e.check_context("Zerogate::Action::\"connect\"", &full).unwrap();
+    for (who, resource, hour) in [
+        ("alice", "Zerogate::Application::\"billing\"", 10),
+        ("alice", "Zerogate::Application::\"billing\"", 20),
+        ("bob", "Zerogate::Application::\"wiki\"", 3),
+        ("alice", "Zerogate::Route::\"billing-admin\"", 10),
+    ] {
+        let json = e.decide(&request(who, resource, hour));
+        let typed = e.decide_with(
+            &format!("Zerogate::User::\"{who}\""),
+            "Zerogate::Action::\"http\"",
+            resource,
+            &RequestContext { hour, ..minimal.clone() },
+        );
+        assert_eq!(json, typed, "{who} {resource} {hour}");
+    }
+    // Outside 10/8 the admin route is forbidden, whichever path decides.
+    let outside = RequestContext { source_ip: "203.0.113.9".parse().unwrap(), ..minimal };
+    let d = e.decide_with(
+        "Zerogate::User::\"alice\"",
+        "Zerogate::Action::\"http\"",
+        "Zerogate::Route::\"billing-admin\"",
+        &outside,
+    );
+    assert_eq!(d.policies, vec!["no-admin-from-outside"]);
+}
