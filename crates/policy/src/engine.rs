@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use std::sync::{Arc, Mutex};
+
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request,
-    ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use crate::SCHEMA;
@@ -162,6 +164,25 @@ pub struct PolicyEngine {
     unsliced: PolicySet,
     authorizer: Authorizer,
     count: usize,
+    /// Per (principal, resource): only the policies whose scope can match them. A gateway sees
+    /// the same pairs again and again; bounded, and cleared when full.
+    by_pair: Mutex<HashMap<(EntityUid, EntityUid), Arc<PolicySet>>>,
+}
+
+/// Pairs remembered at most.
+const PAIR_CACHE: usize = 16_384;
+
+/// Whether a scope (`==`, `in`, `is`, `is … in`, or none) can hold for `uid`, given the entities.
+fn scope_holds(
+    eq: Option<&EntityUid>,
+    within: Option<&EntityUid>,
+    is: Option<&EntityTypeName>,
+    uid: &EntityUid,
+    entities: &Entities,
+) -> bool {
+    eq.is_none_or(|e| e == uid)
+        && within.is_none_or(|g| g == uid || entities.is_ancestor_of(g, uid))
+        && is.is_none_or(|t| uid.type_name() == t)
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -232,7 +253,16 @@ impl PolicyEngine {
         }
         let unsliced = set(&everywhere)?;
         let count = all.policies().count();
-        Ok(Self { schema, entities, everywhere, slices, unsliced, authorizer: Authorizer::new(), count })
+        Ok(Self {
+            schema,
+            entities,
+            everywhere,
+            slices,
+            unsliced,
+            authorizer: Authorizer::new(),
+            count,
+            by_pair: Mutex::new(HashMap::new()),
+        })
     }
 
     /// How many policies are loaded.
@@ -257,8 +287,8 @@ impl PolicyEngine {
             Ok(c) => c,
             Err(e) => return Decision::deny(format!("context: {e}")),
         };
-        match Request::new(principal, action, resource.clone(), context, Some(&self.schema)) {
-            Ok(r) => self.authorize(&r, &resource),
+        match Request::new(principal.clone(), action, resource.clone(), context, Some(&self.schema)) {
+            Ok(r) => self.authorize(&r, &principal, &resource),
             Err(e) => Decision::deny(format!("request: {e}")),
         }
     }
@@ -275,16 +305,53 @@ impl PolicyEngine {
         };
         // The context fits the schema by construction; principal and resource types that the
         // action does not apply to match no validated policy, so they are denied by default.
-        match Request::new(principal, action, resource.clone(), context, None) {
-            Ok(r) => self.authorize(&r, &resource),
+        match Request::new(principal.clone(), action, resource.clone(), context, None) {
+            Ok(r) => self.authorize(&r, &principal, &resource),
             Err(e) => Decision::deny(format!("request: {e}")),
         }
     }
 
-    fn authorize(&self, request: &Request, resource: &EntityUid) -> Decision {
-        let policies =
+    /// The policies that can apply to `principal` on `resource`: the application's slice, less
+    /// those whose principal or resource scope cannot hold. Scopes are decided by the heads alone
+    /// and the entities are fixed, so nothing that could apply is left out.
+    fn policies_for(&self, principal: &EntityUid, resource: &EntityUid) -> Arc<PolicySet> {
+        let key = (principal.clone(), resource.clone());
+        if let Some(hit) = self.by_pair.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+            return hit;
+        }
+        let slice =
             application_of(resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
-        let response = self.authorizer.is_authorized(request, policies, &self.entities);
+        let applicable = slice.policies().filter(|p| {
+            let principal_ok = match p.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::Eq(u) => scope_holds(Some(&u), None, None, principal, &self.entities),
+                PrincipalConstraint::In(g) => scope_holds(None, Some(&g), None, principal, &self.entities),
+                PrincipalConstraint::Is(t) => scope_holds(None, None, Some(&t), principal, &self.entities),
+                PrincipalConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), principal, &self.entities),
+            };
+            let resource_ok = match p.resource_constraint() {
+                ResourceConstraint::Any => true,
+                ResourceConstraint::Eq(u) => scope_holds(Some(&u), None, None, resource, &self.entities),
+                ResourceConstraint::In(g) => scope_holds(None, Some(&g), None, resource, &self.entities),
+                ResourceConstraint::Is(t) => scope_holds(None, None, Some(&t), resource, &self.entities),
+                ResourceConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), resource, &self.entities),
+            };
+            principal_ok && resource_ok
+        });
+        // If building the narrower set fails (it cannot: the ids are unique), use the slice.
+        let set = Arc::new(PolicySet::from_policies(applicable.cloned()).unwrap_or_else(|_| slice.clone()));
+        if let Ok(mut cache) = self.by_pair.lock() {
+            if cache.len() >= PAIR_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, Arc::clone(&set));
+        }
+        set
+    }
+
+    fn authorize(&self, request: &Request, principal: &EntityUid, resource: &EntityUid) -> Decision {
+        let policies = self.policies_for(principal, resource);
+        let response = self.authorizer.is_authorized(request, &policies, &self.entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let mut deciding: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         deciding.sort();
