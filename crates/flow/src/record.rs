@@ -186,25 +186,12 @@ impl LineParser {
         if found != self.columns.len() {
             return Err(RecordError::FieldCount { expected: self.columns.len(), found });
         }
-        // `pkt-srcaddr`/`pkt-dstaddr` usually repeat `srcaddr`/`dstaddr`: compare, don't re-parse.
         let (mut src_token, mut dst_token): (&[u8], &[u8]) = (&[], &[]);
         for (&(start, end), field) in self.spans.iter().zip(&self.columns) {
             let Some(field) = *field else { continue };
             let token = line.get(start..end).unwrap_or_default();
-            match field {
-                Field::SrcAddr => src_token = token,
-                Field::DstAddr => dst_token = token,
-                Field::PktSrcAddr if token == src_token && record.srcaddr.is_some() => {
-                    record.pkt_srcaddr = record.srcaddr;
-                    continue;
-                }
-                Field::PktDstAddr if token == dst_token && record.dstaddr.is_some() => {
-                    record.pkt_dstaddr = record.dstaddr;
-                    continue;
-                }
-                _ => {}
-            }
-            set_field(record, field, token).map_err(|reason| bad(field, token, reason))?;
+            set_token(record, field, token, &mut src_token, &mut dst_token)
+                .map_err(|reason| bad(field, token, reason))?;
         }
         Ok(shape)
     }
@@ -256,11 +243,8 @@ impl LineParser {
                         len
                     }
                     Some(field @ (Field::Start | Field::End)) => {
-                        let (mut value, len) = leading_number(rest)?;
-                        if value > MAX_SECONDS {
-                            record.millis = true;
-                            value /= 1000;
-                        }
+                        let (value, len) = leading_number(rest)?;
+                        let value = seconds(value, record);
                         if *field == Field::Start {
                             record.start = Some(value);
                         } else {
@@ -293,30 +277,7 @@ impl LineParser {
                     }
                     Some(field) => {
                         let len = token_len(rest);
-                        let token = rest.get(..len)?;
-                        // `pkt-srcaddr`/`pkt-dstaddr` usually repeat `srcaddr`/`dstaddr`.
-                        let repeated = match field {
-                            Field::SrcAddr => {
-                                src_token = token;
-                                false
-                            }
-                            Field::DstAddr => {
-                                dst_token = token;
-                                false
-                            }
-                            Field::PktSrcAddr if token == src_token && record.srcaddr.is_some() => {
-                                record.pkt_srcaddr = record.srcaddr;
-                                true
-                            }
-                            Field::PktDstAddr if token == dst_token && record.dstaddr.is_some() => {
-                                record.pkt_dstaddr = record.dstaddr;
-                                true
-                            }
-                            _ => false,
-                        };
-                        if !repeated {
-                            set_field(record, *field, token).ok()?;
-                        }
+                        set_token(record, *field, rest.get(..len)?, &mut src_token, &mut dst_token).ok()?;
                         len
                     }
                     None => token_len(rest),
@@ -571,13 +532,44 @@ fn parse_ipv4(token: &[u8]) -> Option<Ipv4Addr> {
 }
 
 fn timestamp(token: &[u8], record: &mut Record<'_>) -> Result<u64, Reason> {
-    let value = number(token)?;
+    Ok(seconds(number(token)?, record))
+}
+
+/// A `start` or `end` value in seconds: one given in milliseconds is converted, and flagged.
+#[inline]
+fn seconds(value: u64, record: &mut Record<'_>) -> u64 {
     if value > MAX_SECONDS {
         record.millis = true;
-        Ok(value / 1000)
+        value / 1000
     } else {
-        Ok(value)
+        value
     }
+}
+
+/// Sets an address-or-other field from `token`. `pkt-srcaddr`/`pkt-dstaddr` usually repeat
+/// `srcaddr`/`dstaddr`: the tokens are compared, not parsed again. Both parse paths use this.
+#[inline(always)]
+fn set_token<'a>(
+    record: &mut Record<'a>,
+    field: Field,
+    token: &'a [u8],
+    src_token: &mut &'a [u8],
+    dst_token: &mut &'a [u8],
+) -> Result<(), Reason> {
+    match field {
+        Field::SrcAddr => *src_token = token,
+        Field::DstAddr => *dst_token = token,
+        Field::PktSrcAddr if token == *src_token && record.srcaddr.is_some() => {
+            record.pkt_srcaddr = record.srcaddr;
+            return Ok(());
+        }
+        Field::PktDstAddr if token == *dst_token && record.dstaddr.is_some() => {
+            record.pkt_dstaddr = record.dstaddr;
+            return Ok(());
+        }
+        _ => {}
+    }
+    set_field(record, field, token)
 }
 
 /// Sets `field` of `record` from `token`, or says why the token does not fit.
