@@ -286,7 +286,7 @@ async fn handle<S: Store + 'static>(
         }
         (Method::GET, api::CRL) => {
             blocking(service, move |s| {
-                s.crl(unix_now(), 3600).map(|der| reply(StatusCode::OK, "application/pkix-crl", der))
+                s.current_crl(unix_now(), 3600).map(|der| reply(StatusCode::OK, "application/pkix-crl", der))
             })
             .await
         }

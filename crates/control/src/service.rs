@@ -59,6 +59,15 @@ pub struct IdentityService<S> {
     store: S,
     verifier: SvidVerifier,
     audit: Option<zerogate_audit::AuditLog>,
+    /// The last CRL served: re-signed only when the revocations change or it is half-way to
+    /// its next update, so serving it costs no signature and no write.
+    served_crl: std::sync::Mutex<Option<ServedCrl>>,
+}
+
+struct ServedCrl {
+    der: Vec<u8>,
+    revoked: Vec<(Serial, i64)>,
+    refresh_at: i64,
 }
 
 impl<S> std::fmt::Debug for IdentityService<S> {
@@ -80,7 +89,7 @@ impl<S: Store> IdentityService<S> {
         let verifier = SvidVerifier::default()
             .with_domain(authority.trust_domain().clone(), std::slice::from_ref(authority.root_der()))
             .map_err(|e| CaError::Material(e.to_string()))?;
-        Ok(Self { authority, store, verifier, audit: None })
+        Ok(Self { authority, store, verifier, audit: None, served_crl: std::sync::Mutex::new(None) })
     }
 
     /// Also records every attempt in the tamper-evident audit log; a grant that cannot be
@@ -349,7 +358,23 @@ impl<S: Store> IdentityService<S> {
         self.revocations()
     }
 
-    /// A freshly signed CRL (DER), valid for `validity` seconds.
+    /// The CRL to serve (DER), valid for `validity` seconds: the one served before while the
+    /// revocations are the same and it is less than half-way to its next update, else a new one.
+    pub fn current_crl(&self, now: i64, validity: i64) -> Result<Vec<u8>, Refusal> {
+        let revoked = self.store.revocations().map_err(internal)?.revoked_serials;
+        let mut served = self.served_crl.lock().map_err(|_| Refusal::Internal)?;
+        if let Some(crl) = served.as_ref()
+            && crl.revoked == revoked
+            && now < crl.refresh_at
+        {
+            return Ok(crl.der.clone());
+        }
+        let der = self.crl(now, validity)?;
+        *served = Some(ServedCrl { der: der.clone(), revoked, refresh_at: now + validity / 2 });
+        Ok(der)
+    }
+
+    /// A freshly signed CRL (DER), valid for `validity` seconds, with the next CRL number.
     pub fn crl(&self, now: i64, validity: i64) -> Result<Vec<u8>, Refusal> {
         let revocations = self.store.revocations().map_err(internal)?;
         let number = self.store.next_crl_number().map_err(internal)?;
@@ -368,5 +393,38 @@ fn record_of(issued: &Issued, via: IssuedVia, renews: Option<Serial>, key_type: 
         key_type: key_type.to_owned(),
         revoked_at: None,
         revocation_reason: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerogate_pki::{Lifetimes, TrustDomain};
+    use zerogate_store::SqliteStore;
+
+    fn service() -> IdentityService<SqliteStore> {
+        let domain = TrustDomain::parse("example.org").unwrap();
+        let new = Authority::init(&domain, 1_000).unwrap();
+        let authority = Authority::load(domain, &new.material, Lifetimes::default()).unwrap();
+        IdentityService::new(authority, SqliteStore::in_memory().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_served_crl_is_signed_again_only_when_it_must_be() {
+        let s = service();
+        let first = s.current_crl(2_000, 3600).unwrap();
+        assert_eq!(s.current_crl(2_100, 3600).unwrap(), first, "same revocations, fresh enough: same CRL");
+        assert_eq!(s.store().next_crl_number().unwrap(), 2, "serving it again did not use a CRL number");
+        // A revocation changes it at once.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let issued =
+            s.issue("spiffe://example.org/workload/a", csr.as_bytes(), None, 2_100, Origin::default()).unwrap();
+        s.revoke_serial(issued.serial.as_str(), "test", 2_200, Origin::default()).unwrap();
+        let after = s.current_crl(2_200, 3600).unwrap();
+        assert_ne!(after, first);
+        // Half-way to its next update, it is renewed.
+        assert_eq!(s.current_crl(2_200 + 1799, 3600).unwrap(), after);
+        assert_ne!(s.current_crl(2_200 + 1800, 3600).unwrap(), after);
     }
 }
