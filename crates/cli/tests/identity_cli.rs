@@ -359,6 +359,11 @@ fn bad_requests_are_refused_and_recorded() {
     let other_token = token(&other, "spiffe://example.org/device/d4", "15m");
     let err = fails(enroll(&other_token, &[]));
     assert!(err.to_lowercase().contains("certificate") || err.contains("issuer"), "{err}");
+    // A token sent where it does not belong (as a field name, which serde would quote) is
+    // refused without being quoted anywhere.
+    let mut misplaced = serde_json::Map::new();
+    misplaced.insert(t3.clone(), serde_json::json!("x"));
+    assert_eq!(code(&["-d", &serde_json::Value::Object(misplaced).to_string(), &url("/v1/identity/enroll")]), "400");
 
     let log = events(&data);
     assert!(log.contains("request body over 65536 bytes"), "the 413 is recorded:\n{log}");

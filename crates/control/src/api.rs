@@ -21,7 +21,7 @@ pub const HEALTH: &str = "/healthz";
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Enrollment: the token and a CSR for the key the device made.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The one-time token.
@@ -31,6 +31,13 @@ pub struct EnrollRequest {
     /// The identity the client expects; refused if the token enrolls another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret until used: never in a log line.
+        f.debug_struct("EnrollRequest").field("spiffe_id", &self.spiffe_id).finish_non_exhaustive()
+    }
 }
 
 /// Renewal: a CSR (usually for the same key).

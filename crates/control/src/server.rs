@@ -223,7 +223,18 @@ async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -
         }
         Err(_) => return Err((StatusCode::BAD_REQUEST, "request body could not be read".into())),
     };
-    serde_json::from_slice(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, json_problem(&e)))
+}
+
+/// What is wrong with a request body, without quoting it: serde's own message can carry a value
+/// (a token sent in the wrong place), and this text reaches the event and audit logs.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "not JSON",
+        Category::Data => "not the expected fields (token, csr, spiffe_id for enrollment; csr for renewal)",
+    };
+    format!("invalid request: {what} (line {}, column {})", e.line(), e.column())
 }
 
 /// A refusal before the service saw the request, recorded as an event all the same.
