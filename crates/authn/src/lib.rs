@@ -1,7 +1,11 @@
 //! zerogate's authentication: each method turns a credential into an authenticated identity or a
-//! clear refusal, and never authorizes. So far: AWS Signature Version 4 ([`sigv4`]), so that API
-//! clients sign with the stock AWS SDKs and CLIs; mutual TLS peers are verified by
-//! `zerogate-pki`'s `SvidVerifier`. Plain code over its inputs and `now`: no IO.
+//! clear refusal, and never authorizes. AWS Signature Version 4 ([`sigv4`]), so that API clients
+//! sign with the stock AWS SDKs and CLIs; signed JWTs checked as RFC 8725 asks ([`jwt`], pure
+//! code over the token, keys and `now`) with keys fetched from OpenID Connect providers
+//! ([`oidc`], the only part that does IO); mutual TLS peers are verified by `zerogate-pki`'s
+//! `SvidVerifier`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod jwt;
+pub mod oidc;
 pub mod sigv4;
