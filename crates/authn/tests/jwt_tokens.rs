@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use zerogate_authn::identity::{Authenticated, Revocations};
 use zerogate_authn::jwt::{Algorithm, KeySet, TokenKind, UnverifiedToken, Validation, ValidationError};
 
 const ISSUER: &str = "https://idp.example.test/realms/zerogate";
@@ -54,6 +55,14 @@ fn a_verified_token_carries_what_audit_and_policy_need() {
     assert_eq!(verified.groups, vec!["engineering".to_owned()]);
     assert_eq!(verified.client_id.as_deref(), Some("cli"));
     assert!(verified.credential_id().starts_with("jti:token-"), "revocation is keyed on jti");
+    let user = Authenticated::from_token(&verified, false).unwrap();
+    assert_eq!(user.cedar_uid(), r#"Zerogate::User::"alice""#);
+    assert_eq!((user.method.as_str(), user.groups.clone()), ("oidc", vec!["engineering".to_owned()]));
+    assert_eq!(user.credential_id, verified.credential_id());
+    assert_eq!(Authenticated::from_token(&verified, true), None, "no email claim: no email-keyed user");
+    let mut revocations = Revocations::default();
+    revocations.credentials.insert(verified.credential_id());
+    assert!(revocations.is_revoked(&user));
     // A verified token is still subject to the clock: at its expiry plus the leeway it is refused.
     let expiry = cases.now + Duration::from_secs(300 + 30);
     assert_eq!(verified.check_time(expiry, Duration::from_secs(30)).unwrap_err().kind(), "expired");
