@@ -2,12 +2,12 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "this module is the commands' output")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use zerogate_policy::{DecisionRequest, PolicyEngine, PolicyError};
+use zerogate_policy::{DecisionRequest, PolicyError, PolicyFiles};
 
 /// `zerogate policy`.
 #[derive(Debug, Args)]
@@ -57,41 +57,6 @@ enum PolicyCommand {
     Schema,
 }
 
-fn sources(path: &Path) -> Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("reading `{}`", path.display()))? {
-            let file = entry?.path();
-            if file.extension().is_some_and(|e| e == "cedar") {
-                files.push(file);
-            }
-        }
-        files.sort();
-        if files.is_empty() {
-            bail!("no .cedar files in `{}`", path.display());
-        }
-    } else {
-        files.push(path.to_owned());
-    }
-    files
-        .into_iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(&f).with_context(|| format!("reading `{}`", f.display()))?;
-            Ok((f.display().to_string(), text))
-        })
-        .collect()
-}
-
-fn entities(path: Option<&Path>) -> Result<serde_json::Value> {
-    match path {
-        None => Ok(serde_json::json!([])),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", p.display()))
-        }
-    }
-}
-
 /// Runs `zerogate policy …`.
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
     match args.command {
@@ -100,7 +65,8 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Validate { path, entities: ents, json } => {
-            match PolicyEngine::load(&sources(&path)?, entities(ents.as_deref())?) {
+            let files = PolicyFiles { policies: path, entities: ents };
+            match files.load() {
                 Ok(engine) => {
                     if json {
                         println!("{}", serde_json::json!({ "valid": true, "policies": engine.len() }));
@@ -124,7 +90,7 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             }
         }
         PolicyCommand::Check { policies, entities: ents, principal, action, resource, context, json } => {
-            let engine = PolicyEngine::load(&sources(&policies)?, entities(ents.as_deref())?)?;
+            let engine = PolicyFiles { policies, entities: ents }.load()?;
             let text = std::fs::read_to_string(&context).with_context(|| format!("reading `{}`", context.display()))?;
             let context = serde_json::from_str(&text).with_context(|| "the context is not JSON")?;
             let decision = engine.decide(&DecisionRequest { principal, action, resource, context });

@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_main};
 use serde_json::json;
-use zerogate_policy::{DecisionRequest, PolicyEngine, RequestContext};
+use zerogate_policy::{DecisionRequest, PolicyEngine, Principal, RequestContext};
 
 fn bench(c: &mut Criterion) {
     let mut entities = vec![json!({ "uid": { "type": "Zerogate::Group", "id": "staff" }, "attrs": {}, "parents": [] })];
@@ -71,6 +71,12 @@ fn bench(c: &mut Criterion) {
     let decide = || engine.decide_with(&request.principal, &request.action, &request.resource, &context);
     assert!(decide().allow);
     c.bench_function("cedar decision, 1000 policies (gateway path)", |b| b.iter(decide));
+    // An OIDC user known only by the token, whose groups claim places them.
+    let groups = vec!["team7".to_owned(), "oncall".to_owned()];
+    let carol = Principal { uid: "Zerogate::User::\"carol\"", groups: &groups };
+    let decide_as = || engine.decide_as(carol, &request.action, &request.resource, &context);
+    assert!(decide_as().allow);
+    c.bench_function("cedar decision, 1000 policies (gateway path, groups from the token)", |b| b.iter(decide_as));
 }
 
 mod group {

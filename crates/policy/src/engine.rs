@@ -6,8 +6,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
-    PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 
 use crate::SCHEMA;
@@ -36,6 +37,9 @@ pub enum PolicyError {
     /// The entities do not fit the schema.
     #[error("entities: {0}")]
     Entities(String),
+    /// A file cannot be read.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// A request to decide, in Cedar's terms.
@@ -95,12 +99,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn to_cedar(&self) -> Result<Context, String> {
+    /// The Cedar context; `source_ip` is the address as a Cedar `ip(…)` expression (memoized by
+    /// the engine: building one parses the extension's name with Cedar's grammar each time).
+    fn to_cedar(&self, source_ip: RestrictedExpression, memo: &Memo) -> Result<Context, String> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
         let mut pairs = vec![
             ("authn".to_owned(), s(&self.authn)),
             ("credential_id".to_owned(), s(&self.credential_id)),
-            ("source_ip".to_owned(), RestrictedExpression::new_ip(self.source_ip.to_string())),
+            ("source_ip".to_owned(), source_ip),
             ("time".to_owned(), RestrictedExpression::new_long(self.time)),
             ("hour".to_owned(), RestrictedExpression::new_long(self.hour)),
         ];
@@ -114,7 +120,7 @@ impl RequestContext {
             pairs.push(("amr".to_owned(), RestrictedExpression::new_set(amr.iter().map(|v| s(v)))));
         }
         if let Some(device) = &self.device {
-            let uid = EntityUid::from_str(device).map_err(|e| format!("device `{device}`: {e}"))?;
+            let uid = memo.uid("device", device)?;
             pairs.push(("device".to_owned(), RestrictedExpression::new_entity_uid(uid)));
         }
         if let Some(p) = &self.posture {
@@ -166,11 +172,77 @@ pub struct PolicyEngine {
     count: usize,
     /// Per (principal, resource): only the policies whose scope can match them. A gateway sees
     /// the same pairs again and again; bounded, and cleared when full.
-    by_pair: Mutex<HashMap<(EntityUid, EntityUid), Arc<PolicySet>>>,
+    by_pair: Mutex<HashMap<PairKey, Arc<PolicySet>>>,
+    /// Per principal and asserted groups: the entities with the principal in those groups.
+    with_groups: Mutex<HashMap<GroupsKey, Arc<Entities>>>,
+    group_type: EntityTypeName,
+    memo: Memo,
+}
+
+/// A principal and the groups its credential asserted (sorted).
+type GroupsKey = (EntityUid, Vec<String>);
+
+/// Principal, resource, and the groups the credential asserted (sorted; empty for none).
+type PairKey = (EntityUid, EntityUid, Vec<String>);
+
+/// Principals with asserted groups remembered at most (each holds a copy of the entity map).
+const GROUP_CACHE: usize = 256;
+/// The most groups one credential may assert; more is an error (a deny).
+pub const MAX_ASSERTED_GROUPS: usize = 256;
+
+/// The principal of a request: its entity uid, and the groups its credential asserts (an OIDC
+/// token's groups claim), which the principal joins in addition to those the entities give it.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    /// `Zerogate::User::"alice"`, …
+    pub uid: &'a str,
+    /// Group ids (`Zerogate::Group::"<id>"`), as asserted by the credential.
+    pub groups: &'a [String],
 }
 
 /// Pairs remembered at most.
 const PAIR_CACHE: usize = 16_384;
+/// Parsed entity uids and address expressions remembered at most.
+const MEMO_CAPACITY: usize = 16_384;
+
+/// Values that Cedar builds from text at a cost (its grammar runs for every entity uid and for
+/// the name of the `ip` extension function), remembered: a gateway sees the same principals,
+/// resources and client addresses again and again. Bounded, and cleared when full.
+#[derive(Default)]
+struct Memo {
+    uids: Mutex<HashMap<String, EntityUid>>,
+    addresses: Mutex<HashMap<std::net::IpAddr, RestrictedExpression>>,
+}
+
+impl Memo {
+    fn uid(&self, what: &str, text: &str) -> Result<EntityUid, String> {
+        if let Some(uid) = self.uids.lock().ok().and_then(|m| m.get(text).cloned()) {
+            return Ok(uid);
+        }
+        let uid = EntityUid::from_str(text).map_err(|e| format!("{what} `{text}`: {e}"))?;
+        if let Ok(mut uids) = self.uids.lock() {
+            if uids.len() >= MEMO_CAPACITY {
+                uids.clear();
+            }
+            uids.insert(text.to_owned(), uid.clone());
+        }
+        Ok(uid)
+    }
+
+    fn address(&self, ip: std::net::IpAddr) -> RestrictedExpression {
+        if let Some(expr) = self.addresses.lock().ok().and_then(|m| m.get(&ip).cloned()) {
+            return expr;
+        }
+        let expr = RestrictedExpression::new_ip(ip.to_string());
+        if let Ok(mut addresses) = self.addresses.lock() {
+            if addresses.len() >= MEMO_CAPACITY {
+                addresses.clear();
+            }
+            addresses.insert(ip, expr.clone());
+        }
+        expr
+    }
+}
 
 /// Whether a scope (`==`, `in`, `is`, `is … in`, or none) can hold for `uid`, given the entities.
 fn scope_holds(
@@ -262,6 +334,9 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             count,
             by_pair: Mutex::new(HashMap::new()),
+            with_groups: Mutex::new(HashMap::new()),
+            group_type: EntityTypeName::from_str("Zerogate::Group").map_err(|e| PolicyError::Schema(e.to_string()))?,
+            memo: Memo::default(),
         })
     }
 
@@ -295,46 +370,110 @@ impl PolicyEngine {
 
     /// Decides with a typed context: the gateway's path. The same rules as [`Self::decide`].
     pub fn decide_with(&self, principal: &str, action: &str, resource: &str, context: &RequestContext) -> Decision {
-        let (principal, action, resource) = match parse_uids(principal, action, resource) {
+        self.decide_as(Principal { uid: principal, groups: &[] }, action, resource, context)
+    }
+
+    /// Decides for a principal whose credential asserts groups (the gateway's path for OIDC).
+    pub fn decide_as(
+        &self,
+        principal: Principal<'_>,
+        action: &str,
+        resource: &str,
+        context: &RequestContext,
+    ) -> Decision {
+        let uids = (|| {
+            Ok::<_, String>((
+                self.memo.uid("principal", principal.uid)?,
+                self.memo.uid("action", action)?,
+                self.memo.uid("resource", resource)?,
+            ))
+        })();
+        let (principal_uid, action, resource) = match uids {
             Ok(uids) => uids,
             Err(e) => return Decision::deny(e),
         };
-        let context = match context.to_cedar() {
+        let mut groups = principal.groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        let dynamic;
+        let entities = if groups.is_empty() {
+            &self.entities
+        } else {
+            match self.entities_with_groups(&principal_uid, &groups) {
+                Ok(entities) => {
+                    dynamic = entities;
+                    &*dynamic
+                }
+                Err(e) => return Decision::deny(e),
+            }
+        };
+        let context = match context.to_cedar(self.memo.address(context.source_ip), &self.memo) {
             Ok(c) => c,
             Err(e) => return Decision::deny(e),
         };
         // The context fits the schema by construction; principal and resource types that the
         // action does not apply to match no validated policy, so they are denied by default.
-        match Request::new(principal.clone(), action, resource.clone(), context, None) {
-            Ok(r) => self.authorize(&r, &principal, &resource),
+        match Request::new(principal_uid.clone(), action, resource.clone(), context, None) {
+            Ok(r) => self.authorize_in(&r, (principal_uid, resource, groups), entities),
             Err(e) => Decision::deny(format!("request: {e}")),
         }
+    }
+
+    /// The entities with `principal` also in `groups` (sorted, deduplicated), remembered.
+    fn entities_with_groups(&self, principal: &EntityUid, groups: &[String]) -> Result<Arc<Entities>, String> {
+        if groups.len() > MAX_ASSERTED_GROUPS {
+            return Err(format!("the credential asserts {} groups, more than {MAX_ASSERTED_GROUPS}", groups.len()));
+        }
+        let key = (principal.clone(), groups.to_vec());
+        if let Some(hit) = self.with_groups.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let asserted =
+            groups.iter().map(|group| EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(group)));
+        let entity = match self.entities.get(principal) {
+            Some(known) => {
+                let (uid, attrs, mut parents) = known.clone().into_inner();
+                parents.extend(asserted);
+                Entity::new(uid, attrs, parents).map_err(|e| format!("principal: {e}"))?
+            }
+            None => Entity::new_no_attrs(principal.clone(), asserted.collect()),
+        };
+        let entities = Arc::new(
+            self.entities.clone().upsert_entities([entity], None).map_err(|e| format!("principal groups: {e}"))?,
+        );
+        if let Ok(mut cache) = self.with_groups.lock() {
+            if cache.len() >= GROUP_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, Arc::clone(&entities));
+        }
+        Ok(entities)
     }
 
     /// The policies that can apply to `principal` on `resource`: the application's slice, less
     /// those whose principal or resource scope cannot hold. Scopes are decided by the heads alone
     /// and the entities are fixed, so nothing that could apply is left out.
-    fn policies_for(&self, principal: &EntityUid, resource: &EntityUid) -> Arc<PolicySet> {
-        let key = (principal.clone(), resource.clone());
+    fn policies_for(&self, key: PairKey, entities: &Entities) -> Arc<PolicySet> {
         if let Some(hit) = self.by_pair.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
             return hit;
         }
+        let (principal, resource) = (&key.0, &key.1);
         let slice =
             application_of(resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
         let applicable = slice.policies().filter(|p| {
             let principal_ok = match p.principal_constraint() {
                 PrincipalConstraint::Any => true,
-                PrincipalConstraint::Eq(u) => scope_holds(Some(&u), None, None, principal, &self.entities),
-                PrincipalConstraint::In(g) => scope_holds(None, Some(&g), None, principal, &self.entities),
-                PrincipalConstraint::Is(t) => scope_holds(None, None, Some(&t), principal, &self.entities),
-                PrincipalConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), principal, &self.entities),
+                PrincipalConstraint::Eq(u) => scope_holds(Some(&u), None, None, principal, entities),
+                PrincipalConstraint::In(g) => scope_holds(None, Some(&g), None, principal, entities),
+                PrincipalConstraint::Is(t) => scope_holds(None, None, Some(&t), principal, entities),
+                PrincipalConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), principal, entities),
             };
             let resource_ok = match p.resource_constraint() {
                 ResourceConstraint::Any => true,
-                ResourceConstraint::Eq(u) => scope_holds(Some(&u), None, None, resource, &self.entities),
-                ResourceConstraint::In(g) => scope_holds(None, Some(&g), None, resource, &self.entities),
-                ResourceConstraint::Is(t) => scope_holds(None, None, Some(&t), resource, &self.entities),
-                ResourceConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), resource, &self.entities),
+                ResourceConstraint::Eq(u) => scope_holds(Some(&u), None, None, resource, entities),
+                ResourceConstraint::In(g) => scope_holds(None, Some(&g), None, resource, entities),
+                ResourceConstraint::Is(t) => scope_holds(None, None, Some(&t), resource, entities),
+                ResourceConstraint::IsIn(t, g) => scope_holds(None, Some(&g), Some(&t), resource, entities),
             };
             principal_ok && resource_ok
         });
@@ -350,8 +489,12 @@ impl PolicyEngine {
     }
 
     fn authorize(&self, request: &Request, principal: &EntityUid, resource: &EntityUid) -> Decision {
-        let policies = self.policies_for(principal, resource);
-        let response = self.authorizer.is_authorized(request, &policies, &self.entities);
+        self.authorize_in(request, (principal.clone(), resource.clone(), Vec::new()), &self.entities)
+    }
+
+    fn authorize_in(&self, request: &Request, key: PairKey, entities: &Entities) -> Decision {
+        let policies = self.policies_for(key, entities);
+        let response = self.authorizer.is_authorized(request, &policies, entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let mut deciding: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         deciding.sort();
@@ -363,9 +506,8 @@ impl PolicyEngine {
         let action = EntityUid::from_str(action).map_err(|e| e.to_string())?;
         let principal = EntityUid::from_str("Zerogate::User::\"check\"").map_err(|e| e.to_string())?;
         let resource = EntityUid::from_str("Zerogate::Application::\"check\"").map_err(|e| e.to_string())?;
-        Request::new(principal, action, resource, context.to_cedar()?, Some(&self.schema))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let cedar = context.to_cedar(self.memo.address(context.source_ip), &self.memo)?;
+        Request::new(principal, action, resource, cedar, Some(&self.schema)).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// The policies that apply everywhere (no resource scope).

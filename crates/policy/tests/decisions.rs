@@ -221,3 +221,61 @@ fn the_typed_context_fits_the_schema_and_decides_like_json() {
     );
     assert_eq!(d.policies, vec!["no-admin-from-outside"]);
 }
+
+fn office_hours_context() -> RequestContext {
+    RequestContext {
+        authn: "oidc".into(),
+        credential_id: "jti:1".into(),
+        source_ip: "10.1.2.3".parse().unwrap(),
+        time: 1_800_000_000,
+        hour: 10,
+        device: None,
+        posture: None,
+        method: Some("GET".into()),
+        host: Some("billing.example.org".into()),
+        path: Some("/invoices".into()),
+        acr: None,
+        amr: None,
+    }
+}
+
+#[test]
+fn groups_asserted_by_the_credential_join_those_of_the_entities() {
+    let nested = r#"
+@id("staff-wiki-admin")
+permit (principal in Zerogate::Group::"staff", action, resource == Zerogate::Route::"billing-admin");
+"#;
+    let mut ents = entities();
+    // `finance` is nested under `staff` in the entities file.
+    ents.as_array_mut()
+        .unwrap()
+        .push(json!({ "uid": { "type": "Zerogate::Group", "id": "staff" }, "attrs": {}, "parents": [] }));
+    ents.as_array_mut().unwrap()[0]["parents"] = json!([{ "type": "Zerogate::Group", "id": "staff" }]);
+    let e = PolicyEngine::load(&[("main.cedar".into(), format!("{POLICIES}{nested}"))], ents).unwrap();
+    let ctx = office_hours_context();
+    let http = "Zerogate::Action::\"http\"";
+    let billing = "Zerogate::Application::\"billing\"";
+    let finance = vec!["finance".to_owned()];
+
+    // Carol is in no entities file: only her token's groups place her.
+    let carol = "Zerogate::User::\"carol\"";
+    assert!(!e.decide_with(carol, http, billing, &ctx).allow);
+    let d = e.decide_as(Principal { uid: carol, groups: &finance }, http, billing, &ctx);
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.policies, vec!["finance-billing-office-hours"]);
+    // Nesting from the entities file applies to asserted groups too.
+    let admin = "Zerogate::Route::\"billing-admin\"";
+    assert!(e.decide_as(Principal { uid: carol, groups: &finance }, http, admin, &ctx).allow);
+    // Bob is in the entities file with no group; asserted groups add to that, for him only.
+    let bob = "Zerogate::User::\"bob\"";
+    assert!(e.decide_as(Principal { uid: bob, groups: &finance }, http, billing, &ctx).allow);
+    assert!(!e.decide_with(bob, http, billing, &ctx).allow, "asserted groups are not remembered as facts");
+    assert!(!e.decide_with(carol, http, billing, &ctx).allow);
+    // Another group, a look-alike id, or too many groups: no access.
+    for groups in [vec!["Finance".to_owned()], vec!["finance\" || true || \"".to_owned()]] {
+        assert!(!e.decide_as(Principal { uid: carol, groups: &groups }, http, billing, &ctx).allow, "{groups:?}");
+    }
+    let many: Vec<String> = (0..=MAX_ASSERTED_GROUPS).map(|i| format!("g{i}")).chain(["finance".to_owned()]).collect();
+    let d = e.decide_as(Principal { uid: carol, groups: &many }, http, billing, &ctx);
+    assert!(!d.allow && d.errors.len() == 1, "{d:?}");
+}
