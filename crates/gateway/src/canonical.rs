@@ -1,0 +1,334 @@
+//! One canonical request: the path, host and headers the gateway verifies are the ones it
+//! authorizes and the ones it forwards. Nothing is normalized or guessed: a request that two
+//! parsers could read differently is refused, so an upstream can never see a different request
+//! than the policy saw.
+//!
+//! Refused (400 unless said otherwise): a target that is not origin-form (absolute-form and
+//! authority-form on ordinary methods, `*` except for `OPTIONS`), a fragment, control characters
+//! or raw non-ASCII bytes, dot segments, empty segments, `;` path parameters, backslashes,
+//! percent-encoded slashes, backslashes, control characters or unreserved characters, bad
+//! percent-encoding; a missing, repeated or malformed `Host`; a `Host` that is not the TLS server
+//! name (421); conflicting `Content-Length`, or `Content-Length` with `Transfer-Encoding`; a
+//! transfer coding other than `chunked`; header names with underscores.
+//!
+//! Then the request is cleaned for the upstream: hop-by-hop headers (and those `Connection`
+//! names) are removed first, then every identity header a client could send (zerogate's own and
+//! the well-known families of other proxies and load balancers); the gateway adds its own
+//! identity assertion afterwards, so `Connection:` can never remove it.
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+
+/// Why a request is refused, with the status to answer. The reason is for the audit record and
+/// logs; clients get a generic body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// 400 or 421.
+    pub status: u16,
+    /// What is wrong, never quoting the request.
+    pub reason: &'static str,
+}
+
+const fn bad(reason: &'static str) -> Refusal {
+    Refusal { status: 400, reason }
+}
+
+/// The request as verified, authorized and forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalRequest {
+    /// The host, lowercase, without port or trailing dot: the application's name.
+    pub host: String,
+    /// The path exactly as received (it passed every check, so it has one reading).
+    pub path: String,
+    /// The query exactly as received, without `?`.
+    pub query: Option<String>,
+}
+
+impl CanonicalRequest {
+    /// Path and query, as forwarded.
+    pub fn target(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Checks a request as received on a TLS connection whose client asked for `server_name` (SNI),
+/// on a listener at `port`.
+pub fn canonicalize(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    server_name: Option<&str>,
+    port: u16,
+) -> Result<CanonicalRequest, Refusal> {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(bad("the request target must be origin-form (absolute and authority forms are refused)"));
+    }
+    let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or_default();
+    if target == "*" {
+        return Err(if method == Method::OPTIONS { bad("`OPTIONS *` is not served") } else { bad("`*` target") });
+    }
+    if method == Method::CONNECT {
+        return Err(bad("CONNECT is not served on an HTTP application"));
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    check_path(path)?;
+    if let Some(query) = query {
+        check_query(query)?;
+    }
+    let host = check_host(headers, server_name, port)?;
+    check_headers(headers)?;
+    Ok(CanonicalRequest { host, path: path.to_owned(), query: query.map(str::to_owned) })
+}
+
+fn check_path(path: &str) -> Result<(), Refusal> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(bad("the path must start with `/`"));
+    }
+    check_target_bytes(bytes)?;
+    if bytes.contains(&b';') {
+        return Err(bad("`;` path parameters are refused"));
+    }
+    // Percent-encoding: well-formed, and never hiding a character that changes the reading.
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let decoded = percent_byte(bytes, i).ok_or(bad("malformed percent-encoding in the path"))?;
+            match decoded {
+                b'/' => return Err(bad("encoded `/` in the path")),
+                b'\\' => return Err(bad("encoded `\\` in the path")),
+                b'.' => return Err(bad("encoded `.` in the path")),
+                b'%' => {}
+                0..=0x1f | 0x7f => return Err(bad("encoded control character in the path")),
+                b if is_unreserved(b) => return Err(bad("encoded unreserved character in the path")),
+                _ => {}
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(bad("dot segment in the path"));
+    }
+    if path.contains("//") {
+        return Err(bad("empty segment in the path"));
+    }
+    Ok(())
+}
+
+fn check_query(query: &str) -> Result<(), Refusal> {
+    let bytes = query.as_bytes();
+    check_target_bytes(bytes)?;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let decoded = percent_byte(bytes, i).ok_or(bad("malformed percent-encoding in the query"))?;
+            if decoded < 0x20 || decoded == 0x7f {
+                return Err(bad("encoded control character in the query"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes any part of a target may hold: visible ASCII without `#`, `\`, quotes, angle brackets or
+/// spaces.
+fn check_target_bytes(bytes: &[u8]) -> Result<(), Refusal> {
+    for &b in bytes {
+        match b {
+            b'#' => return Err(bad("fragment in the request target")),
+            b'\\' => return Err(bad("backslash in the request target")),
+            0..=0x20 | 0x7f => return Err(bad("control character or space in the request target")),
+            0x80.. => return Err(bad("raw non-ASCII byte in the request target")),
+            b'"' | b'<' | b'>' | b'`' | b'{' | b'}' | b'|' | b'^' => {
+                return Err(bad("character not allowed in a request target"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn percent_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let high = hex(*bytes.get(at + 1)?)?;
+    let low = hex(*bytes.get(at + 2)?)?;
+    u8::try_from(high * 16 + low).ok()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn check_host(headers: &HeaderMap, server_name: Option<&str>, port: u16) -> Result<String, Refusal> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let value = values.next().ok_or(bad("no Host header"))?;
+    if values.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    let value = value.to_str().map_err(|_| bad("malformed Host header"))?;
+    let (name, host_port) = split_host_port(value).ok_or(bad("malformed Host header"))?;
+    if host_port.is_some_and(|p| p != port) {
+        return Err(Refusal { status: 421, reason: "the Host port is not this listener's" });
+    }
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name.is_empty()
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+    {
+        return Err(bad("malformed Host header"));
+    }
+    if let Some(sni) = server_name {
+        let sni = sni.strip_suffix('.').unwrap_or(sni);
+        if !sni.eq_ignore_ascii_case(&name) {
+            return Err(Refusal { status: 421, reason: "the Host is not the TLS server name" });
+        }
+    }
+    Ok(name)
+}
+
+fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
+    if value.starts_with('[') {
+        let end = value.find(']')?;
+        let (name, rest) = value.split_at(end + 1);
+        return match rest {
+            "" => Some((name, None)),
+            _ => Some((name, Some(rest.strip_prefix(':')?.parse().ok()?))),
+        };
+    }
+    match value.split_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((name, Some(port.parse().ok()?)))
+        }
+        Some(_) => None,
+        None => Some((value, None)),
+    }
+}
+
+fn check_headers(headers: &HeaderMap) -> Result<(), Refusal> {
+    if headers.keys().any(|name| name.as_str().contains('_')) {
+        return Err(bad("header names with `_` are refused"));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let has_length = match lengths.next() {
+        None => false,
+        Some(first) => {
+            if lengths.any(|other| other != first) {
+                return Err(bad("conflicting Content-Length headers"));
+            }
+            let text = first.to_str().map_err(|_| bad("malformed Content-Length"))?;
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("malformed Content-Length"));
+            }
+            true
+        }
+    };
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        if has_length {
+            return Err(bad("Content-Length together with Transfer-Encoding"));
+        }
+        let all: Vec<&HeaderValue> = codings.collect();
+        let only_chunked = all.len() == 1 && all.first().is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+        if !only_chunked {
+            return Err(bad("a transfer coding other than `chunked`"));
+        }
+    }
+    Ok(())
+}
+
+/// Headers that belong to one connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Identity headers that clients could send to impersonate someone, by family: zerogate's own,
+/// oauth2-proxy, AWS ALB, Google IAP, Azure App Service, Cloudflare Access, Pomerium, Envoy,
+/// nginx/Apache client-certificate forwarding, and generic remote-user conventions.
+const IDENTITY_PREFIXES: [&str; 14] = [
+    "x-zerogate-",
+    "x-auth-request-",
+    "x-amzn-oidc-",
+    "x-goog-authenticated-user-",
+    "x-goog-iap-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+    "cf-access-",
+    "x-pomerium-",
+    "x-ssl-client-",
+    "ssl-client-",
+    "x-client-cert",
+    "x-webauth-",
+    "x-forwarded-client-cert",
+];
+
+const IDENTITY_NAMES: [&str; 16] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-forwarded-for-user",
+    "x-remote-user",
+    "x-remote-group",
+    "remote-user",
+    "x-user",
+    "x-user-id",
+    "x-email",
+    "x-jwt-assertion",
+    "x-client-verify",
+    "x-client-dn",
+    "x-authenticated-user",
+];
+
+/// Whether a (lowercase) header name carries a client-asserted identity.
+pub fn is_identity_header(name: &str) -> bool {
+    IDENTITY_NAMES.contains(&name) || IDENTITY_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// Cleans the headers for the upstream: hop-by-hop headers and those the client's `Connection`
+/// names are removed, then every identity header; `credentials` (the header that carried the
+/// caller's credential to the gateway, such as `authorization`) is removed unless the application
+/// asks for it to be forwarded. Returns the number of identity headers removed (for the audit
+/// record).
+pub fn clean_for_upstream(headers: &mut HeaderMap, credentials: Option<&HeaderName>) -> usize {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(name) = credentials {
+        headers.remove(name);
+    }
+    let identity: Vec<HeaderName> = headers.keys().filter(|name| is_identity_header(name.as_str())).cloned().collect();
+    let removed = identity.len();
+    for name in identity {
+        headers.remove(name);
+    }
+    removed
+}

@@ -1,0 +1,196 @@
+//! Ambiguous requests are refused, never guessed; the identity headers of every family are
+//! stripped, and `Connection:` cannot remove what the gateway adds.
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+use zerogate_gateway::canonical::{CanonicalRequest, Refusal, canonicalize, clean_for_upstream, is_identity_header};
+
+const SNI: &str = "billing.example.org";
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    map
+}
+
+fn check(method: &str, target: &str, extra: &[(&str, &str)]) -> Result<CanonicalRequest, Refusal> {
+    let mut pairs = vec![("host", SNI)];
+    pairs.extend_from_slice(extra);
+    let uri: Uri = target.parse().expect("hyper parses the target");
+    canonicalize(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers(&pairs), Some(SNI), 443)
+}
+
+#[test]
+fn ordinary_requests_pass_unchanged() {
+    for target in ["/", "/invoices", "/invoices/", "/a/b.c/d-e_f~g", "/search?q=a%20b&x=%2F", "/caf%C3%A9", "/%25"] {
+        let canonical = check("GET", target, &[]).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(canonical.target(), target);
+        assert_eq!(canonical.host, SNI);
+    }
+    let post = check("POST", "/upload", &[("content-length", "5")]).unwrap();
+    assert_eq!(post.path, "/upload");
+    assert!(check("POST", "/upload", &[("transfer-encoding", "chunked")]).is_ok());
+    assert!(check("POST", "/upload", &[("content-length", "5"), ("content-length", "5")]).is_ok());
+}
+
+#[test]
+fn every_ambiguous_target_is_refused() {
+    let refused = [
+        ("/a/../admin", "dot segment"),
+        ("/a/./b", "dot segment"),
+        ("/..", "dot segment"),
+        ("/a/%2e%2e/admin", "encoded `.`"),
+        ("/a/%2E/b", "encoded `.`"),
+        ("/admin%2fsecret", "encoded `/`"),
+        ("/admin%2Fsecret", "encoded `/`"),
+        ("/admin%5csecret", "encoded `\\`"),
+        ("/%61dmin", "encoded unreserved"),
+        ("/a%00b", "encoded control"),
+        ("/a%0d%0aX-Injected:1", "encoded control"),
+        ("/a;jsessionid=1", "path parameters"),
+        ("/admin;/x", "path parameters"),
+        ("//admin", "empty segment"),
+        ("/a//b", "empty segment"),
+        ("/a%zz", "malformed percent"),
+        ("/a%2", "malformed percent"),
+        ("/q?x=%00", "encoded control character in the query"),
+        ("/q?x=%", "malformed percent-encoding in the query"),
+    ];
+    for (target, reason) in refused {
+        let refusal = check("GET", target, &[]).expect_err(target);
+        assert_eq!(refusal.status, 400, "{target}");
+        assert!(refusal.reason.contains(reason), "{target}: {} (expected {reason})", refusal.reason);
+    }
+    // Absolute-form and authority-form targets on ordinary methods; `*`; CONNECT.
+    for (method, target) in [
+        ("GET", "https://billing.example.org/admin"),
+        ("GET", "http://evil.example/"),
+        ("GET", "billing.example.org:443"),
+        ("GET", "*"),
+        ("OPTIONS", "*"),
+        ("CONNECT", "/"),
+    ] {
+        let uri: Uri = target.parse().unwrap();
+        let refusal = canonicalize(
+            &Method::from_bytes(method.as_bytes()).unwrap(),
+            &uri,
+            &headers(&[("host", SNI)]),
+            Some(SNI),
+            443,
+        )
+        .expect_err(target);
+        assert_eq!(refusal.status, 400, "{method} {target}");
+    }
+}
+
+#[test]
+fn host_must_be_single_well_formed_and_the_tls_server_name() {
+    let with_host = |host: &[(&str, &str)], sni: Option<&str>| {
+        canonicalize(&Method::GET, &"/".parse().unwrap(), &headers(host), sni, 443)
+    };
+    assert_eq!(
+        with_host(&[("host", "Billing.Example.ORG.")], Some(SNI)).unwrap().host,
+        SNI,
+        "case and trailing dot change nothing"
+    );
+    assert_eq!(with_host(&[("host", "billing.example.org:443")], Some("billing.example.org.")).unwrap().host, SNI);
+    assert_eq!(with_host(&[], Some(SNI)).unwrap_err().reason, "no Host header");
+    assert_eq!(with_host(&[("host", SNI), ("host", SNI)], Some(SNI)).unwrap_err().reason, "more than one Host header");
+    assert_eq!(with_host(&[("host", "wiki.example.org")], Some(SNI)).unwrap_err().status, 421);
+    assert_eq!(with_host(&[("host", "billing.example.org:8443")], Some(SNI)).unwrap_err().status, 421);
+    for malformed in ["billing.example.org:", "billing example", "bill/ing", "a@b", "billing.example.org:x"] {
+        assert_eq!(with_host(&[("host", malformed)], Some(SNI)).unwrap_err().status, 400, "{malformed}");
+    }
+    assert_eq!(with_host(&[("host", "[::1]:443")], None).unwrap().host, "[::1]");
+}
+
+#[test]
+fn framing_conflicts_and_underscored_names_are_refused() {
+    for (extra, reason) in [
+        (&[("content-length", "5"), ("content-length", "6")][..], "conflicting Content-Length"),
+        (
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            "Content-Length together with Transfer-Encoding",
+        ),
+        (&[("transfer-encoding", "gzip, chunked")][..], "transfer coding"),
+        (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")][..], "transfer coding"),
+        (&[("content-length", "+5")][..], "malformed Content-Length"),
+        (&[("x_forwarded_user", "admin")][..], "`_`"),
+        (&[("x-auth_request-user", "admin")][..], "`_`"),
+    ] {
+        let refusal = check("POST", "/upload", extra).expect_err(reason);
+        assert!(refusal.reason.contains(reason), "{extra:?}: {}", refusal.reason);
+    }
+}
+
+#[test]
+fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ours() {
+    let spoofed = [
+        "X-Zerogate-Identity",
+        "x-zerogate-user",
+        "X-Forwarded-User",
+        "x-forwarded-email",
+        "X-Forwarded-Groups",
+        "x-forwarded-preferred-username",
+        "x-forwarded-access-token",
+        "X-Auth-Request-User",
+        "x-auth-request-email",
+        "x-auth-request-access-token",
+        "X-Amzn-Oidc-Identity",
+        "x-amzn-oidc-data",
+        "x-amzn-oidc-accesstoken",
+        "X-Goog-Authenticated-User-Email",
+        "x-goog-iap-jwt-assertion",
+        "X-MS-CLIENT-PRINCIPAL",
+        "x-ms-client-principal-name",
+        "x-ms-token-aad-id-token",
+        "Cf-Access-Jwt-Assertion",
+        "cf-access-authenticated-user-email",
+        "X-Pomerium-Jwt-Assertion",
+        "x-pomerium-claim-email",
+        "X-SSL-Client-Cert",
+        "ssl-client-verify",
+        "x-client-cert",
+        "X-Forwarded-Client-Cert",
+        "x-remote-user",
+        "Remote-User",
+        "x-user",
+        "x-email",
+        "x-webauth-user",
+        "x-jwt-assertion",
+        "x-client-verify",
+        "x-client-dn",
+        "x-authenticated-user",
+    ];
+    let mut pairs: Vec<(&str, &str)> = spoofed.iter().map(|name| (*name, "admin")).collect();
+    pairs.extend([("accept", "text/html"), ("cookie", "a=b"), ("user-agent", "curl"), ("x-request-id", "r-1")]);
+    // The client asks to drop the gateway's header and a normal one as hop-by-hop.
+    pairs.extend([
+        ("connection", "x-zerogate-identity, x-request-id, keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("upgrade", "h2c"),
+        ("te", "trailers"),
+    ]);
+    pairs.push(("authorization", "Bearer token-for-the-gateway"));
+    let mut map = headers(&pairs);
+    let removed = clean_for_upstream(&mut map, Some(&hyper::header::AUTHORIZATION));
+    assert!(removed >= spoofed.len() - 1, "removed {removed}");
+    for name in spoofed {
+        assert!(!map.contains_key(name.to_ascii_lowercase().as_str()), "{name} reached the upstream");
+        assert!(is_identity_header(&name.to_ascii_lowercase()), "{name}");
+    }
+    for gone in ["connection", "keep-alive", "upgrade", "te", "authorization", "x-request-id"] {
+        assert!(!map.contains_key(gone), "{gone} reached the upstream");
+    }
+    for kept in ["accept", "cookie", "user-agent"] {
+        assert!(map.contains_key(kept), "{kept} was removed");
+    }
+    // The gateway adds its header after cleaning: nothing the client sent can remove it.
+    map.insert("x-zerogate-identity", HeaderValue::from_static("signed"));
+    assert_eq!(map.get("x-zerogate-identity").unwrap(), "signed");
+}
