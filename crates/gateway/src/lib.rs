@@ -7,3 +7,5 @@
 
 pub mod assertion;
 pub mod canonical;
+pub mod config;
+pub mod decide;

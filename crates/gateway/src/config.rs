@@ -1,0 +1,340 @@
+//! The gateway's configuration file (TOML), loaded in one place. Unknown keys are errors, every
+//! error names the key and the reason, and nothing starts on a bad file.
+//!
+//! ```toml
+//! [gateway]
+//! listen = "0.0.0.0:8443"          # the public HTTPS listener
+//! admin_listen = "127.0.0.1:9090"  # metrics and health, never on the public listener
+//! id = "gw-eu-1"                   # names this gateway in audit records
+//!
+//! [policy]
+//! policies = "policy/"             # a .cedar file or a directory of them
+//! entities = "policy/entities.json"
+//!
+//! [[oidc]]
+//! issuer = "https://login.example.com"
+//! audiences = ["zerogate"]
+//! algorithms = ["RS256", "ES256"]
+//! token_kind = "access"            # or "id"
+//!
+//! [[app]]
+//! host = "billing.example.org"
+//! upstream = "https://10.0.3.7:8443"
+//! resource = 'Zerogate::Application::"billing"'
+//! authn = ["oidc", "mtls"]
+//! mode = "shadow"                  # or "enforce"
+//! client_certificates = "optional" # or "required"
+//! routes = { "/admin" = 'Zerogate::Route::"billing-admin"' }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zerogate_authn::identity::Method;
+use zerogate_authn::jwt::{Algorithm, TokenKind};
+
+use crate::decide::{App, Mode};
+
+/// A configuration that cannot be used: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The key, as a TOML path (`app[1].upstream`).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: RawGateway,
+    policy: RawPolicy,
+    #[serde(default)]
+    oidc: Vec<RawIssuer>,
+    #[serde(default)]
+    app: Vec<RawApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: String,
+    admin_listen: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    policies: PathBuf,
+    entities: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    #[serde(default = "access")]
+    token_kind: String,
+    jwks_uri: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    user_id_from_email: bool,
+}
+
+fn access() -> String {
+    "access".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    host: String,
+    upstream: String,
+    resource: String,
+    authn: Vec<String>,
+    #[serde(default = "enforce")]
+    mode: String,
+    #[serde(default = "optional")]
+    client_certificates: String,
+    #[serde(default)]
+    routes: BTreeMap<String, String>,
+    upstream_ca_file: Option<PathBuf>,
+}
+
+fn enforce() -> String {
+    "enforce".into()
+}
+
+fn optional() -> String {
+    "optional".into()
+}
+
+/// An OIDC issuer the gateway accepts tokens from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerSettings {
+    /// The issuer, exactly.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// The algorithm allow-list.
+    pub algorithms: Vec<Algorithm>,
+    /// Access or ID tokens.
+    pub token_kind: TokenKind,
+    /// A JWKS address instead of discovery.
+    pub jwks_uri: Option<String>,
+    /// A private root for the provider's HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// User ids from the `email` claim instead of `sub`.
+    pub user_id_from_email: bool,
+}
+
+/// An application behind the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    /// What the decision needs.
+    pub app: App,
+    /// Where requests go: `http://` or `https://` host and port.
+    pub upstream: String,
+    /// A private root for the upstream's TLS (the public web roots otherwise).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Whether TLS must carry a client certificate.
+    pub require_client_certificate: bool,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The public listener.
+    pub listen: SocketAddr,
+    /// The admin listener (metrics, health).
+    pub admin_listen: Option<SocketAddr>,
+    /// This gateway's name in audit records.
+    pub id: String,
+    /// The policy files.
+    pub policies: PathBuf,
+    /// The entities file.
+    pub entities: Option<PathBuf>,
+    /// OIDC issuers.
+    pub issuers: Vec<IssuerSettings>,
+    /// Applications, by host.
+    pub apps: Vec<AppSettings>,
+}
+
+impl GatewayConfig {
+    /// Reads and checks `path`; relative paths inside are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &file, base)
+    }
+
+    /// Checks the configuration text `text` (named `file` in errors).
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let error = |key: &str, reason: String| ConfigError { file: file.to_owned(), key: key.to_owned(), reason };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_owned();
+            let key = e
+                .span()
+                .map(|span| {
+                    let line = text.get(..span.start).map_or(1, |before| before.lines().count().max(1));
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(document)".into());
+            error(&key, reason)
+        })?;
+        let listen = raw.gateway.listen.parse().map_err(|_| error("gateway.listen", "not an address:port".into()))?;
+        let admin_listen = match &raw.gateway.admin_listen {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr =
+                    text.parse().map_err(|_| error("gateway.admin_listen", "not an address:port".into()))?;
+                if addr == listen {
+                    return Err(error("gateway.admin_listen", "must differ from gateway.listen".into()));
+                }
+                Some(addr)
+            }
+        };
+        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let mut issuers = Vec::new();
+        for (index, raw) in raw.oidc.iter().enumerate() {
+            let key = |name: &str| format!("oidc[{index}].{name}");
+            if !raw.issuer.starts_with("https://") {
+                return Err(error(&key("issuer"), "must be an https URL".into()));
+            }
+            if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+                return Err(error(&key("audiences"), "at least one non-empty audience".into()));
+            }
+            let algorithms = raw
+                .algorithms
+                .iter()
+                .map(|name| {
+                    Algorithm::from_name(name).ok_or_else(|| {
+                        error(
+                            &key("algorithms"),
+                            format!("`{name}` is not one of RS256…RS512, PS256…PS512, ES256, ES384, EdDSA"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if algorithms.is_empty() {
+                return Err(error(&key("algorithms"), "at least one algorithm".into()));
+            }
+            let token_kind = match raw.token_kind.as_str() {
+                "access" => TokenKind::Access,
+                "id" => TokenKind::Id,
+                other => return Err(error(&key("token_kind"), format!("`{other}` is not `access` or `id`"))),
+            };
+            if raw.jwks_uri.as_ref().is_some_and(|uri| !uri.starts_with("https://")) {
+                return Err(error(&key("jwks_uri"), "must be an https URL".into()));
+            }
+            issuers.push(IssuerSettings {
+                issuer: raw.issuer.clone(),
+                audiences: raw.audiences.clone(),
+                algorithms,
+                token_kind,
+                jwks_uri: raw.jwks_uri.clone(),
+                ca_file: raw.ca_file.as_deref().map(resolve),
+                user_id_from_email: raw.user_id_from_email,
+            });
+        }
+        let mut hosts = HashSet::new();
+        let mut apps = Vec::new();
+        for (index, raw) in raw.app.iter().enumerate() {
+            let key = |name: &str| format!("app[{index}].{name}");
+            let host = raw.host.strip_suffix('.').unwrap_or(&raw.host).to_ascii_lowercase();
+            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                return Err(error(&key("host"), "not a host name".into()));
+            }
+            if !hosts.insert(host.clone()) {
+                return Err(error(&key("host"), format!("`{host}` is configured twice")));
+            }
+            let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
+                raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            });
+            if !upstream_ok {
+                return Err(error(
+                    &key("upstream"),
+                    "must be http://host:port or https://host:port, without a path".into(),
+                ));
+            }
+            if !raw.resource.starts_with("Zerogate::Application::\"") {
+                return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
+            }
+            let methods = raw
+                .authn
+                .iter()
+                .map(|name| match name.as_str() {
+                    "oidc" => Ok(Method::Oidc),
+                    "mtls" => Ok(Method::Mtls),
+                    "sigv4" => Ok(Method::SigV4),
+                    other => Err(error(&key("authn"), format!("`{other}` is not `oidc`, `mtls` or `sigv4`"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if methods.is_empty() {
+                return Err(error(&key("authn"), "at least one method".into()));
+            }
+            if methods.contains(&Method::Oidc) && issuers.is_empty() {
+                return Err(error(&key("authn"), "`oidc` needs at least one [[oidc]] issuer".into()));
+            }
+            let mode = match raw.mode.as_str() {
+                "enforce" => Mode::Enforce,
+                "shadow" => Mode::Shadow,
+                other => return Err(error(&key("mode"), format!("`{other}` is not `enforce` or `shadow`"))),
+            };
+            let require_client_certificate = match raw.client_certificates.as_str() {
+                "optional" => false,
+                "required" => true,
+                other => {
+                    return Err(error(
+                        &key("client_certificates"),
+                        format!("`{other}` is not `optional` or `required`"),
+                    ));
+                }
+            };
+            if require_client_certificate && !methods.contains(&Method::Mtls) {
+                return Err(error(&key("client_certificates"), "`required` needs `mtls` in authn".into()));
+            }
+            let mut routes = Vec::new();
+            for (prefix, route) in &raw.routes {
+                if !prefix.starts_with('/') {
+                    return Err(error(&key("routes"), format!("`{prefix}` must start with `/`")));
+                }
+                if !route.starts_with("Zerogate::Route::\"") {
+                    return Err(error(&key("routes"), format!("`{prefix}` must map to a Zerogate::Route entity")));
+                }
+                routes.push((prefix.clone(), route.clone()));
+            }
+            apps.push(AppSettings {
+                app: App { host, resource: raw.resource.clone(), routes, methods, mode },
+                upstream: raw.upstream.clone(),
+                upstream_ca_file: raw.upstream_ca_file.as_deref().map(resolve),
+                require_client_certificate,
+            });
+        }
+        if apps.is_empty() {
+            return Err(error("app", "at least one [[app]] is needed".into()));
+        }
+        Ok(Self {
+            listen,
+            admin_listen,
+            id: raw.gateway.id.unwrap_or_else(|| "gateway".into()),
+            policies: resolve(&raw.policy.policies),
+            entities: raw.policy.entities.as_deref().map(resolve),
+            issuers,
+            apps,
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! The decision step of the request path, as plain code over its inputs and `now`: a canonical
+//! request and the outcome of authentication go in; whether to forward, the status of a refusal,
+//! and the audit record come out. The server around it only moves bytes.
+//!
+//! Order and rules: a failed or missing authentication is a 401; a credential of a method the
+//! application does not accept is a 401; a revoked credential or principal is a 401; then Cedar
+//! decides on the application (or its most specific route) with the request's context, and a
+//! deny or any policy error is a 403. In shadow mode every such refusal is recorded as a
+//! would-be deny (`shadow-deny`) and the request is forwarded, so zerogate can run beside the
+//! access it will replace before it enforces. A refused canonical request is never shadowed:
+//! it is an ambiguity, not a policy question.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zerogate_audit::{Credential, Decision, DecisionRecord, RequestSummary};
+use zerogate_authn::identity::{Authenticated, Method, Revocations};
+use zerogate_policy::{PolicyEngine, Principal, RequestContext};
+
+use crate::canonical::CanonicalRequest;
+
+/// Whether refusals are enforced or only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refusals are answered.
+    Enforce,
+    /// Refusals are recorded as `shadow-deny` and the request goes through.
+    Shadow,
+}
+
+/// A protected application, as the decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// Its host name.
+    pub host: String,
+    /// Its Cedar entity, `Zerogate::Application::"billing"`.
+    pub resource: String,
+    /// Routes by path prefix, each a Cedar entity (`Zerogate::Route::"billing-admin"`); the
+    /// longest matching prefix is the resource of a request.
+    pub routes: Vec<(String, String)>,
+    /// The authentication methods it accepts.
+    pub methods: Vec<Method>,
+    /// Enforce or shadow.
+    pub mode: Mode,
+}
+
+impl App {
+    /// The Cedar resource of a request for `path`: the longest route prefix that matches at a
+    /// segment boundary, else the application.
+    pub fn resource_for(&self, path: &str) -> &str {
+        self.routes
+            .iter()
+            .filter(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.resource.as_str(), |(_, route)| route.as_str())
+    }
+}
+
+/// Why authentication produced no identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthnFailure {
+    /// The method that was tried, if any credential was presented.
+    pub method: Option<Method>,
+    /// The refusal's stable reason (`expired`, `bad_signature`, `no_credential`, …).
+    pub reason: String,
+}
+
+/// One request to decide.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    /// The application it is for.
+    pub app: &'a App,
+    /// The canonical request.
+    pub request: &'a CanonicalRequest,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The client's address.
+    pub source: IpAddr,
+    /// What authentication established.
+    pub authn: Result<Authenticated, AuthnFailure>,
+}
+
+/// What to do with the request, and what to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Forward to the upstream (after the record is durable).
+    pub forward: bool,
+    /// The status to answer when not forwarding (401 or 403).
+    pub status: u16,
+    /// The record to append before anything else happens.
+    pub record: DecisionRecord,
+}
+
+/// Decides `attempt` at `now` with `policy` and `revocations`, for the gateway `gateway`.
+pub fn decide(
+    attempt: &Attempt<'_>,
+    policy: &PolicyEngine,
+    revocations: &Revocations,
+    gateway: &str,
+    now: SystemTime,
+) -> Outcome {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let resource = attempt.app.resource_for(&attempt.request.path);
+    let mut record = DecisionRecord {
+        at_ms: i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        gateway: gateway.to_owned(),
+        principal: None,
+        credential: None,
+        resource: resource.to_owned(),
+        action: r#"Zerogate::Action::"http""#.to_owned(),
+        request: RequestSummary {
+            method: Some(attempt.method.to_owned()),
+            host: Some(attempt.request.host.clone()),
+            path: Some(attempt.request.target()),
+            source: Some(attempt.source.to_string()),
+        },
+        decision: Decision::Deny,
+        policies: Vec::new(),
+        errors: Vec::new(),
+    };
+    let refuse = |mut record: DecisionRecord, status: u16, error: String| {
+        record.errors.push(error);
+        match attempt.app.mode {
+            Mode::Enforce => Outcome { forward: false, status, record },
+            Mode::Shadow => {
+                record.decision = Decision::ShadowDeny;
+                Outcome { forward: true, status: 200, record }
+            }
+        }
+    };
+    let who = match &attempt.authn {
+        Ok(who) => who,
+        Err(failure) => {
+            if let Some(method) = failure.method {
+                record.credential = Some(Credential { kind: method.as_str().to_owned(), id: String::new() });
+            }
+            return refuse(record, 401, format!("authentication: {}", failure.reason));
+        }
+    };
+    record.principal = Some(who.cedar_uid());
+    record.credential = Some(Credential { kind: who.method.as_str().to_owned(), id: who.credential_id.clone() });
+    if !attempt.app.methods.contains(&who.method) {
+        return refuse(record, 401, format!("authentication: {} is not accepted by this application", who.method));
+    }
+    if revocations.is_revoked(who) {
+        return refuse(record, 401, "authentication: the credential or principal is revoked".to_owned());
+    }
+    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let context = RequestContext {
+        authn: who.method.as_str().to_owned(),
+        credential_id: who.credential_id.clone(),
+        source_ip: attempt.source,
+        time: seconds,
+        hour: seconds.rem_euclid(86_400) / 3600,
+        device: None,
+        posture: None,
+        method: Some(attempt.method.to_owned()),
+        host: Some(attempt.request.host.clone()),
+        path: Some(attempt.request.path.clone()),
+        acr: who.acr.clone(),
+        amr: (!who.amr.is_empty()).then(|| who.amr.clone()),
+    };
+    let principal = who.cedar_uid();
+    let decision =
+        policy.decide_as(Principal { uid: &principal, groups: &who.groups }, &record.action, resource, &context);
+    record.policies = decision.policies;
+    record.errors = decision.errors;
+    if decision.allow {
+        record.decision = Decision::Allow;
+        return Outcome { forward: true, status: 200, record };
+    }
+    let reason = if record.errors.is_empty() { "policy: denied" } else { "policy: evaluation error" };
+    refuse(record, 403, reason.to_owned())
+}

@@ -1,0 +1,102 @@
+//! A configuration error names the key and the reason; nothing starts on a bad file.
+
+use std::path::Path;
+
+use zerogate_authn::identity::Method;
+use zerogate_gateway::config::GatewayConfig;
+use zerogate_gateway::decide::Mode;
+
+const GOOD: &str = r#"
+[gateway]
+listen = "0.0.0.0:8443"
+admin_listen = "127.0.0.1:9090"
+id = "gw-eu-1"
+
+[policy]
+policies = "policy/"
+entities = "policy/entities.json"
+
+[[oidc]]
+issuer = "https://login.example.com"
+audiences = ["zerogate"]
+algorithms = ["RS256", "ES256"]
+
+[[app]]
+host = "Billing.Example.ORG."
+upstream = "https://10.0.3.7:8443"
+resource = 'Zerogate::Application::"billing"'
+authn = ["oidc", "mtls"]
+mode = "shadow"
+client_certificates = "required"
+routes = { "/admin" = 'Zerogate::Route::"billing-admin"' }
+
+[[app]]
+host = "wiki.example.org"
+upstream = "http://127.0.0.1:3000"
+resource = 'Zerogate::Application::"wiki"'
+authn = ["sigv4"]
+"#;
+
+fn parse(text: &str) -> Result<GatewayConfig, String> {
+    GatewayConfig::parse(text, "gateway.toml", Path::new("/etc/zerogate")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_good_file_is_read_with_its_defaults() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(config.id, "gw-eu-1");
+    assert_eq!(config.policies, Path::new("/etc/zerogate/policy/"));
+    let billing = &config.apps[0];
+    assert_eq!(billing.app.host, "billing.example.org", "lowercase, no trailing dot");
+    assert_eq!((billing.app.mode, billing.require_client_certificate), (Mode::Shadow, true));
+    assert_eq!(billing.app.methods, vec![Method::Oidc, Method::Mtls]);
+    assert_eq!(billing.app.routes, vec![("/admin".to_owned(), r#"Zerogate::Route::"billing-admin""#.to_owned())]);
+    let wiki = &config.apps[1];
+    assert_eq!((wiki.app.mode, wiki.require_client_certificate), (Mode::Enforce, false), "enforce by default");
+}
+
+#[test]
+fn each_error_names_its_key_and_reason() {
+    let cases = [
+        (GOOD.replace("id = \"gw-eu-1\"", "id = \"gw\"\nlisten_port = 1"), "line", "unknown field `listen_port`"),
+        (GOOD.replace("0.0.0.0:8443", "localhost"), "gateway.listen", "not an address:port"),
+        (GOOD.replace("127.0.0.1:9090", "0.0.0.0:8443"), "gateway.admin_listen", "must differ"),
+        (GOOD.replace("https://login.example.com", "http://login.example.com"), "oidc[0].issuer", "https"),
+        (GOOD.replace("\"RS256\", \"ES256\"", "\"HS256\""), "oidc[0].algorithms", "`HS256`"),
+        (GOOD.replace("\"RS256\", \"ES256\"", "\"none\""), "oidc[0].algorithms", "`none`"),
+        (GOOD.replace("mode = \"shadow\"", "mode = \"audit\""), "app[0].mode", "`audit`"),
+        (GOOD.replace("[\"sigv4\"]", "[\"sig-v4\"]"), "app[1].authn", "`sig-v4`"),
+        (GOOD.replace("wiki.example.org", "billing.example.org"), "app[1].host", "configured twice"),
+        (GOOD.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/app"), "app[1].upstream", "without a path"),
+        (GOOD.replace("http://127.0.0.1:3000", "ftp://127.0.0.1"), "app[1].upstream", "http://"),
+        (
+            GOOD.replace("'Zerogate::Application::\"wiki\"'", "'Zerogate::User::\"wiki\"'"),
+            "app[1].resource",
+            "Application",
+        ),
+        (
+            GOOD.replace("authn = [\"oidc\", \"mtls\"]", "authn = [\"oidc\"]"),
+            "app[0].client_certificates",
+            "needs `mtls`",
+        ),
+        (GOOD.replace("\"/admin\" =", "\"admin\" ="), "app[0].routes", "must start with `/`"),
+        (
+            GOOD.replace("client_certificates = \"required\"", "client_certificates = \"yes\""),
+            "app[0].client_certificates",
+            "`yes`",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let error = parse(&text).expect_err(key);
+        assert!(error.starts_with("gateway.toml: "), "{error}");
+        assert!(error.contains(key) && error.contains(reason), "expected {key} / {reason}, got: {error}");
+    }
+    let no_oidc = GOOD.split("[[oidc]]").next().unwrap().to_owned() + &GOOD[GOOD.find("[[app]]").unwrap()..];
+    assert!(parse(&no_oidc).unwrap_err().contains("needs at least one [[oidc]]"));
+    let no_apps = &GOOD[..GOOD.find("[[app]]").unwrap()];
+    assert!(parse(no_apps).unwrap_err().contains("at least one [[app]]"));
+    assert!(parse("not toml = = 1").unwrap_err().starts_with("gateway.toml: line 1"));
+    let missing = GatewayConfig::load(Path::new("/nonexistent/gateway.toml")).unwrap_err();
+    assert_eq!(missing.key, "(file)");
+}
