@@ -9,7 +9,10 @@
 //! percent-encoded slashes, backslashes, control characters or unreserved characters, bad
 //! percent-encoding; a missing, repeated or malformed `Host`; a `Host` that is not the TLS server
 //! name (421); conflicting `Content-Length`, or `Content-Length` with `Transfer-Encoding`; a
-//! transfer coding other than `chunked`; header names with underscores.
+//! transfer coding other than `chunked`; header names with underscores. (On HTTP/1.1, hyper
+//! refuses conflicting lengths itself, and resolves `Content-Length` with `Transfer-Encoding` by
+//! dropping the length, reading the body as chunked and closing the connection after it: one
+//! framing, nothing smuggled. The checks here hold for any parser in front of them.)
 //!
 //! Then the request is cleaned for the upstream: hop-by-hop headers (and those `Connection`
 //! names) are removed first, then every identity header a client could send (zerogate's own and

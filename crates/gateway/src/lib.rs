@@ -9,3 +9,4 @@ pub mod assertion;
 pub mod canonical;
 pub mod config;
 pub mod decide;
+pub mod proxy;

@@ -1,0 +1,499 @@
+//! The gateway's server: TLS termination with rustls (client certificates optional at the TLS
+//! layer, required per application at the request), then for every request the pipeline in
+//! order: one canonical request → the application by host → authentication (client
+//! certificate, OIDC bearer token) → revocation → Cedar → the audit record, durable → only then
+//! the upstream, with identity headers stripped and the signed assertion added.
+//!
+//! Every failure is an answer, never a pass: an ambiguous request is 400 or 421 and the
+//! connection is closed; no application is 404; no credential is 401; a deny is 403; an audit
+//! log that cannot be written is 503; an upstream that cannot be reached is 502. Bodies are
+//! generic; the reason is in the audit record.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use zerogate_audit::{AuditLog, Decision, DecisionRecord, RequestSummary};
+use zerogate_authn::identity::{Authenticated, Method, Revocations};
+use zerogate_authn::oidc::OidcVerifier;
+use zerogate_pki::{RevocationList, SvidVerifier};
+use zerogate_policy::LivePolicy;
+
+use crate::assertion::{ASSERTION_HEADER, AssertionSigner};
+use crate::canonical::{self, CanonicalRequest};
+use crate::config::AppSettings;
+use crate::decide::{Attempt, AuthnFailure, decide};
+
+/// A response body: a generic refusal, or the upstream's body streamed through.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// TLS settings.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// An upstream setting.
+    #[error("upstream `{0}`: {1}")]
+    Upstream(String, String),
+}
+
+/// Where an application's requests go.
+struct Upstream {
+    host: String,
+    port: u16,
+    authority: String,
+    tls: Option<TlsConnector>,
+}
+
+impl Upstream {
+    fn new(settings: &AppSettings) -> Result<Self, GatewayError> {
+        let bad = |reason: &str| GatewayError::Upstream(settings.upstream.clone(), reason.to_owned());
+        let (tls, rest, default_port) = match settings.upstream.split_once("://") {
+            Some(("https", rest)) => (true, rest, 443),
+            Some(("http", rest)) => (false, rest, 80),
+            _ => return Err(bad("not http:// or https://")),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                (host, port.parse().map_err(|_| bad("bad port"))?)
+            }
+            _ => (rest, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let tls = if tls {
+            let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            if let Some(file) = &settings.upstream_ca_file {
+                let pem = std::fs::read(file).map_err(|e| bad(&format!("{}: {e}", file.display())))?;
+                for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                    let cert: CertificateDer<'static> = cert.map_err(|_| bad("upstream_ca_file is not PEM"))?;
+                    roots.add(cert).map_err(|e| bad(&e.to_string()))?;
+                }
+            }
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| bad(&e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            Some(TlsConnector::from(Arc::new(config)))
+        } else {
+            None
+        };
+        Ok(Self { authority: rest.to_owned(), host, port, tls })
+    }
+}
+
+struct AppRuntime {
+    settings: AppSettings,
+    upstream: Upstream,
+}
+
+/// What the gateway decides with; everything behind a lock can change while it runs.
+pub struct GatewayParts {
+    /// This gateway's name in audit records.
+    pub id: String,
+    /// Applications.
+    pub apps: Vec<AppSettings>,
+    /// The live policy set.
+    pub policy: Arc<LivePolicy>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// Client certificate verification (zerogate's CA).
+    pub svid: Arc<SvidVerifier>,
+    /// Revoked serials and SPIFFE IDs, as the CA publishes them.
+    pub svid_revocations: Arc<RwLock<RevocationList>>,
+    /// Revoked credentials and principals.
+    pub revocations: Arc<RwLock<Revocations>>,
+    /// OIDC bearer tokens, when any issuer is configured.
+    pub oidc: Option<Arc<OidcVerifier>>,
+    /// User ids from the token's `email` instead of `sub`.
+    pub user_id_from_email: bool,
+    /// Signs the upstream's identity assertion.
+    pub assertion: Arc<AssertionSigner>,
+}
+
+/// The running gateway's shared state.
+pub struct Gateway {
+    parts: GatewayParts,
+    apps: HashMap<String, AppRuntime>,
+}
+
+/// What one TLS connection established.
+struct Connection {
+    peer: SocketAddr,
+    port: u16,
+    server_name: Option<String>,
+    chain: Option<Vec<CertificateDer<'static>>>,
+    /// The client certificate verified once per connection (revocation and expiry are checked
+    /// again on every request).
+    certificate: OnceLock<Result<Authenticated, String>>,
+}
+
+/// A TLS configuration for the public listener: the gateway's certificate, and client
+/// certificates from `client_roots` accepted but not required (each application decides). No
+/// session resumption, so a revoked certificate cannot ride an old session.
+pub fn tls_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, GatewayError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    for root in client_roots {
+        roots.add(root.clone()).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn generic(status: StatusCode, close: bool) -> Response<Body> {
+    let text = match status.as_u16() {
+        401 => "authentication required\n",
+        403 => "access denied\n",
+        404 => "no such application\n",
+        421 => "misdirected request\n",
+        502 => "upstream unavailable\n",
+        503 => "service unavailable\n",
+        _ => "bad request\n",
+    };
+    let mut response =
+        Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+impl Gateway {
+    /// Prepares the gateway (upstreams checked, nothing listening yet).
+    pub fn new(parts: GatewayParts) -> Result<Arc<Self>, GatewayError> {
+        let mut apps = HashMap::new();
+        for settings in &parts.apps {
+            let upstream = Upstream::new(settings)?;
+            apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream });
+        }
+        Ok(Arc::new(Self { parts, apps }))
+    }
+
+    /// Serves TLS connections from `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+        let acceptor = TlsAcceptor::from(tls);
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let gateway = Arc::clone(&self);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                    return;
+                };
+                let (_, session) = tls.get_ref();
+                let connection = Arc::new(Connection {
+                    peer,
+                    port,
+                    server_name: session.server_name().map(str::to_owned),
+                    chain: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+                    certificate: OnceLock::new(),
+                });
+                let service = hyper::service::service_fn(move |request| {
+                    let gateway = Arc::clone(&gateway);
+                    let connection = Arc::clone(&connection);
+                    async move { Ok::<_, Infallible>(gateway.handle(request, &connection).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>, connection: &Connection) -> Response<Body> {
+        let now = SystemTime::now();
+        let (parts, body) = request.into_parts();
+        let canonical = canonical::canonicalize(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            connection.server_name.as_deref(),
+            connection.port,
+        );
+        let canonical = match canonical {
+            Ok(canonical) => canonical,
+            Err(refusal) => {
+                let record = self.bare_record(now, &parts.method, connection, None, format!("request: {refusal}"));
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+                // After an ambiguous request nothing else on this connection is trusted.
+                return match self.audit(record).await {
+                    Ok(()) => generic(status, true),
+                    Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, true),
+                };
+            }
+        };
+        let Some(app) = self.apps.get(&canonical.host) else {
+            let record = self.bare_record(now, &parts.method, connection, Some(&canonical), "no application".into());
+            return match self.audit(record).await {
+                Ok(()) => generic(StatusCode::NOT_FOUND, false),
+                Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, false),
+            };
+        };
+        let (authn, credential_header) = self.authenticate(&parts.headers, app, connection, now).await;
+        let attempt = Attempt {
+            app: &app.settings.app,
+            request: &canonical,
+            method: parts.method.as_str(),
+            source: connection.peer.ip(),
+            authn: authn.clone(),
+        };
+        let outcome = {
+            let engine = self.parts.policy.engine();
+            let revocations = self.parts.revocations.read().map(|r| r.clone()).unwrap_or_else(|_| {
+                // A poisoned revocation list cannot be trusted: revoke everyone.
+                let mut all = Revocations::default();
+                if let Ok(who) = &authn {
+                    all.credentials.insert(who.credential_id.clone());
+                }
+                all
+            });
+            decide(&attempt, &engine, &revocations, &self.parts.id, now)
+        };
+        if self.audit(outcome.record.clone()).await.is_err() {
+            return generic(StatusCode::SERVICE_UNAVAILABLE, false);
+        }
+        if !outcome.forward {
+            return generic(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN), false);
+        }
+        self.forward(app, parts, body, &canonical, authn.ok(), credential_header, connection.peer.ip(), now).await
+    }
+
+    /// A record for a request refused before an application decided.
+    fn bare_record(
+        &self,
+        now: SystemTime,
+        method: &hyper::Method,
+        connection: &Connection,
+        canonical: Option<&CanonicalRequest>,
+        error: String,
+    ) -> DecisionRecord {
+        let at_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        DecisionRecord {
+            at_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
+            gateway: self.parts.id.clone(),
+            principal: None,
+            credential: None,
+            resource: canonical.map_or_else(|| "(none)".to_owned(), |c| format!("host:{}", c.host)),
+            action: r#"Zerogate::Action::"http""#.to_owned(),
+            request: RequestSummary {
+                method: Some(method.as_str().to_owned()),
+                host: canonical.map(|c| c.host.clone()).or_else(|| connection.server_name.clone()),
+                path: canonical.map(CanonicalRequest::target),
+                source: Some(connection.peer.ip().to_string()),
+            },
+            decision: Decision::Deny,
+            policies: Vec::new(),
+            errors: vec![error],
+        }
+    }
+
+    /// Appends `record` and waits until it is durable.
+    async fn audit(&self, record: DecisionRecord) -> Result<(), ()> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.parts.audit.append_then(&record, move |result| {
+            let _ = sender.send(result);
+        });
+        match receiver.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "audit append failed: refusing the request");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// The caller's identity: a bearer token if one is presented (and the application accepts
+    /// OIDC), else the client certificate of the connection.
+    async fn authenticate(
+        &self,
+        headers: &hyper::HeaderMap,
+        app: &AppRuntime,
+        connection: &Connection,
+        now: SystemTime,
+    ) -> (Result<Authenticated, AuthnFailure>, Option<HeaderName>) {
+        let methods = &app.settings.app.methods;
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        if app.settings.require_client_certificate && connection.chain.is_none() {
+            let failure = AuthnFailure { method: Some(Method::Mtls), reason: "client_certificate_required".into() };
+            return (Err(failure), None);
+        }
+        if let (Some(token), true) = (bearer, methods.contains(&Method::Oidc)) {
+            let outcome = match &self.parts.oidc {
+                None => Err(AuthnFailure { method: Some(Method::Oidc), reason: "oidc_not_configured".into() }),
+                Some(oidc) => match oidc.verify(token.trim(), now).await {
+                    Ok(token) => Authenticated::from_token(&token, self.parts.user_id_from_email)
+                        .ok_or(AuthnFailure { method: Some(Method::Oidc), reason: "no_email_claim".into() }),
+                    Err(error) => Err(AuthnFailure { method: Some(Method::Oidc), reason: error.kind().to_owned() }),
+                },
+            };
+            return (outcome, Some(header::AUTHORIZATION));
+        }
+        if let Some(chain) = &connection.chain {
+            let verified = connection.certificate.get_or_init(|| {
+                let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let revoked = self.parts.svid_revocations.read().map(|r| r.clone()).unwrap_or_default();
+                Authenticated::from_certificate(&self.parts.svid, chain, i64::try_from(seconds).unwrap_or(0), &revoked)
+                    .map_err(|e| e.to_string())
+            });
+            let outcome = match verified {
+                Err(reason) => {
+                    Err(AuthnFailure { method: Some(Method::Mtls), reason: format!("certificate: {reason}") })
+                }
+                Ok(who) => {
+                    let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                    let expired = who.expires_at.is_some_and(|end| i64::try_from(seconds).unwrap_or(i64::MAX) >= end);
+                    let revoked = self.parts.svid_revocations.read().map_or(true, |list| {
+                        list.serials.iter().any(|s| who.credential_id == format!("serial:{s}"))
+                            || list.identities.contains(&who.id)
+                    });
+                    if expired {
+                        Err(AuthnFailure { method: Some(Method::Mtls), reason: "certificate: expired".into() })
+                    } else if revoked {
+                        Err(AuthnFailure { method: Some(Method::Mtls), reason: "certificate: revoked".into() })
+                    } else {
+                        Ok(who.clone())
+                    }
+                }
+            };
+            return (outcome, None);
+        }
+        (Err(AuthnFailure { method: None, reason: "no_credential".into() }), None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        app: &AppRuntime,
+        parts: hyper::http::request::Parts,
+        body: Incoming,
+        canonical: &CanonicalRequest,
+        who: Option<Authenticated>,
+        credential_header: Option<HeaderName>,
+        peer: IpAddr,
+        now: SystemTime,
+    ) -> Response<Body> {
+        let mut headers = parts.headers;
+        canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
+        if let Some(who) = &who {
+            match self.parts.assertion.sign(who, &app.settings.app.host, now) {
+                Ok(token) => match HeaderValue::from_str(&token) {
+                    Ok(value) => {
+                        headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
+                    }
+                    Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
+                },
+                Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
+            }
+        }
+        // Addresses the client claims are not evidence: the upstream gets the one the gateway saw.
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"] {
+            headers.remove(name);
+        }
+        if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+        let mut upstream = Request::builder().method(parts.method).uri(canonical.target());
+        if let Some(target) = upstream.headers_mut() {
+            *target = headers;
+            if let Ok(host) = HeaderValue::from_str(&app.upstream.authority) {
+                target.insert(header::HOST, host);
+            }
+        }
+        let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
+        match self.send(app, request).await {
+            Ok(mut response) => {
+                let headers = response.headers_mut();
+                let named: Vec<HeaderName> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                    .collect();
+                for name in named {
+                    headers.remove(name);
+                }
+                for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+                    headers.remove(name);
+                }
+                response.map(BodyExt::boxed)
+            }
+            Err(reason) => {
+                tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
+                generic(StatusCode::BAD_GATEWAY, false)
+            }
+        }
+    }
+
+    async fn send(&self, app: &AppRuntime, request: Request<Incoming>) -> Result<Response<Incoming>, String> {
+        let upstream = &app.upstream;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((upstream.host.as_str(), upstream.port)))
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
+                .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match &upstream.tls {
+            Some(connector) => {
+                let name = ServerName::try_from(upstream.host.clone()).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                send_on(TokioIo::new(tls), request).await
+            }
+            None => send_on(TokioIo::new(tcp), request).await,
+        }
+    }
+}
+
+async fn send_on<T>(io: T, request: Request<Incoming>) -> Result<Response<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.map_err(|e| e.to_string())
+}
