@@ -167,7 +167,7 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too long"))
 }
 
-fn service(dir: &DataDir) -> Result<IdentityService<SqliteStore>> {
+pub(crate) fn service(dir: &DataDir) -> Result<IdentityService<SqliteStore>> {
     let authority = dir.authority()?;
     let store = dir.store()?;
     Ok(IdentityService::new(authority, store)?.with_audit(dir.audit_log()?))
@@ -353,7 +353,7 @@ pub struct ServerArgs {
     data_dir: DataDirArg,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -381,7 +381,7 @@ pub fn run_server(args: ServerArgs) -> Result<ExitCode> {
     })
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZEROGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();

@@ -2,6 +2,7 @@
 //! progress bars and exit codes. Logic that decides anything lives in the library crates.
 
 mod audit_cmd;
+mod gateway_cmd;
 mod identity_cmd;
 mod map_cmd;
 mod policy_cmd;
@@ -21,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The embedded default in one process: CA, control plane, and a gateway in front of a demo
+    /// application, on localhost. Prints what to run next.
+    Up(gateway_cmd::UpArgs),
+    /// Run the gateway in front of the applications of a configuration file.
+    Gateway(gateway_cmd::GatewayArgs),
     /// Map who talks to whom from AWS VPC and Transit Gateway flow logs.
     Map(map_cmd::MapArgs),
     /// The certificate authority: init, tokens, issue, list, revoke, CRL, bundle, events.
@@ -40,6 +46,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => gateway_cmd::run_up(args),
+        Command::Gateway(args) => gateway_cmd::run_gateway(args),
         Command::Map(args) => map_cmd::run(args),
         Command::Ca(args) => identity_cmd::run_ca(args),
         Command::Server(args) => identity_cmd::run_server(args),

@@ -121,8 +121,10 @@ pub fn decide(
         policies: Vec::new(),
         errors: Vec::new(),
     };
-    let refuse = |mut record: DecisionRecord, status: u16, error: String| {
-        record.errors.push(error);
+    // A refusal: `error` says what failed (a clean policy deny has none: its deciding policies
+    // say why).
+    let refuse = |mut record: DecisionRecord, status: u16, error: Option<String>| {
+        record.errors.extend(error);
         match attempt.app.mode {
             Mode::Enforce => Outcome { forward: false, status, record },
             Mode::Shadow => {
@@ -137,16 +139,20 @@ pub fn decide(
             if let Some(method) = failure.method {
                 record.credential = Some(Credential { kind: method.as_str().to_owned(), id: String::new() });
             }
-            return refuse(record, 401, format!("authentication: {}", failure.reason));
+            return refuse(record, 401, Some(format!("authentication: {}", failure.reason)));
         }
     };
     record.principal = Some(who.cedar_uid());
     record.credential = Some(Credential { kind: who.method.as_str().to_owned(), id: who.credential_id.clone() });
     if !attempt.app.methods.contains(&who.method) {
-        return refuse(record, 401, format!("authentication: {} is not accepted by this application", who.method));
+        return refuse(
+            record,
+            401,
+            Some(format!("authentication: {} is not accepted by this application", who.method)),
+        );
     }
     if revocations.is_revoked(who) {
-        return refuse(record, 401, "authentication: the credential or principal is revoked".to_owned());
+        return refuse(record, 401, Some("authentication: the credential or principal is revoked".to_owned()));
     }
     let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let context = RequestContext {
@@ -172,6 +178,5 @@ pub fn decide(
         record.decision = Decision::Allow;
         return Outcome { forward: true, status: 200, record };
     }
-    let reason = if record.errors.is_empty() { "policy: denied" } else { "policy: evaluation error" };
-    refuse(record, 403, reason.to_owned())
+    refuse(record, 403, None)
 }

@@ -5,8 +5,10 @@
 //! identity the client states itself.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod admin;
 pub mod assertion;
 pub mod canonical;
 pub mod config;
 pub mod decide;
+pub mod demo;
 pub mod proxy;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,8 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -126,10 +128,55 @@ pub struct GatewayParts {
     pub assertion: Arc<AssertionSigner>,
 }
 
+/// Counters for the admin listener's `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    shadow_denied: AtomicU64,
+    malformed: AtomicU64,
+    unknown_host: AtomicU64,
+    audit_failures: AtomicU64,
+    upstream_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::from(
+            "# HELP zerogate_requests_total Requests by outcome.\n# TYPE zerogate_requests_total counter\n",
+        );
+        for (outcome, counter) in [
+            ("allow", &self.allowed),
+            ("deny", &self.denied),
+            ("shadow_deny", &self.shadow_denied),
+            ("malformed", &self.malformed),
+            ("unknown_host", &self.unknown_host),
+        ] {
+            out.push_str(&format!("zerogate_requests_total{{outcome=\"{outcome}\"}} {}\n", get(counter)));
+        }
+        out.push_str(
+            "# HELP zerogate_audit_failures_total Requests refused because the audit log could not be written.\n",
+        );
+        out.push_str("# TYPE zerogate_audit_failures_total counter\n");
+        out.push_str(&format!("zerogate_audit_failures_total {}\n", get(&self.audit_failures)));
+        out.push_str("# HELP zerogate_upstream_failures_total Allowed requests whose upstream could not be reached.\n");
+        out.push_str("# TYPE zerogate_upstream_failures_total counter\n");
+        out.push_str(&format!("zerogate_upstream_failures_total {}\n", get(&self.upstream_failures)));
+        out
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The running gateway's shared state.
 pub struct Gateway {
     parts: GatewayParts,
     apps: HashMap<String, AppRuntime>,
+    metrics: Metrics,
 }
 
 /// What one TLS connection established.
@@ -143,12 +190,50 @@ struct Connection {
     certificate: OnceLock<Result<Authenticated, String>>,
 }
 
+/// The gateway's own certificate, replaceable while it runs (it is short-lived and renewed).
+#[derive(Debug)]
+pub struct ServerCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCertificate {
+    /// A certificate chain (leaf first) and its key.
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, GatewayError> {
+        Ok(Self { current: RwLock::new(Arc::new(certified(chain, key)?)) })
+    }
+
+    /// Replaces the certificate for new connections.
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(), GatewayError> {
+        let fresh = Arc::new(certified(chain, key)?);
+        let mut current = self.current.write().map_err(|_| GatewayError::Tls("certificate lock poisoned".into()))?;
+        *current = fresh;
+        Ok(())
+    }
+}
+
+fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey, GatewayError> {
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
 /// A TLS configuration for the public listener: the gateway's certificate, and client
 /// certificates from `client_roots` accepted but not required (each application decides). No
 /// session resumption, so a revoked certificate cannot ride an old session.
 pub fn tls_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    certificate: Arc<ServerCertificate>,
     client_roots: &[CertificateDer<'static>],
 ) -> Result<rustls::ServerConfig, GatewayError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -164,8 +249,7 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| GatewayError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+        .with_cert_resolver(certificate);
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -202,7 +286,17 @@ impl Gateway {
             let upstream = Upstream::new(settings)?;
             apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream });
         }
-        Ok(Arc::new(Self { parts, apps }))
+        Ok(Arc::new(Self { parts, apps, metrics: Metrics::default() }))
+    }
+
+    /// The request counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The JWKS that verifies the identity assertions upstreams receive.
+    pub fn assertion_jwks(&self) -> serde_json::Value {
+        self.parts.assertion.jwks()
     }
 
     /// Serves TLS connections from `listener` until the task is dropped.
@@ -253,6 +347,7 @@ impl Gateway {
         let canonical = match canonical {
             Ok(canonical) => canonical,
             Err(refusal) => {
+                bump(&self.metrics.malformed);
                 let record = self.bare_record(now, &parts.method, connection, None, format!("request: {refusal}"));
                 let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
                 // After an ambiguous request nothing else on this connection is trusted.
@@ -263,6 +358,7 @@ impl Gateway {
             }
         };
         let Some(app) = self.apps.get(&canonical.host) else {
+            bump(&self.metrics.unknown_host);
             let record = self.bare_record(now, &parts.method, connection, Some(&canonical), "no application".into());
             return match self.audit(record).await {
                 Ok(()) => generic(StatusCode::NOT_FOUND, false),
@@ -291,6 +387,11 @@ impl Gateway {
         };
         if self.audit(outcome.record.clone()).await.is_err() {
             return generic(StatusCode::SERVICE_UNAVAILABLE, false);
+        }
+        match outcome.record.decision {
+            Decision::Allow => bump(&self.metrics.allowed),
+            Decision::Deny => bump(&self.metrics.denied),
+            Decision::ShadowDeny => bump(&self.metrics.shadow_denied),
         }
         if !outcome.forward {
             return generic(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN), false);
@@ -464,6 +565,7 @@ impl Gateway {
                 response.map(BodyExt::boxed)
             }
             Err(reason) => {
+                bump(&self.metrics.upstream_failures);
                 tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
                 generic(StatusCode::BAD_GATEWAY, false)
             }

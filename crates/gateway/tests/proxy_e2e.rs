@@ -21,7 +21,7 @@ use zerogate_audit::{AuditLog, CheckpointKey, Options};
 use zerogate_authn::identity::Revocations;
 use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::config::GatewayConfig;
-use zerogate_gateway::proxy::{Gateway, GatewayParts, tls_config};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, tls_config};
 use zerogate_pki::{Authority, Lifetimes, RevocationList, Serial, SpiffeId, SvidVerifier, TrustDomain, VerifiedCsr};
 use zerogate_policy::{LivePolicy, PolicyFiles};
 
@@ -163,7 +163,8 @@ mode = "shadow"
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(server_chain.as_bytes()).collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from_pem_slice(server_key.as_bytes()).unwrap());
-    let tls = tls_config(chain, key, &[ca.root_der().clone()]).unwrap();
+    let certificate = Arc::new(ServerCertificate::new(chain, key).unwrap());
+    let tls = tls_config(certificate, &[ca.root_der().clone()]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(gateway.serve(listener, Arc::new(tls)));

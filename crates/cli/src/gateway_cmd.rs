@@ -1,0 +1,431 @@
+//! `zerogate up` (the embedded default in one process) and `zerogate gateway --config FILE`.
+//! Both assemble the gateway from the data directory: its CA issues the gateway's certificate and
+//! verifies client certificates, its audit log records every decision, its revocations apply to
+//! the next request; the policy files are reloaded when they change, keeping the last good set.
+
+#![allow(clippy::print_stdout, reason = "these commands print where things are and what to run next")]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use zerogate_authn::identity::{Method, Revocations};
+use zerogate_authn::jwt::Validation;
+use zerogate_authn::oidc::{FetchSettings, IssuerConfig, OidcVerifier};
+use zerogate_control::datadir::{DataDir, write_atomic};
+use zerogate_control::server::{ServerOptions, unix_now};
+use zerogate_control::service::IdentityService;
+use zerogate_gateway::assertion::AssertionSigner;
+use zerogate_gateway::config::{AppSettings, GatewayConfig};
+use zerogate_gateway::decide::{App, Mode};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, tls_config};
+use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
+use zerogate_policy::{LivePolicy, PolicyFiles, Reload};
+use zerogate_store::SqliteStore;
+
+use crate::identity_cmd::{DataDirArg, init_logging, service};
+
+/// `zerogate up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The gateway (HTTPS), in front of the demo application.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: String,
+    /// The control plane (HTTPS): enrollment and renewal.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    control_listen: String,
+    /// Metrics, health and the assertion JWKS (HTTP, keep it local).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// The trust domain of a new CA (first start only).
+    #[arg(long, default_value = "zerogate.local")]
+    trust_domain: String,
+}
+
+/// `zerogate gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The gateway's configuration (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+const DEMO_POLICY: &str = r#"// The demo application: any device or workload enrolled with this CA may use it, from
+// anywhere, except the /admin route, which is for workloads only.
+@id("enrolled-devices-and-workloads")
+permit (principal, action == Zerogate::Action::"http", resource in Zerogate::Application::"demo")
+when { principal is Zerogate::Device || principal is Zerogate::Workload };
+
+@id("demo-admin-workloads-only")
+forbid (principal, action, resource == Zerogate::Route::"demo-admin")
+unless { principal is Zerogate::Workload };
+"#;
+
+const DEMO_ENTITIES: &str = r#"[
+  { "uid": { "type": "Zerogate::Application", "id": "demo" }, "attrs": { "sensitivity": "low" }, "parents": [] },
+  { "uid": { "type": "Zerogate::Route", "id": "demo-admin" }, "attrs": { "path_prefix": "/admin" },
+    "parents": [{ "type": "Zerogate::Application", "id": "demo" }] }
+]
+"#;
+
+/// Runs `zerogate up` until interrupted.
+pub fn run_up(args: UpArgs) -> Result<ExitCode> {
+    init_logging();
+    let dir = args.data_dir.get();
+    let first_start = !dir.is_initialised();
+    if first_start {
+        let domain =
+            TrustDomain::parse(&args.trust_domain).with_context(|| format!("trust domain `{}`", args.trust_domain))?;
+        dir.init(&domain, Lifetimes::default(), None, unix_now())?;
+    }
+    let policy_dir = dir.path().join("policy");
+    if !policy_dir.exists() {
+        std::fs::create_dir_all(&policy_dir).with_context(|| format!("creating `{}`", policy_dir.display()))?;
+        write_atomic(&policy_dir.join("demo.cedar"), DEMO_POLICY.as_bytes(), false)?;
+        write_atomic(&policy_dir.join("entities.json"), DEMO_ENTITIES.as_bytes(), false)?;
+    }
+    let service = Arc::new(service(&dir)?);
+    crate::identity_cmd::runtime()?.block_on(async move {
+        let gateway_listener = bind(&args.listen).await?;
+        let control_listener = bind(&args.control_listen).await?;
+        let admin_listener = bind(&args.admin_listen).await?;
+        let demo_listener = bind("127.0.0.1:0").await?;
+        let demo_addr = demo_listener.local_addr()?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        let control_addr = control_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let host = "localhost".to_owned();
+        let config = GatewayConfig {
+            listen: gateway_addr,
+            admin_listen: Some(admin_addr),
+            id: "up".into(),
+            policies: policy_dir.clone(),
+            entities: Some(policy_dir.join("entities.json")),
+            issuers: Vec::new(),
+            apps: vec![AppSettings {
+                app: App {
+                    host: host.clone(),
+                    resource: r#"Zerogate::Application::"demo""#.into(),
+                    routes: vec![("/admin".into(), r#"Zerogate::Route::"demo-admin""#.into())],
+                    methods: vec![Method::Mtls],
+                    mode: Mode::Enforce,
+                },
+                upstream: format!("http://{demo_addr}"),
+                upstream_ca_file: None,
+                require_client_certificate: false,
+            }],
+        };
+        let names = vec![host.clone(), "127.0.0.1".to_owned()];
+        let running = assemble(&dir, &service, &config, &names)?;
+        tokio::spawn(zerogate_gateway::demo::serve(demo_listener, running.jwks.clone(), running.issuer.clone(), host));
+        tokio::spawn(zerogate_gateway::admin::serve(admin_listener, Arc::clone(&running.gateway)));
+        tokio::spawn(Arc::clone(&running.gateway).serve(gateway_listener, Arc::clone(&running.tls)));
+        let control = {
+            let service = Arc::clone(&service);
+            let options = ServerOptions { names: names.clone() };
+            tokio::spawn(async move {
+                let forever = std::future::pending::<()>();
+                if let Err(error) = zerogate_control::server::serve(service, control_listener, options, forever).await {
+                    tracing::error!(%error, "control plane stopped");
+                }
+            })
+        };
+        let domain = service.authority().trust_domain().to_string();
+        let data = dir.path().display().to_string();
+        let gateway_port = gateway_addr.port();
+        println!("zerogate is up{}", if first_start { " (first start: CA, store and demo policy created)" } else { "" });
+        println!("  gateway      https://localhost:{gateway_port}  (the demo application, behind mTLS + Cedar + audit)");
+        println!("  control      https://localhost:{}  (enrollment and renewal)", control_addr.port());
+        println!("  admin        http://{admin_addr}  (/metrics, /healthz, /jwks.json)");
+        println!("  policy       {}  (edit it: changes apply without a restart)", policy_dir.display());
+        println!("  audit log    {}", dir.audit_log_path().display());
+        println!("  data         {data}");
+        println!();
+        println!("next, in another terminal:");
+        println!("  zerogate ca token create --data-dir {data} --spiffe-id spiffe://{domain}/device/my-laptop");
+        println!("  zerogate enroll --server https://localhost:{} --token <the token> --dir ./my-laptop", control_addr.port());
+        println!(
+            "  curl --cacert ./my-laptop/bundle.pem --cert ./my-laptop/svid.pem --key ./my-laptop/svid.key.pem https://localhost:{gateway_port}/"
+        );
+        println!("  zerogate audit tail --data-dir {data}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        shutdown_signal().await;
+        control.abort();
+        running.audit_close();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `zerogate gateway --config FILE` until interrupted.
+pub fn run_gateway(args: GatewayArgs) -> Result<ExitCode> {
+    init_logging();
+    let config = GatewayConfig::load(&args.config)?;
+    let dir = args.data_dir.get();
+    if !dir.is_initialised() {
+        bail!(
+            "no CA in `{}`: run `zerogate ca init` first (the gateway's certificate comes from it)",
+            dir.path().display()
+        );
+    }
+    let service = Arc::new(service(&dir)?);
+    crate::identity_cmd::runtime()?.block_on(async move {
+        let listener = bind(&config.listen.to_string()).await?;
+        let names: Vec<String> = config.apps.iter().map(|a| a.app.host.clone()).collect();
+        let running = assemble(&dir, &service, &config, &names)?;
+        if let Some(oidc) = &running.oidc {
+            for (issuer, result) in oidc.refresh_all().await {
+                match result {
+                    Ok(keys) => println!("oidc issuer {issuer}: {keys} keys"),
+                    Err(error) => {
+                        println!("oidc issuer {issuer}: not ready ({error}); its tokens are refused until it is")
+                    }
+                }
+            }
+            oidc.spawn_refresher();
+        }
+        if let Some(admin) = config.admin_listen {
+            tokio::spawn(zerogate_gateway::admin::serve(bind(&admin.to_string()).await?, Arc::clone(&running.gateway)));
+        }
+        println!(
+            "zerogate gateway `{}` on https://{}: {} application(s)",
+            config.id,
+            listener.local_addr()?,
+            config.apps.len()
+        );
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tokio::spawn(Arc::clone(&running.gateway).serve(listener, Arc::clone(&running.tls)));
+        shutdown_signal().await;
+        running.audit_close();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM: the audit log is closed with a signed checkpoint before exiting.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn bind(address: &str) -> Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))
+}
+
+struct Running {
+    gateway: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    jwks: serde_json::Value,
+    issuer: String,
+    oidc: Option<Arc<OidcVerifier>>,
+    audit: Arc<zerogate_audit::AuditLog>,
+}
+
+impl Running {
+    fn audit_close(&self) {
+        self.audit.close();
+    }
+}
+
+/// The gateway from the data directory and `config`, with its background tasks: certificate
+/// renewal at half-life, revocations refreshed every second, policy files watched.
+fn assemble(
+    dir: &DataDir,
+    service: &Arc<IdentityService<SqliteStore>>,
+    config: &GatewayConfig,
+    names: &[String],
+) -> Result<Running> {
+    let audit = Arc::new(dir.audit_log()?);
+    let files = PolicyFiles { policies: config.policies.clone(), entities: config.entities.clone() };
+    let policy = Arc::new(LivePolicy::start(files).context("policy")?);
+    let authority = service.authority();
+    let svid = Arc::new(
+        SvidVerifier::default().with_domain(authority.trust_domain().clone(), &[authority.root_der().clone()])?,
+    );
+    let svid_revocations = Arc::new(RwLock::new(service.revocation_list().map_err(|e| anyhow::anyhow!("{e}"))?));
+    let issuer = format!("https://{}/zerogate-gateway/{}", authority.trust_domain(), config.id);
+    let signer = Arc::new(assertion_signer(dir, &issuer)?);
+    let jwks = signer.jwks();
+    let oidc = if config.issuers.is_empty() {
+        None
+    } else {
+        let mut issuers = Vec::new();
+        for settings in &config.issuers {
+            let validation = Validation::new(
+                &settings.issuer,
+                settings.audiences.clone(),
+                settings.algorithms.clone(),
+                settings.token_kind,
+            )
+            .map_err(|e| anyhow::anyhow!("oidc issuer `{}`: {e}", settings.issuer))?;
+            let mut extra_roots = Vec::new();
+            if let Some(file) = &settings.ca_file {
+                let pem = std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    extra_roots.push(cert.with_context(|| format!("`{}` is not PEM", file.display()))?);
+                }
+            }
+            let fetch = FetchSettings { jwks_uri: settings.jwks_uri.clone(), extra_roots, ..FetchSettings::default() };
+            issuers.push(IssuerConfig { validation, fetch });
+        }
+        Some(Arc::new(OidcVerifier::new(issuers)?))
+    };
+    let user_id_from_email = config.issuers.iter().any(|i| i.user_id_from_email);
+    let gateway = Gateway::new(GatewayParts {
+        id: config.id.clone(),
+        apps: config.apps.clone(),
+        policy: Arc::clone(&policy),
+        audit: Arc::clone(&audit),
+        svid,
+        svid_revocations: Arc::clone(&svid_revocations),
+        revocations: Arc::new(RwLock::new(Revocations::default())),
+        oidc: oidc.clone(),
+        user_id_from_email,
+        assertion: signer,
+    })?;
+    let (chain, key, lifetime) = server_certificate(service, names)?;
+    let certificate = Arc::new(ServerCertificate::new(chain, key)?);
+    let tls = Arc::new(tls_config(Arc::clone(&certificate), &[authority.root_der().clone()])?);
+
+    // Renew the gateway's certificate at half its lifetime.
+    {
+        let service = Arc::clone(service);
+        let names = names.to_vec();
+        tokio::spawn(async move {
+            let mut period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(period).await;
+                match server_certificate(&service, &names) {
+                    Ok((chain, key, lifetime)) => {
+                        if let Err(error) = certificate.replace(chain, key) {
+                            tracing::error!(%error, "gateway certificate replacement failed");
+                        }
+                        period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "gateway certificate renewal failed; retrying in 30 s");
+                        period = Duration::from_secs(30);
+                    }
+                }
+            }
+        });
+    }
+    // Revocations from the CA's store, every second.
+    {
+        let service = Arc::clone(service);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match service.revocation_list() {
+                    Ok(list) => {
+                        if let Ok(mut current) = svid_revocations.write() {
+                            *current = list;
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "reading revocations failed"),
+                }
+            }
+        });
+    }
+    // Policy files: reloaded when they change; a set that does not validate is refused and the
+    // last good one stays.
+    {
+        let watched = [config.policies.clone()].into_iter().chain(config.entities.clone()).collect::<Vec<_>>();
+        tokio::spawn(async move {
+            let mut seen = newest_change(&watched);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = newest_change(&watched);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match policy.reload() {
+                    Reload::Applied { generation, policies } => {
+                        tracing::info!(generation, policies, "policy reloaded");
+                    }
+                    Reload::Kept { generation, error } => {
+                        tracing::error!(generation, %error, "new policy refused; the last good set stays in force");
+                    }
+                }
+            }
+        });
+    }
+    Ok(Running { gateway, tls, jwks, issuer, oidc, audit })
+}
+
+/// The latest modification time among `paths` (files, or the files of a directory).
+fn newest_change(paths: &[PathBuf]) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut consider = |path: &Path| {
+        if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
+            newest = newest.max(Some(modified));
+        }
+    };
+    for path in paths {
+        consider(path);
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                consider(&entry.path());
+            }
+        }
+    }
+    newest
+}
+
+/// A fresh certificate for the gateway from the CA (key made here), and its lifetime in seconds.
+fn server_certificate(
+    service: &IdentityService<SqliteStore>,
+    names: &[String],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, u64)> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let issued = service
+        .issue_server(&key.subject_public_key_info(), names, unix_now())
+        .map_err(|e| anyhow::anyhow!("gateway certificate: {e}"))?;
+    let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((chain, key, u64::try_from(issued.not_after - issued.not_before).unwrap_or(3600)))
+}
+
+/// The assertion key, made on first use and kept in the data directory (owner-only).
+fn assertion_signer(dir: &DataDir, issuer: &str) -> Result<AssertionSigner> {
+    let path = dir.path().join("gateway").join("assertion.key.der");
+    if let Ok(der) = std::fs::read(&path) {
+        return AssertionSigner::from_pkcs8(issuer, &der).with_context(|| format!("`{}`", path.display()));
+    }
+    let (signer, der) = AssertionSigner::generate(issuer)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating `{}`", parent.display()))?;
+    }
+    write_atomic(&path, &der, true)?;
+    Ok(signer)
+}
