@@ -292,7 +292,16 @@ fn assemble(
                     extra_roots.push(cert.with_context(|| format!("`{}` is not PEM", file.display()))?);
                 }
             }
-            let fetch = FetchSettings { jwks_uri: settings.jwks_uri.clone(), extra_roots, ..FetchSettings::default() };
+            let static_jwks = match &settings.jwks_file {
+                Some(file) => Some(std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?),
+                None => None,
+            };
+            let fetch = FetchSettings {
+                jwks_uri: settings.jwks_uri.clone(),
+                static_jwks,
+                extra_roots,
+                ..FetchSettings::default()
+            };
             issuers.push(IssuerConfig { validation, fetch });
         }
         Some(Arc::new(OidcVerifier::new(issuers)?))

@@ -16,6 +16,7 @@
 //! audiences = ["zerogate"]
 //! algorithms = ["RS256", "ES256"]
 //! token_kind = "access"            # or "id"
+//! # jwks_uri = "https://…"         # instead of discovery; or jwks_file = "keys.json" (no fetch)
 //!
 //! [[app]]
 //! host = "billing.example.org"
@@ -84,6 +85,7 @@ struct RawIssuer {
     #[serde(default = "access")]
     token_kind: String,
     jwks_uri: Option<String>,
+    jwks_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     #[serde(default)]
     user_id_from_email: bool,
@@ -130,6 +132,8 @@ pub struct IssuerSettings {
     pub token_kind: TokenKind,
     /// A JWKS address instead of discovery.
     pub jwks_uri: Option<String>,
+    /// A JWKS file instead of fetching (a provider the gateway cannot reach): keys never age.
+    pub jwks_file: Option<PathBuf>,
     /// A private root for the provider's HTTPS.
     pub ca_file: Option<PathBuf>,
     /// User ids from the `email` claim instead of `sub`.
@@ -240,12 +244,16 @@ impl GatewayConfig {
             if raw.jwks_uri.as_ref().is_some_and(|uri| !uri.starts_with("https://")) {
                 return Err(error(&key("jwks_uri"), "must be an https URL".into()));
             }
+            if raw.jwks_uri.is_some() && raw.jwks_file.is_some() {
+                return Err(error(&key("jwks_file"), "give jwks_uri or jwks_file, not both".into()));
+            }
             issuers.push(IssuerSettings {
                 issuer: raw.issuer.clone(),
                 audiences: raw.audiences.clone(),
                 algorithms,
                 token_kind,
                 jwks_uri: raw.jwks_uri.clone(),
+                jwks_file: raw.jwks_file.as_deref().map(resolve),
                 ca_file: raw.ca_file.as_deref().map(resolve),
                 user_id_from_email: raw.user_id_from_email,
             });

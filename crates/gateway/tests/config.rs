@@ -66,6 +66,14 @@ fn each_error_names_its_key_and_reason() {
         (GOOD.replace("\"RS256\", \"ES256\"", "\"HS256\""), "oidc[0].algorithms", "`HS256`"),
         (GOOD.replace("\"RS256\", \"ES256\"", "\"none\""), "oidc[0].algorithms", "`none`"),
         (GOOD.replace("mode = \"shadow\"", "mode = \"audit\""), "app[0].mode", "`audit`"),
+        (
+            GOOD.replace(
+                "algorithms = [\"RS256\", \"ES256\"]",
+                "algorithms = [\"RS256\"]\njwks_uri = \"https://x/jwks\"\njwks_file = \"k.json\"",
+            ),
+            "oidc[0].jwks_file",
+            "not both",
+        ),
         (GOOD.replace("[\"sigv4\"]", "[\"sig-v4\"]"), "app[1].authn", "`sig-v4`"),
         (GOOD.replace("wiki.example.org", "billing.example.org"), "app[1].host", "configured twice"),
         (GOOD.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/app"), "app[1].upstream", "without a path"),

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use zerogate_audit::{AuditLog, CheckpointKey, Options};
 use zerogate_authn::identity::Revocations;
+use zerogate_authn::jwt::Validation;
+use zerogate_authn::oidc::{FetchSettings, IssuerConfig, OidcVerifier};
 use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::config::GatewayConfig;
 use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, tls_config};
@@ -28,9 +30,14 @@ use zerogate_policy::{LivePolicy, PolicyFiles};
 const POLICY: &str = r#"
 @id("devices-reports")
 permit (principal is Zerogate::Device, action == Zerogate::Action::"http", resource == Zerogate::Route::"billing-reports");
+@id("api-engineering")
+permit (principal in Zerogate::Group::"engineering", action, resource == Zerogate::Application::"api")
+when { context.authn == "oidc" };
 @id("wiki-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
 "#;
+
+const OIDC_ISSUER: &str = "https://idp.example.test/realms/zerogate";
 
 struct Setup {
     dir: PathBuf,
@@ -95,7 +102,7 @@ async fn setup(name: &str) -> Setup {
     let new = Authority::init(&domain, now() - 60).unwrap();
     let ca = Authority::load(domain.clone(), &new.material, Lifetimes::default()).unwrap();
     std::fs::write(dir.join("root.pem"), &new.material.root_cert_pem).unwrap();
-    let names = vec!["billing.example.org".to_owned(), "wiki.example.org".to_owned()];
+    let names = vec!["billing.example.org".to_owned(), "wiki.example.org".to_owned(), "api.example.org".to_owned()];
     let (server_chain, server_key, _) = issue(&ca, "spiffe://corp.example/workload/gateway", &names);
     let (device_chain, device_key, device_serial) = issue(&ca, "spiffe://corp.example/device/laptop-42", &[]);
     std::fs::write(dir.join("device.pem"), &device_chain).unwrap();
@@ -108,7 +115,20 @@ async fn setup(name: &str) -> Setup {
         { "uid": { "type": "Zerogate::Application", "id": "billing" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Route", "id": "billing-reports" }, "attrs": {}, "parents": [{ "type": "Zerogate::Application", "id": "billing" }] },
         { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] },
+        { "uid": { "type": "Zerogate::Application", "id": "api" }, "attrs": {}, "parents": [] },
     ]);
+    // Tokens made by PyJWT (an independent implementation), keys published as a static JWKS.
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../authn/tests/jwt/make_tokens.py");
+    let made = Command::new("python3")
+        .arg(&script)
+        .arg(now().to_string())
+        .args([OIDC_ISSUER, "https://second.example.test"])
+        .arg(&tokens)
+        .output()
+        .expect("python3 runs");
+    assert!(made.status.success(), "make_tokens.py: {}", String::from_utf8_lossy(&made.stderr));
     std::fs::write(dir.join("policy/entities.json"), entities.to_string()).unwrap();
     let config = format!(
         r#"
@@ -130,6 +150,15 @@ upstream = "http://127.0.0.1:{upstream}"
 resource = 'Zerogate::Application::"wiki"'
 authn = ["mtls"]
 mode = "shadow"
+[[oidc]]
+issuer = "{OIDC_ISSUER}"
+audiences = ["zerogate-gateway"]
+algorithms = ["RS256", "ES256", "EdDSA", "PS256", "ES384"]
+[[app]]
+host = "api.example.org"
+upstream = "http://127.0.0.1:{upstream}"
+resource = 'Zerogate::Application::"api"'
+authn = ["oidc"]
 "#
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
@@ -155,7 +184,28 @@ mode = "shadow"
         svid,
         svid_revocations: Arc::clone(&svid_revocations),
         revocations: Arc::new(RwLock::new(Revocations::default())),
-        oidc: None,
+        oidc: Some(Arc::new(
+            OidcVerifier::new(
+                config
+                    .issuers
+                    .iter()
+                    .map(|settings| IssuerConfig {
+                        validation: Validation::new(
+                            &settings.issuer,
+                            settings.audiences.clone(),
+                            settings.algorithms.clone(),
+                            settings.token_kind,
+                        )
+                        .unwrap(),
+                        fetch: FetchSettings {
+                            static_jwks: Some(std::fs::read(tokens.join("jwks.json")).unwrap()),
+                            ..FetchSettings::default()
+                        },
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        )),
         user_id_from_email: false,
         assertion: Arc::new(signer),
     })
@@ -319,6 +369,69 @@ async fn requests_are_authenticated_authorized_audited_then_forwarded() {
     )
     .unwrap();
     assert!(report.is_intact(), "{report:?}");
+}
+
+/// The token of a PyJWT case by name.
+fn token(setup: &Setup, name: &str) -> String {
+    let cases: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(setup.dir.join("tokens/cases.json")).unwrap()).unwrap();
+    cases.iter().find(|c| c["name"] == name).unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_an_oidc_provider_pass_only_when_valid_and_permitted() {
+    let setup = setup("oidc").await;
+    let api = "api.example.org";
+    let call = |token: String, extra: Vec<String>| {
+        let setup = &setup;
+        tokio::task::block_in_place(move || {
+            let header = format!("Authorization: Bearer {token}");
+            let mut args: Vec<&str> = vec!["-H", &header];
+            args.extend(extra.iter().map(String::as_str));
+            curl(setup, api, "/v1/items", false, &args)
+        })
+    };
+    let (status, body) = call(token(&setup, "rs256"), vec!["-H".into(), "X-Auth-Request-User: root".into()]);
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["headers"].get("authorization").is_none(), "the bearer token is not forwarded");
+    assert!(seen["headers"].get("x-auth-request-user").is_none());
+    let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap();
+    let claims = assertion.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["authn"].as_str()), (Some("alice"), Some("oidc")));
+    assert_eq!(claims["groups"], json!(["engineering"]));
+    for ok in ["es256", "eddsa", "ps256"] {
+        assert_eq!(call(token(&setup, ok), vec![]).0, 200, "{ok}");
+    }
+    // Each attack class: 401, never forwarded.
+    let before = setup.seen.lock().unwrap().len();
+    for attack in [
+        "alg-none-empty-signature",
+        "hs256-with-rsa-public-key-as-secret",
+        "embedded-jwk",
+        "jku",
+        "aud-other",
+        "iss-trailing-slash",
+        "exp-31s-ago",
+        "kid-unknown",
+        "claims-swapped-under-old-signature",
+        "access-without-typ",
+        "crit-unknown-extension",
+        "duplicate-sub",
+    ] {
+        let (status, body) = call(token(&setup, attack), vec![]);
+        assert_eq!(status, 401, "{attack}: {body}");
+    }
+    assert_eq!(call("not-a-token".into(), vec![]).0, 401);
+    assert_eq!(setup.seen.lock().unwrap().len(), before, "a refused token reached the upstream");
+    let records = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(
+        records.contains("authentication: alg_not_allowed") && records.contains("authentication: expired"),
+        "{records}"
+    );
 }
 
 fn refusals_len() -> usize {
