@@ -25,7 +25,7 @@ use zerogate_control::service::IdentityService;
 use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::config::{AppSettings, GatewayConfig};
 use zerogate_gateway::decide::{App, Mode};
-use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, tls_config};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, SharedKeys, tls_config};
 use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
 use zerogate_policy::{LivePolicy, PolicyFiles, Reload};
 use zerogate_store::SqliteStore;
@@ -61,11 +61,12 @@ pub struct GatewayArgs {
     config: PathBuf,
 }
 
-const DEMO_POLICY: &str = r#"// The demo application: any device or workload enrolled with this CA may use it, from
-// anywhere, except the /admin route, which is for workloads only.
-@id("enrolled-devices-and-workloads")
+const DEMO_POLICY: &str = r#"// The demo application: any device or workload enrolled with this CA, and any API client
+// with an access key, may use it from anywhere, except the /admin route, which is for
+// workloads only.
+@id("enrolled-devices-workloads-and-api-clients")
 permit (principal, action == Zerogate::Action::"http", resource in Zerogate::Application::"demo")
-when { principal is Zerogate::Device || principal is Zerogate::Workload };
+when { principal is Zerogate::Device || principal is Zerogate::Workload || principal is Zerogate::ApiClient };
 
 @id("demo-admin-workloads-only")
 forbid (principal, action, resource == Zerogate::Route::"demo-admin")
@@ -118,12 +119,14 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                     host: host.clone(),
                     resource: r#"Zerogate::Application::"demo""#.into(),
                     routes: vec![("/admin".into(), r#"Zerogate::Route::"demo-admin""#.into())],
-                    methods: vec![Method::Mtls],
+                    methods: vec![Method::Mtls, Method::SigV4],
                     mode: Mode::Enforce,
                 },
                 upstream: format!("http://{demo_addr}"),
                 upstream_ca_file: None,
                 require_client_certificate: false,
+                sigv4_region: "us-east-1".into(),
+                sigv4_service: "execute-api".into(),
             }],
         };
         let names = vec![host.clone(), "127.0.0.1".to_owned()];
@@ -159,6 +162,8 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             "  curl --cacert ./my-laptop/bundle.pem --cert ./my-laptop/svid.pem --key ./my-laptop/svid.key.pem https://localhost:{gateway_port}/"
         );
         println!("  zerogate audit tail --data-dir {data}");
+        println!("or as an API client signing with AWS SigV4 (region us-east-1, service execute-api):");
+        println!("  zerogate ca access-key create --data-dir {data} --client my-script");
         use std::io::Write;
         std::io::stdout().flush()?;
         shutdown_signal().await;
@@ -307,6 +312,10 @@ fn assemble(
         Some(Arc::new(OidcVerifier::new(issuers)?))
     };
     let user_id_from_email = config.issuers.iter().any(|i| i.user_id_from_email);
+    let access_keys = SharedKeys::default();
+    if let (Ok(keys), Ok(mut shared)) = (service.access_keys(), access_keys.0.write()) {
+        *shared = keys;
+    }
     let gateway = Gateway::new(GatewayParts {
         id: config.id.clone(),
         apps: config.apps.clone(),
@@ -316,6 +325,7 @@ fn assemble(
         svid_revocations: Arc::clone(&svid_revocations),
         revocations: Arc::new(RwLock::new(Revocations::default())),
         oidc: oidc.clone(),
+        access_keys: access_keys.clone(),
         user_id_from_email,
         assertion: signer,
     })?;
@@ -346,7 +356,7 @@ fn assemble(
             }
         });
     }
-    // Revocations from the CA's store, every second.
+    // Revocations and access keys from the CA's store, every second.
     {
         let service = Arc::clone(service);
         tokio::spawn(async move {
@@ -360,6 +370,14 @@ fn assemble(
                         }
                     }
                     Err(error) => tracing::error!(%error, "reading revocations failed"),
+                }
+                match service.access_keys() {
+                    Ok(keys) => {
+                        if let Ok(mut current) = access_keys.0.write() {
+                            *current = keys;
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "reading access keys failed"),
                 }
             }
         });

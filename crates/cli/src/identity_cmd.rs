@@ -72,6 +72,11 @@ enum CaCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Access keys for API clients that sign requests with AWS SigV4 (the stock AWS SDKs and CLIs).
+    AccessKey {
+        #[command(subcommand)]
+        command: AccessKeyCommand,
+    },
     /// Issue a certificate directly (operator), to a CSR or to a key made here.
     Issue {
         /// The identity, e.g. spiffe://example.org/workload/api.
@@ -142,6 +147,27 @@ enum TokenCommand {
         /// How long the token works.
         #[arg(long, default_value = "15m", value_parser = parse_duration)]
         ttl: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccessKeyCommand {
+    /// Create an access key for an API client; prints the id and the secret (shown once).
+    Create {
+        /// The API client (its Cedar `Zerogate::ApiClient` id).
+        #[arg(long)]
+        client: String,
+        /// As JSON ({"access_key_id", "secret_access_key", "client"}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List access keys (never their secrets).
+    List,
+    /// Revoke an access key: requests it signs are refused from the next one on.
+    Revoke {
+        /// The access key id.
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -278,6 +304,33 @@ pub fn run_ca(args: CaArgs) -> Result<ExitCode> {
                         when(c.not_after),
                         c.spiffe_id
                     );
+                }
+            }
+        }
+        CaCommand::AccessKey { command } => {
+            let service = service(&dir)?;
+            match command {
+                AccessKeyCommand::Create { client, json } => {
+                    let (id, secret) = service.create_access_key(&client, unix_now(), origin)?;
+                    if json {
+                        let value =
+                            serde_json::json!({ "access_key_id": id, "secret_access_key": secret, "client": client });
+                        println!("{value}");
+                    } else {
+                        println!("access key id      {id}\nsecret access key  {secret}\nclient             {client}");
+                        println!("(the secret is shown once; give it to the client, e.g. as AWS_SECRET_ACCESS_KEY)");
+                    }
+                }
+                AccessKeyCommand::List => {
+                    for key in service.list_access_keys()? {
+                        let state =
+                            key.revoked_at.map_or_else(|| "live".to_owned(), |at| format!("revoked {}", when(at)));
+                        println!("{}  {}  created {}  {state}", key.id, key.client, when(key.created_at));
+                    }
+                }
+                AccessKeyCommand::Revoke { id } => {
+                    service.revoke_access_key(&id, unix_now(), origin)?;
+                    println!("revoked access key {id}");
                 }
             }
         }

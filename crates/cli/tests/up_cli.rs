@@ -138,6 +138,37 @@ fn up_serves_the_demo_application_behind_the_full_pipeline() {
     assert!(metrics.contains("zerogate_requests_total{outcome=\"allow\"}"), "{metrics}");
     assert!(!curl(&up, "/metrics", Some(&laptop)).1.contains("zerogate_requests_total"), "metrics are not public");
 
+    // An API client with an access key, signing with botocore (the AWS SDK for Python's signer).
+    let created = ok(bin(&data).args(["ca", "access-key", "create", "--client", "ci-bot", "--json"]).output().unwrap());
+    let key: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let (id, secret) = (key["access_key_id"].as_str().unwrap(), key["secret_access_key"].as_str().unwrap());
+    let presign = |path: &str| {
+        let script = "import sys\nfrom botocore.auth import SigV4QueryAuth\nfrom botocore.awsrequest import AWSRequest\nfrom botocore.credentials import Credentials\nr = AWSRequest(method='GET', url=sys.argv[1])\nSigV4QueryAuth(Credentials(sys.argv[2], sys.argv[3]), 'execute-api', 'us-east-1', expires=60).add_auth(r)\nprint(r.url)";
+        let out = Command::new("python3")
+            .args(["-c", script, &format!("{}{path}", up.gateway), id, secret])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "botocore: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let call_presigned = |url: &str| {
+        let out = Command::new("curl").args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}", url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut answer = String::new();
+    eventually("the new access key to reach the gateway", || {
+        answer = call_presigned(&presign("/api"));
+        answer.ends_with("200")
+    });
+    assert!(answer.starts_with("hello ci-bot"), "{answer}");
+    // The same presigned URL twice within its window: the second is a replay.
+    let url = presign("/api/once");
+    assert!(call_presigned(&url).ends_with("200"));
+    assert!(call_presigned(&url).ends_with("401"), "a replayed presigned URL is refused");
+    ok(bin(&data).args(["ca", "access-key", "revoke", "--id", id]).output().unwrap());
+    eventually("the access key revocation", || call_presigned(&presign("/api")).ends_with("401"));
+    assert!(ok(bin(&data).args(["ca", "access-key", "list"]).output().unwrap()).contains("revoked"));
+
     // A restart keeps the CA, the policy and the identities.
     up.stop();
     let up = Up::start(&data);

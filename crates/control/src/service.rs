@@ -213,6 +213,52 @@ impl<S: Store> IdentityService<S> {
             .map(|(_, text)| text)
     }
 
+    /// Creates an access key for the API client `client` (its Cedar `ApiClient` id); returns
+    /// (id, secret). The secret is shown once, to the caller.
+    pub fn create_access_key(&self, client: &str, now: i64, origin: Origin<'_>) -> Result<(String, String), Refusal> {
+        let attempt = (|| {
+            let valid = !client.is_empty()
+                && client.len() <= 128
+                && client.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+            if !valid {
+                return Err(Refusal::BadRequest("client names are 1-128 of A-Z a-z 0-9 - _ . @".into()));
+            }
+            let (id, secret) = zerogate_pki::access_key::generate().ok_or(Refusal::Internal)?;
+            let record = zerogate_store::AccessKeyRecord {
+                id: id.clone(),
+                secret: secret.clone(),
+                client: client.to_owned(),
+                created_at: now,
+                revoked_at: None,
+            };
+            self.store.insert_access_key(&record).map_err(internal)?;
+            Ok((id, secret))
+        })();
+        self.audited(now, "access-key.create", client, origin, attempt, |(id, _)| format!("access key {id}"))
+    }
+
+    /// Revokes an access key: requests it signs are refused from the next one on.
+    pub fn revoke_access_key(&self, id: &str, now: i64, origin: Origin<'_>) -> Result<(), Refusal> {
+        let attempt = match self.store.revoke_access_key(id, now) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::BadRequest(format!("no live access key `{id}`"))),
+            Err(e) => Err(internal(e)),
+        };
+        self.audited(now, "access-key.revoke", id, origin, attempt, |()| "revoked".to_owned())
+    }
+
+    /// Live access keys: id → (secret, client).
+    pub fn access_keys(&self) -> Result<std::collections::HashMap<String, (String, String)>, Refusal> {
+        let keys = self.store.access_keys().map_err(internal)?;
+        Ok(keys.into_iter().filter(|k| k.revoked_at.is_none()).map(|k| (k.id, (k.secret, k.client))).collect())
+    }
+
+    /// Every access key, with its secret left out.
+    pub fn list_access_keys(&self) -> Result<Vec<zerogate_store::AccessKeyRecord>, Refusal> {
+        let keys = self.store.access_keys().map_err(internal)?;
+        Ok(keys.into_iter().map(|k| zerogate_store::AccessKeyRecord { secret: String::new(), ..k }).collect())
+    }
+
     /// Enrolls: a token and a CSR in, a certificate chain out. `spiffe_id`, when the client
     /// states it, must be the token's.
     pub fn enroll(

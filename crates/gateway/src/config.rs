@@ -26,6 +26,8 @@
 //! mode = "shadow"                  # or "enforce"
 //! client_certificates = "optional" # or "required"
 //! routes = { "/admin" = 'Zerogate::Route::"billing-admin"' }
+//! # sigv4_region = "us-east-1"     # the scope SigV4 clients sign for (with authn = ["sigv4"])
+//! # sigv4_service = "execute-api"
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -109,6 +111,18 @@ struct RawApp {
     #[serde(default)]
     routes: BTreeMap<String, String>,
     upstream_ca_file: Option<PathBuf>,
+    #[serde(default = "default_region")]
+    sigv4_region: String,
+    #[serde(default = "default_service")]
+    sigv4_service: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_service() -> String {
+    "execute-api".into()
 }
 
 fn enforce() -> String {
@@ -151,6 +165,10 @@ pub struct AppSettings {
     pub upstream_ca_file: Option<PathBuf>,
     /// Whether TLS must carry a client certificate.
     pub require_client_certificate: bool,
+    /// The SigV4 credential scope clients sign for: region (default `us-east-1`)…
+    pub sigv4_region: String,
+    /// …and service (default `execute-api`, as for API Gateway's IAM authorization).
+    pub sigv4_service: String,
 }
 
 /// The whole configuration, checked.
@@ -330,6 +348,8 @@ impl GatewayConfig {
                 upstream: raw.upstream.clone(),
                 upstream_ca_file: raw.upstream_ca_file.as_deref().map(resolve),
                 require_client_certificate,
+                sigv4_region: raw.sigv4_region.clone(),
+                sigv4_service: raw.sigv4_service.clone(),
             });
         }
         if apps.is_empty() {

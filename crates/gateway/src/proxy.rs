@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -31,6 +31,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zerogate_audit::{AuditLog, Decision, DecisionRecord, RequestSummary};
 use zerogate_authn::identity::{Authenticated, Method, Revocations};
 use zerogate_authn::oidc::OidcVerifier;
+use zerogate_authn::sigv4::{Config as SigV4Config, Request as SigV4Request, SecretLookup, Verifier};
 use zerogate_pki::{RevocationList, SvidVerifier};
 use zerogate_policy::LivePolicy;
 
@@ -102,6 +103,21 @@ impl Upstream {
 struct AppRuntime {
     settings: AppSettings,
     upstream: Upstream,
+    /// For applications that accept SigV4: the verifier of their credential scope.
+    sigv4: Option<Verifier<SharedKeys>>,
+}
+
+/// The largest body read to check a SigV4 payload signature.
+const MAX_SIGNED_BODY: usize = 8 * 1024 * 1024;
+
+/// Live access keys (id → (secret, client)), shared with the task that refreshes them.
+#[derive(Clone, Default)]
+pub struct SharedKeys(pub Arc<RwLock<HashMap<String, (String, String)>>>);
+
+impl SecretLookup for SharedKeys {
+    fn secret(&self, access_key_id: &str) -> Option<String> {
+        self.0.read().ok()?.get(access_key_id).map(|(secret, _)| secret.clone())
+    }
 }
 
 /// What the gateway decides with; everything behind a lock can change while it runs.
@@ -122,6 +138,8 @@ pub struct GatewayParts {
     pub revocations: Arc<RwLock<Revocations>>,
     /// OIDC bearer tokens, when any issuer is configured.
     pub oidc: Option<Arc<OidcVerifier>>,
+    /// SigV4 access keys, refreshed from the store while the gateway runs.
+    pub access_keys: SharedKeys,
     /// User ids from the token's `email` instead of `sub`.
     pub user_id_from_email: bool,
     /// Signs the upstream's identity assertion.
@@ -284,7 +302,13 @@ impl Gateway {
         let mut apps = HashMap::new();
         for settings in &parts.apps {
             let upstream = Upstream::new(settings)?;
-            apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream });
+            let sigv4 = settings.app.methods.contains(&Method::SigV4).then(|| {
+                Verifier::new(
+                    SigV4Config::new(&settings.sigv4_region, &settings.sigv4_service),
+                    parts.access_keys.clone(),
+                )
+            });
+            apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream, sigv4 });
         }
         Ok(Arc::new(Self { parts, apps, metrics: Metrics::default() }))
     }
@@ -365,7 +389,36 @@ impl Gateway {
                 Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, false),
             };
         };
-        let (authn, credential_header) = self.authenticate(&parts.headers, app, connection, now).await;
+        let signed_with_sigv4 =
+            parts.headers.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes().starts_with(b"AWS4-HMAC-SHA256"))
+                || canonical.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("X-Amz-Signature=")));
+        let (authn, credential_header, body) = match (&app.sigv4, signed_with_sigv4) {
+            (Some(verifier), true) => {
+                // The signature covers the body: read it (bounded) before deciding.
+                let bytes = match Limited::new(body, MAX_SIGNED_BODY).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => {
+                        let record = self.bare_record(
+                            now,
+                            &parts.method,
+                            connection,
+                            Some(&canonical),
+                            "request: signed body too large or unreadable".into(),
+                        );
+                        return match self.audit(record).await {
+                            Ok(()) => generic(StatusCode::PAYLOAD_TOO_LARGE, true),
+                            Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, true),
+                        };
+                    }
+                };
+                let authn = self.verify_sigv4(verifier, &parts, &canonical, &bytes, now);
+                (authn, Some(header::AUTHORIZATION), Full::new(bytes).map_err(|never| match never {}).boxed())
+            }
+            _ => {
+                let (authn, credential_header) = self.authenticate(&parts.headers, app, connection, now).await;
+                (authn, credential_header, body.boxed())
+            }
+        };
         let attempt = Attempt {
             app: &app.settings.app,
             request: &canonical,
@@ -444,6 +497,42 @@ impl Gateway {
         }
     }
 
+    /// A SigV4-signed request: the signature over the request as received (path and query raw,
+    /// headers, body), then the key's owner as an API client.
+    fn verify_sigv4(
+        &self,
+        verifier: &Verifier<SharedKeys>,
+        parts: &hyper::http::request::Parts,
+        canonical: &CanonicalRequest,
+        body: &Bytes,
+        now: SystemTime,
+    ) -> Result<Authenticated, AuthnFailure> {
+        let fail = |reason: String| AuthnFailure { method: Some(Method::SigV4), reason };
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            let value = value.to_str().map_err(|_| fail("malformed: non-ASCII header value".into()))?;
+            headers.push((name.as_str(), value));
+        }
+        let request = SigV4Request {
+            method: parts.method.as_str(),
+            path: &canonical.path,
+            query: canonical.query.as_deref().unwrap_or(""),
+            headers: &headers,
+            body,
+        };
+        let seconds = i64::try_from(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(0);
+        let verified = verifier.verify(&request, seconds).map_err(|e| fail(format!("sigv4: {e}")))?;
+        let client = self
+            .parts
+            .access_keys
+            .0
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(&verified.access_key_id).map(|(_, client)| client.clone()))
+            .ok_or_else(|| fail("sigv4: the access key was revoked".into()))?;
+        Ok(Authenticated::from_access_key(&verified.access_key_id, &client))
+    }
+
     /// The caller's identity: a bearer token if one is presented (and the application accepts
     /// OIDC), else the client certificate of the connection.
     async fn authenticate(
@@ -510,7 +599,7 @@ impl Gateway {
         &self,
         app: &AppRuntime,
         parts: hyper::http::request::Parts,
-        body: Incoming,
+        body: Body,
         canonical: &CanonicalRequest,
         who: Option<Authenticated>,
         credential_header: Option<HeaderName>,
@@ -572,7 +661,7 @@ impl Gateway {
         }
     }
 
-    async fn send(&self, app: &AppRuntime, request: Request<Incoming>) -> Result<Response<Incoming>, String> {
+    async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Incoming>, String> {
         let upstream = &app.upstream;
         let tcp =
             tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((upstream.host.as_str(), upstream.port)))
@@ -591,7 +680,7 @@ impl Gateway {
     }
 }
 
-async fn send_on<T>(io: T, request: Request<Incoming>) -> Result<Response<Incoming>, String>
+async fn send_on<T>(io: T, request: Request<Body>) -> Result<Response<Incoming>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

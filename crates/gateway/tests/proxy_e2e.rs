@@ -23,7 +23,7 @@ use zerogate_authn::jwt::Validation;
 use zerogate_authn::oidc::{FetchSettings, IssuerConfig, OidcVerifier};
 use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::config::GatewayConfig;
-use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, tls_config};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, SharedKeys, tls_config};
 use zerogate_pki::{Authority, Lifetimes, RevocationList, Serial, SpiffeId, SvidVerifier, TrustDomain, VerifiedCsr};
 use zerogate_policy::{LivePolicy, PolicyFiles};
 
@@ -33,6 +33,9 @@ permit (principal is Zerogate::Device, action == Zerogate::Action::"http", resou
 @id("api-engineering")
 permit (principal in Zerogate::Group::"engineering", action, resource == Zerogate::Application::"api")
 when { context.authn == "oidc" };
+@id("ci-deployer")
+permit (principal == Zerogate::ApiClient::"deployer", action, resource == Zerogate::Application::"ci")
+when { context.authn == "sigv4" };
 @id("wiki-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
 "#;
@@ -48,6 +51,9 @@ struct Setup {
     audit_key_b64: String,
     audit_path: PathBuf,
     jwks: Value,
+    access_keys: SharedKeys,
+    key_id: String,
+    key_secret: String,
 }
 
 fn now() -> i64 {
@@ -102,7 +108,7 @@ async fn setup(name: &str) -> Setup {
     let new = Authority::init(&domain, now() - 60).unwrap();
     let ca = Authority::load(domain.clone(), &new.material, Lifetimes::default()).unwrap();
     std::fs::write(dir.join("root.pem"), &new.material.root_cert_pem).unwrap();
-    let names = vec!["billing.example.org".to_owned(), "wiki.example.org".to_owned(), "api.example.org".to_owned()];
+    let names = ["billing", "wiki", "api", "ci"].map(|app| format!("{app}.example.org")).to_vec();
     let (server_chain, server_key, _) = issue(&ca, "spiffe://corp.example/workload/gateway", &names);
     let (device_chain, device_key, device_serial) = issue(&ca, "spiffe://corp.example/device/laptop-42", &[]);
     std::fs::write(dir.join("device.pem"), &device_chain).unwrap();
@@ -116,6 +122,7 @@ async fn setup(name: &str) -> Setup {
         { "uid": { "type": "Zerogate::Route", "id": "billing-reports" }, "attrs": {}, "parents": [{ "type": "Zerogate::Application", "id": "billing" }] },
         { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "api" }, "attrs": {}, "parents": [] },
+        { "uid": { "type": "Zerogate::Application", "id": "ci" }, "attrs": {}, "parents": [] },
     ]);
     // Tokens made by PyJWT (an independent implementation), keys published as a static JWKS.
     let tokens = dir.join("tokens");
@@ -159,6 +166,11 @@ host = "api.example.org"
 upstream = "http://127.0.0.1:{upstream}"
 resource = 'Zerogate::Application::"api"'
 authn = ["oidc"]
+[[app]]
+host = "ci.example.org"
+upstream = "http://127.0.0.1:{upstream}"
+resource = 'Zerogate::Application::"ci"'
+authn = ["sigv4"]
 "#
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
@@ -175,6 +187,9 @@ authn = ["oidc"]
     let svid = Arc::new(SvidVerifier::default().with_domain(domain, &[ca.root_der().clone()]).unwrap());
     let svid_revocations = Arc::new(RwLock::new(RevocationList::default()));
     let (signer, _) = AssertionSigner::generate("https://gw-test.zerogate").unwrap();
+    let (key_id, key_secret) = zerogate_pki::access_key::generate().unwrap();
+    let access_keys = SharedKeys::default();
+    access_keys.0.write().unwrap().insert(key_id.clone(), (key_secret.clone(), "deployer".to_owned()));
     let jwks = signer.jwks();
     let gateway = Gateway::new(GatewayParts {
         id: config.id.clone(),
@@ -184,6 +199,7 @@ authn = ["oidc"]
         svid,
         svid_revocations: Arc::clone(&svid_revocations),
         revocations: Arc::new(RwLock::new(Revocations::default())),
+        access_keys: access_keys.clone(),
         oidc: Some(Arc::new(
             OidcVerifier::new(
                 config
@@ -218,7 +234,19 @@ authn = ["oidc"]
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(gateway.serve(listener, Arc::new(tls)));
-    Setup { dir, port, seen, svid_revocations, device_serial, audit_key_b64, audit_path, jwks }
+    Setup {
+        dir,
+        port,
+        seen,
+        svid_revocations,
+        device_serial,
+        audit_key_b64,
+        audit_path,
+        jwks,
+        access_keys,
+        key_id,
+        key_secret,
+    }
 }
 
 /// curl through the gateway; returns (status, body).
@@ -432,6 +460,89 @@ async fn bearer_tokens_from_an_oidc_provider_pass_only_when_valid_and_permitted(
         records.contains("authentication: alg_not_allowed") && records.contains("authentication: expired"),
         "{records}"
     );
+}
+
+/// Signs with botocore (the AWS SDK for Python's signer): headers for the header form, or a
+/// presigned URL.
+fn botocore_sign(setup: &Setup, method: &str, url: &str, body: &str, presign: bool) -> Value {
+    let script = r#"
+import json, sys
+from botocore.auth import SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+method, url, body, akid, secret, presign = sys.argv[1:7]
+creds = Credentials(akid, secret)
+request = AWSRequest(method=method, url=url, data=body.encode() if body else None,
+                     headers={"Content-Type": "application/json"} if body else {})
+if presign == "1":
+    SigV4QueryAuth(creds, "execute-api", "us-east-1", expires=300).add_auth(request)
+else:
+    SigV4Auth(creds, "execute-api", "us-east-1").add_auth(request)
+print(json.dumps({"url": request.url, "headers": dict(request.headers.items())}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, method, url, body, &setup.key_id, &setup.key_secret, if presign { "1" } else { "0" }])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "botocore (pip install botocore): {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Sends a botocore-signed request as signed, with curl.
+fn send_signed(setup: &Setup, method: &str, signed: &Value, body: &str) -> (u16, String) {
+    let url = signed["url"].as_str().unwrap();
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "-X", method])
+        .arg("--cacert")
+        .arg(setup.dir.join("root.pem"))
+        .arg("--resolve")
+        .arg(format!("ci.example.org:{}:127.0.0.1", setup.port))
+        .args(["-H", "Accept:", "-H", "User-Agent: botocore-via-curl"]);
+    for (name, value) in signed["headers"].as_object().unwrap() {
+        command.arg("-H").arg(format!("{name}: {}", value.as_str().unwrap()));
+    }
+    if !body.is_empty() {
+        command.args(["--data-binary", body]);
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_signed_by_the_aws_sdk_signer_pass_with_sigv4() {
+    let setup = setup("sigv4").await;
+    let url = format!("https://ci.example.org:{}/deploy?env=prod", setup.port);
+    let body = r#"{"version":"1.2.3"}"#;
+    let blocking = |f: &dyn Fn() -> (u16, String)| tokio::task::block_in_place(f);
+
+    let signed = botocore_sign(&setup, "POST", &url, body, false);
+    let (status, seen) = blocking(&|| send_signed(&setup, "POST", &signed, body));
+    assert_eq!(status, 200, "{seen}");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["target"], "/deploy?env=prod");
+    assert!(seen["headers"].get("authorization").is_none(), "the signature is the gateway's credential");
+    assert!(seen["headers"]["x-zerogate-identity"].is_string());
+
+    // The same request again: a replay within the window is refused.
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body)).0, 401);
+    // Another body under the signature: refused.
+    let signed = botocore_sign(&setup, "POST", &url, body, false);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, r#"{"version":"6.6.6"}"#)).0, 401);
+
+    // A presigned URL.
+    let presigned = botocore_sign(&setup, "GET", &format!("https://ci.example.org:{}/status", setup.port), "", true);
+    assert_eq!(blocking(&|| send_signed(&setup, "GET", &presigned, "")).0, 200);
+
+    // A revoked key: the next request is refused.
+    setup.access_keys.0.write().unwrap().clear();
+    let signed = botocore_sign(&setup, "POST", &url, body, false);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body)).0, 401);
+    let records = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(records.contains("ApiClient::\\\"deployer\\\""), "{records}");
+    assert!(records.contains("replay"), "{records}");
 }
 
 fn refusals_len() -> usize {

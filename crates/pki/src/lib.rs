@@ -6,6 +6,7 @@
 //! the store and the server do the IO.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod access_key;
 pub mod bundle;
 pub mod ca;
 pub mod csr;

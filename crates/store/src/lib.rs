@@ -98,6 +98,34 @@ pub struct Event {
     pub peer: Option<String>,
 }
 
+/// An access key for AWS Signature Version 4 clients. The secret is what the client signs with;
+/// the store file is owner-only, and the secret never leaves it except to the one who creates it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// The access key id (`AKZG…`): the stable credential id.
+    pub id: String,
+    /// The secret access key.
+    pub secret: String,
+    /// The API client it belongs to (the Cedar `ApiClient` id).
+    pub client: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for AccessKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("id", &self.id)
+            .field("secret", &"<secret>")
+            .field("client", &self.client)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
 /// Revocations as the CRL needs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
@@ -131,6 +159,12 @@ pub trait Store: Send + Sync {
     fn revocations(&self) -> Result<Revocations, StoreError>;
     /// The next CRL number (monotonic).
     fn next_crl_number(&self) -> Result<u64, StoreError>;
+    /// Saves a new access key.
+    fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError>;
+    /// Every access key, revoked ones included.
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError>;
+    /// Revokes an access key; `false` if no live key has this id.
+    fn revoke_access_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Appends an identity event.
     fn record_event(&self, event: &Event) -> Result<(), StoreError>;
     /// The latest `limit` events, oldest first.

@@ -7,10 +7,11 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use zerogate_pki::{RevocationList, Serial, TokenRecord};
 
-use crate::{CertRecord, Event, IssuedVia, Revocations, Store, StoreError};
+use crate::{AccessKeyRecord, CertRecord, Event, IssuedVia, Revocations, Store, StoreError};
 
 /// Migrations, applied in order; `PRAGMA user_version` says how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE tokens (
         id TEXT PRIMARY KEY,
         secret_hash BLOB NOT NULL,
@@ -46,7 +47,17 @@ const MIGRATIONS: &[&str] = &[r"
         peer TEXT
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"];
+",
+    r"
+    CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        client TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+",
+];
 
 /// SQLite behind a mutex (one writer at a time is what SQLite does anyway).
 #[derive(Debug)]
@@ -276,6 +287,43 @@ impl Store for SqliteStore {
         u64::try_from(value).map_err(|_| StoreError::Corrupt("crl counter".into()))
     }
 
+    fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO access_keys (id, secret, client, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id, key.secret, key.client, key.created_at, key.revoked_at],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT id, secret, client, created_at, revoked_at FROM access_keys ORDER BY created_at, id")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(AccessKeyRecord {
+                    id: r.get(0)?,
+                    secret: r.get(1)?,
+                    client: r.get(2)?,
+                    created_at: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn revoke_access_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute("UPDATE access_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
     fn record_event(&self, event: &Event) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -376,6 +424,25 @@ mod tests {
         assert_eq!((a.revoked_at, a.revocation_reason.as_deref()), (Some(200), Some("key lost")));
         assert_eq!(store.next_crl_number().unwrap(), 1);
         assert_eq!(store.next_crl_number().unwrap(), 2);
+    }
+
+    #[test]
+    fn access_keys_are_kept_listed_and_revoked_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let key = AccessKeyRecord {
+            id: "AKZGAAAAAAAAAAAAAAAA".into(),
+            secret: "s3cr3t".into(),
+            client: "ci".into(),
+            created_at: 10,
+            revoked_at: None,
+        };
+        store.insert_access_key(&key).unwrap();
+        assert!(store.insert_access_key(&key).is_err(), "ids are unique");
+        assert_eq!(store.access_keys().unwrap(), vec![key.clone()]);
+        assert!(!format!("{key:?}").contains("s3cr3t"), "Debug hides the secret");
+        assert!(store.revoke_access_key(&key.id, 20).unwrap());
+        assert!(!store.revoke_access_key(&key.id, 30).unwrap(), "already revoked");
+        assert_eq!(store.access_keys().unwrap()[0].revoked_at, Some(20));
     }
 
     #[test]
