@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -60,6 +61,7 @@ struct Upstream {
     port: u16,
     authority: String,
     tls: Option<TlsConnector>,
+    pool: Arc<Pool>,
 }
 
 impl Upstream {
@@ -96,7 +98,7 @@ impl Upstream {
         } else {
             None
         };
-        Ok(Self { authority: rest.to_owned(), host, port, tls })
+        Ok(Self { authority: rest.to_owned(), host, port, tls, pool: Arc::default() })
     }
 }
 
@@ -651,7 +653,7 @@ impl Gateway {
                 for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
                     headers.remove(name);
                 }
-                response.map(BodyExt::boxed)
+                response
             }
             Err(reason) => {
                 bump(&self.metrics.upstream_failures);
@@ -661,30 +663,143 @@ impl Gateway {
         }
     }
 
-    async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Incoming>, String> {
+    /// Sends `request` upstream on an idle pooled connection when one is ready, else on a new
+    /// one; a pooled connection that turns out closed is replaced once. The connection returns
+    /// to the pool only after its response body has been read to the end.
+    async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Body>, String> {
         let upstream = &app.upstream;
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((upstream.host.as_str(), upstream.port)))
-                .await
-                .map_err(|_| "connect timed out".to_owned())?
-                .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        match &upstream.tls {
-            Some(connector) => {
-                let name = ServerName::try_from(upstream.host.clone()).map_err(|e| e.to_string())?;
-                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                send_on(TokioIo::new(tls), request).await
+        let mut request = request;
+        while let Some(mut sender) = upstream.pool.take() {
+            if sender.ready().await.is_err() {
+                continue;
             }
-            None => send_on(TokioIo::new(tcp), request).await,
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(upstream.pool.wrap(response, sender)),
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(failed.into_error().to_string()),
+                },
+            }
+        }
+        let mut sender = upstream.connect().await?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        Ok(upstream.pool.wrap(response, sender))
+    }
+}
+
+/// Idle upstream connections of one application.
+#[derive(Default)]
+struct Pool {
+    idle: std::sync::Mutex<Vec<SendRequest<Body>>>,
+}
+
+/// Idle connections kept per upstream at most.
+const MAX_IDLE: usize = 256;
+
+impl Pool {
+    fn take(&self) -> Option<SendRequest<Body>> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(sender);
+        }
+    }
+
+    fn wrap(self: &Arc<Self>, response: Response<Incoming>, sender: SendRequest<Body>) -> Response<Body> {
+        if hyper::body::Body::is_end_stream(response.body()) {
+            self.put(sender);
+            return response.map(BodyExt::boxed);
+        }
+        let pool = Arc::clone(self);
+        response.map(|inner| PooledBody { inner, sender: Some(sender), pool }.boxed())
+    }
+}
+
+/// A response body that gives its connection back to the pool once read to the end (and drops
+/// it on an error or if the client goes away first).
+struct PooledBody {
+    inner: Incoming,
+    sender: Option<SendRequest<Body>>,
+    pool: Arc<Pool>,
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                if let Some(sender) = this.sender.take() {
+                    this.pool.put(sender);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => this.sender = None,
+            _ => {}
+        }
+        // A body of known length ends with its last byte: the server may never poll again.
+        if hyper::body::Body::is_end_stream(&this.inner)
+            && let Some(sender) = this.sender.take()
+        {
+            this.pool.put(sender);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take()
+            && hyper::body::Body::is_end_stream(&self.inner)
+        {
+            self.pool.put(sender);
         }
     }
 }
 
-async fn send_on<T>(io: T, request: Request<Body>) -> Result<Response<Incoming>, String>
+impl Upstream {
+    async fn connect(&self) -> Result<SendRequest<Body>, String> {
+        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(connector) => {
+                let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                handshake(TokioIo::new(tls)).await
+            }
+            None => handshake(TokioIo::new(tcp)).await,
+        }
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<Body>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    sender.send_request(request).await.map_err(|e| e.to_string())
+    Ok(sender)
 }

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http_body_util::Full;
@@ -52,6 +53,7 @@ struct Setup {
     audit_path: PathBuf,
     jwks: Value,
     access_keys: SharedKeys,
+    connections: Arc<AtomicUsize>,
     key_id: String,
     key_secret: String,
 }
@@ -72,12 +74,13 @@ fn issue(ca: &Authority, id: &str, names: &[String]) -> (String, String, String)
     (issued.chain_pem, key.serialize_pem(), issued.serial.to_string())
 }
 
-async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>) -> u16 {
+async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsize>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            connections.fetch_add(1, Ordering::SeqCst);
             let seen = Arc::clone(&seen);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -115,7 +118,8 @@ async fn setup(name: &str) -> Setup {
     std::fs::write(dir.join("device.key"), &device_key).unwrap();
 
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let upstream = start_upstream(Arc::clone(&seen)).await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let upstream = start_upstream(Arc::clone(&seen), Arc::clone(&connections)).await;
     std::fs::write(dir.join("policy/main.cedar"), POLICY).unwrap();
     let entities = json!([
         { "uid": { "type": "Zerogate::Application", "id": "billing" }, "attrs": {}, "parents": [] },
@@ -244,6 +248,7 @@ authn = ["sigv4"]
         audit_path,
         jwks,
         access_keys,
+        connections,
         key_id,
         key_secret,
     }
@@ -366,6 +371,16 @@ async fn requests_are_authenticated_authorized_audited_then_forwarded() {
     assert_eq!(status, 200);
     assert_eq!(setup.seen.lock().unwrap().len(), 2);
 
+    // Upstream connections are reused: more requests, at most one new connection.
+    let before = setup.connections.load(Ordering::SeqCst);
+    for _ in 0..4 {
+        assert_eq!(run(billing, "/reports/q4", true, vec![]).0, 200);
+    }
+    assert!(setup.connections.load(Ordering::SeqCst) - before <= 1, "upstream connections are not reused");
+    for _ in 0..4 {
+        setup.seen.lock().unwrap().pop();
+    }
+
     // Every decision is in the log, and the log verifies.
     let text = std::fs::read_to_string(&setup.audit_path).unwrap();
     let records: Vec<Value> =
@@ -374,9 +389,9 @@ async fn requests_are_authenticated_authorized_audited_then_forwarded() {
     // it, so it has no record; every other request has exactly one.
     let decisions: Vec<&str> = records.iter().map(|r| r["record"]["decision"].as_str().unwrap()).collect();
     let count = |kind: &str| decisions.iter().filter(|d| **d == kind).count();
-    assert_eq!((count("allow"), count("deny"), count("shadow-deny")), (2, refusals_len() - 1 + 1, 1), "{decisions:?}");
+    assert_eq!((count("allow"), count("deny"), count("shadow-deny")), (6, refusals_len() - 1 + 1, 1), "{decisions:?}");
     assert_eq!(decisions.first(), Some(&"allow"));
-    assert_eq!(decisions.last(), Some(&"shadow-deny"));
+    assert_eq!(decisions.get(decisions.len() - 5), Some(&"shadow-deny"));
     let reasons: Vec<String> = records
         .iter()
         .filter_map(|r| r["record"]["errors"].get(0).and_then(Value::as_str).map(str::to_owned))
