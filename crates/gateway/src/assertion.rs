@@ -2,12 +2,15 @@
 //! (ES256), in the `x-zerogate-identity` header, and the JWKS that verifies it. Upstreams trust
 //! this header only; every identity header a client sent was stripped before it is added.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::HeaderValue;
 use serde_json::json;
 use zerogate_authn::identity::Authenticated;
 
@@ -27,7 +30,17 @@ pub struct AssertionSigner {
     key_id: String,
     issuer: String,
     rng: SystemRandom,
+    /// Assertions already signed, by (principal, credential, groups, audience), with when they
+    /// were issued: reused for half their lifetime, so a busy client costs one signature per
+    /// 30 s instead of one per request.
+    recent: Mutex<HashMap<AssertionKey, (HeaderValue, u64)>>,
 }
+
+/// Principal, credential id, groups and audience: what an assertion says.
+type AssertionKey = (String, String, Vec<String>, String);
+
+/// Signed assertions remembered at most.
+const RECENT_CAPACITY: usize = 16 * 1024;
 
 impl std::fmt::Debug for AssertionSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +65,7 @@ impl AssertionSigner {
         // The key id is a hash of the public key, so it changes when the key does.
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         let key_id = URL_SAFE_NO_PAD.encode(digest.as_ref().get(..12).unwrap_or_default());
-        Ok(Self { key, key_id, issuer: issuer.into(), rng: SystemRandom::new() })
+        Ok(Self { key, key_id, issuer: issuer.into(), rng: SystemRandom::new(), recent: Mutex::default() })
     }
 
     /// The key id in the JWKS and in each assertion's header.
@@ -68,6 +81,33 @@ impl AssertionSigner {
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.key_id,
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
         }]})
+    }
+
+    /// The assertion header for `who` at `audience`: one signed less than half its lifetime ago
+    /// for the same principal, credential, groups and audience, else a new one.
+    pub fn header_for(
+        &self,
+        who: &Authenticated,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<HeaderValue, AssertionKeyError> {
+        let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let key = (who.cedar_uid(), who.credential_id.clone(), who.groups.clone(), audience.to_owned());
+        if let Some((value, issued)) = self.recent.lock().ok().and_then(|recent| recent.get(&key).cloned())
+            && seconds >= issued
+            && seconds - issued < ASSERTION_TTL_SECONDS / 2
+        {
+            return Ok(value);
+        }
+        let token = self.sign(who, audience, now)?;
+        let value = HeaderValue::from_str(&token).map_err(|_| AssertionKeyError("assertion is not a header value"))?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= RECENT_CAPACITY {
+                recent.clear();
+            }
+            recent.insert(key, (value.clone(), seconds));
+        }
+        Ok(value)
     }
 
     /// An assertion of `who` for the application `audience`, valid from `now` for

@@ -306,12 +306,9 @@ pub fn is_identity_header(name: &str) -> bool {
     IDENTITY_NAMES.contains(&name) || IDENTITY_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
-/// Cleans the headers for the upstream: hop-by-hop headers and those the client's `Connection`
-/// names are removed, then every identity header; `credentials` (the header that carried the
-/// caller's credential to the gateway, such as `authorization`) is removed unless the application
-/// asks for it to be forwarded. Returns the number of identity headers removed (for the audit
-/// record).
-pub fn clean_for_upstream(headers: &mut HeaderMap, credentials: Option<&HeaderName>) -> usize {
+/// Removes the headers that belong to one connection: those `Connection` names first, then the
+/// standard hop-by-hop set (requests to the upstream and responses to the client alike).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -325,6 +322,15 @@ pub fn clean_for_upstream(headers: &mut HeaderMap, credentials: Option<&HeaderNa
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Cleans the headers for the upstream: hop-by-hop headers and those the client's `Connection`
+/// names are removed, then every identity header; `credentials` (the header that carried the
+/// caller's credential to the gateway, such as `authorization`) is removed unless the application
+/// asks for it to be forwarded. Returns the number of identity headers removed (for the audit
+/// record).
+pub fn clean_for_upstream(headers: &mut HeaderMap, credentials: Option<&HeaderName>) -> usize {
+    remove_hop_by_hop(headers);
     if let Some(name) = credentials {
         headers.remove(name);
     }

@@ -430,20 +430,23 @@ impl Gateway {
         };
         let outcome = {
             let engine = self.parts.policy.engine();
-            let revocations = self.parts.revocations.read().map(|r| r.clone()).unwrap_or_else(|_| {
-                // A poisoned revocation list cannot be trusted: revoke everyone.
-                let mut all = Revocations::default();
-                if let Ok(who) = &authn {
-                    all.credentials.insert(who.credential_id.clone());
+            match self.parts.revocations.read() {
+                Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
+                Err(_) => {
+                    // A poisoned revocation list cannot be trusted: this credential counts as revoked.
+                    let mut all = Revocations::default();
+                    if let Ok(who) = &authn {
+                        all.credentials.insert(who.credential_id.clone());
+                    }
+                    decide(&attempt, &engine, &all, &self.parts.id, now)
                 }
-                all
-            });
-            decide(&attempt, &engine, &revocations, &self.parts.id, now)
+            }
         };
-        if self.audit(outcome.record.clone()).await.is_err() {
+        let decision = outcome.record.decision;
+        if self.audit(outcome.record).await.is_err() {
             return generic(StatusCode::SERVICE_UNAVAILABLE, false);
         }
-        match outcome.record.decision {
+        match decision {
             Decision::Allow => bump(&self.metrics.allowed),
             Decision::Deny => bump(&self.metrics.denied),
             Decision::ShadowDeny => bump(&self.metrics.shadow_denied),
@@ -485,6 +488,7 @@ impl Gateway {
 
     /// Appends `record` and waits until it is durable.
     async fn audit(&self, record: DecisionRecord) -> Result<(), ()> {
+        // (Taken by value: the record is the audit log's from here on.)
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.parts.audit.append_then(&record, move |result| {
             let _ = sender.send(result);
@@ -611,13 +615,10 @@ impl Gateway {
         let mut headers = parts.headers;
         canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
         if let Some(who) = &who {
-            match self.parts.assertion.sign(who, &app.settings.app.host, now) {
-                Ok(token) => match HeaderValue::from_str(&token) {
-                    Ok(value) => {
-                        headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
-                    }
-                    Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
-                },
+            match self.parts.assertion.header_for(who, &app.settings.app.host, now) {
+                Ok(value) => {
+                    headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
+                }
                 Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
             }
         }
@@ -639,20 +640,7 @@ impl Gateway {
         let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
         match self.send(app, request).await {
             Ok(mut response) => {
-                let headers = response.headers_mut();
-                let named: Vec<HeaderName> = headers
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                    .collect();
-                for name in named {
-                    headers.remove(name);
-                }
-                for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
-                    headers.remove(name);
-                }
+                canonical::remove_hop_by_hop(response.headers_mut());
                 response
             }
             Err(reason) => {

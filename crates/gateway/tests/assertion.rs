@@ -43,6 +43,16 @@ fn the_assertion_verifies_for_its_audience_and_lifetime_only() {
         "expired"
     );
 
+    // A busy client reuses one assertion for half its lifetime, per audience and credential.
+    let first = signer.header_for(&alice(), "billing", now).unwrap();
+    assert_eq!(signer.header_for(&alice(), "billing", now + Duration::from_secs(29)).unwrap(), first);
+    assert_ne!(signer.header_for(&alice(), "wiki", now).unwrap(), first);
+    let mut other_token = alice();
+    other_token.credential_id = "jti:def".into();
+    assert_ne!(signer.header_for(&other_token, "billing", now).unwrap(), first);
+    let later = signer.header_for(&alice(), "billing", now + Duration::from_secs(31)).unwrap();
+    assert_ne!(later, first, "a new assertion after half the lifetime");
+
     // PyJWT, as an upstream would verify it.
     let script = r#"
 import json, sys, jwt
