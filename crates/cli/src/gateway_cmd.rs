@@ -32,6 +32,9 @@ use zerogate_store::SqliteStore;
 
 use crate::identity_cmd::{DataDirArg, init_logging, service};
 
+/// How long a stopping gateway waits for the requests in flight.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// `zerogate up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -133,7 +136,9 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
         let running = assemble(&dir, &service, &config, &names)?;
         tokio::spawn(zerogate_gateway::demo::serve(demo_listener, running.jwks.clone(), running.issuer.clone(), host));
         tokio::spawn(zerogate_gateway::admin::serve(admin_listener, Arc::clone(&running.gateway)));
-        tokio::spawn(Arc::clone(&running.gateway).serve(gateway_listener, Arc::clone(&running.tls)));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let serving =
+            tokio::spawn(Arc::clone(&running.gateway).serve(gateway_listener, Arc::clone(&running.tls), stopping, DRAIN));
         let control = {
             let service = Arc::clone(&service);
             let options = ServerOptions { names: names.clone() };
@@ -167,6 +172,9 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
         use std::io::Write;
         std::io::stdout().flush()?;
         shutdown_signal().await;
+        // Finish the requests in flight (their records are written), then close the log.
+        let _ = stop.send(true);
+        let _ = serving.await;
         control.abort();
         running.audit_close();
         Ok(ExitCode::SUCCESS)
@@ -211,8 +219,12 @@ pub fn run_gateway(args: GatewayArgs) -> Result<ExitCode> {
         );
         use std::io::Write;
         std::io::stdout().flush()?;
-        tokio::spawn(Arc::clone(&running.gateway).serve(listener, Arc::clone(&running.tls)));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let serving =
+            tokio::spawn(Arc::clone(&running.gateway).serve(listener, Arc::clone(&running.tls), stopping, DRAIN));
         shutdown_signal().await;
+        let _ = stop.send(true);
+        let _ = serving.await;
         running.audit_close();
         Ok(ExitCode::SUCCESS)
     })

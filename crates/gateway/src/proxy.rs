@@ -148,6 +148,11 @@ pub struct GatewayParts {
     pub assertion: Arc<AssertionSigner>,
 }
 
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Counters for the admin listener's `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -326,14 +331,32 @@ impl Gateway {
     }
 
     /// Serves TLS connections from `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    /// Serves TLS connections from `listener` until `shutdown` turns true; then stops
+    /// accepting, lets every open connection finish the request in flight (keep-alive
+    /// connections close after it), and returns once all are done or `drain` has passed.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        drain: Duration,
+    ) {
         let acceptor = TlsAcceptor::from(tls);
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
+        // Each connection task holds a clone: the count says how many are still open.
+        let open = Arc::new(());
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stopped(&mut shutdown) => break,
+            };
+            let Ok((tcp, peer)) = accepted else { continue };
             let gateway = Arc::clone(&self);
             let acceptor = acceptor.clone();
+            let mut stop = shutdown.clone();
+            let held = Arc::clone(&open);
             tokio::spawn(async move {
+                let _held = held;
                 let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
                     return;
                 };
@@ -350,13 +373,25 @@ impl Gateway {
                     let connection = Arc::clone(&connection);
                     async move { Ok::<_, Infallible>(gateway.handle(request, &connection).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                    .serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(served);
+                tokio::select! {
+                    _ = served.as_mut() => {}
+                    () = stopped(&mut stop) => {
+                        served.as_mut().graceful_shutdown();
+                        let _ = served.await;
+                    }
+                }
             });
+        }
+        drop(listener);
+        let deadline = tokio::time::Instant::now() + drain;
+        while Arc::strong_count(&open) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

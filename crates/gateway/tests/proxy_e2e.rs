@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -54,6 +55,8 @@ struct Setup {
     jwks: Value,
     access_keys: SharedKeys,
     connections: Arc<AtomicUsize>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
     key_id: String,
     key_secret: String,
 }
@@ -86,6 +89,9 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                 let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                     let seen = Arc::clone(&seen);
                     async move {
+                        if request.uri().path() == "/reports/slow" {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        }
                         let headers: serde_json::Map<String, Value> = request
                             .headers()
                             .iter()
@@ -237,7 +243,8 @@ authn = ["sigv4"]
     let tls = tls_config(certificate, &[ca.root_der().clone()]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(gateway.serve(listener, Arc::new(tls)));
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(gateway.serve(listener, Arc::new(tls), stop, Duration::from_secs(10)));
     Setup {
         dir,
         port,
@@ -251,6 +258,8 @@ authn = ["sigv4"]
         connections,
         key_id,
         key_secret,
+        shutdown,
+        server,
     }
 }
 
@@ -558,6 +567,33 @@ async fn requests_signed_by_the_aws_sdk_signer_pass_with_sigv4() {
     let records = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert!(records.contains("ApiClient::\\\"deployer\\\""), "{records}");
     assert!(records.contains("replay"), "{records}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_request_in_flight_and_accepts_no_more() {
+    let setup = setup("shutdown").await;
+    let setup = Arc::new(setup);
+    let slow = {
+        let setup = Arc::clone(&setup);
+        tokio::task::spawn_blocking(move || curl(&setup, "billing.example.org", "/reports/slow", true, &[]))
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.shutdown.send(true).unwrap();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "the request in flight was finished: {body}");
+    let setup = Arc::into_inner(setup).unwrap_or_else(|| panic!("setup still shared"));
+    tokio::time::timeout(Duration::from_secs(5), setup.server).await.expect("serve returns after draining").unwrap();
+    let after = tokio::task::block_in_place(|| curl_status_only(setup.port));
+    assert_eq!(after, 0, "no connection is accepted after shutdown");
+}
+
+fn curl_status_only(port: u16) -> u16 {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"])
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
 
 fn refusals_len() -> usize {
