@@ -114,6 +114,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             listen: gateway_addr,
             admin_listen: Some(admin_addr),
             id: "up".into(),
+            reauthorize_every: Duration::from_secs(5),
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
             issuers: Vec::new(),
@@ -340,6 +341,7 @@ fn assemble(
         access_keys: access_keys.clone(),
         user_id_from_email,
         assertion: signer,
+        reauthorize_every: config.reauthorize_every,
     })?;
     let (chain, key, lifetime) = server_certificate(service, names)?;
     let certificate = Arc::new(ServerCertificate::new(chain, key)?);

@@ -6,6 +6,7 @@
 //! listen = "0.0.0.0:8443"          # the public HTTPS listener
 //! admin_listen = "127.0.0.1:9090"  # metrics and health, never on the public listener
 //! id = "gw-eu-1"                   # names this gateway in audit records
+//! reauthorize_seconds = 5          # WebSockets are authorized again this often, cut when refused
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -69,6 +70,12 @@ struct RawGateway {
     listen: String,
     admin_listen: Option<String>,
     id: Option<String>,
+    #[serde(default = "default_reauthorize")]
+    reauthorize_seconds: u64,
+}
+
+fn default_reauthorize() -> u64 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +187,8 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     /// This gateway's name in audit records.
     pub id: String,
+    /// How often long-lived connections are authorized again (default 5 s).
+    pub reauthorize_every: std::time::Duration,
     /// The policy files.
     pub policies: PathBuf,
     /// The entities file.
@@ -355,10 +364,14 @@ impl GatewayConfig {
         if apps.is_empty() {
             return Err(error("app", "at least one [[app]] is needed".into()));
         }
+        if !(1..=300).contains(&raw.gateway.reauthorize_seconds) {
+            return Err(error("gateway.reauthorize_seconds", "must be between 1 and 300".into()));
+        }
         Ok(Self {
             listen,
             admin_listen,
             id: raw.gateway.id.unwrap_or_else(|| "gateway".into()),
+            reauthorize_every: std::time::Duration::from_secs(raw.gateway.reauthorize_seconds),
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),
             issuers,

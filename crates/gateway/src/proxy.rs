@@ -146,6 +146,31 @@ pub struct GatewayParts {
     pub user_id_from_email: bool,
     /// Signs the upstream's identity assertion.
     pub assertion: Arc<AssertionSigner>,
+    /// How often a long-lived connection (a WebSocket) is authorized again; it is cut when the
+    /// answer changes to a refusal.
+    pub reauthorize_every: Duration,
+}
+
+/// What a long-lived connection was authorized for, to authorize it again.
+struct Session {
+    host: String,
+    request: CanonicalRequest,
+    method: String,
+    source: IpAddr,
+    who: Authenticated,
+}
+
+/// A WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade`. Other
+/// upgrades (h2c, …) are not forwarded.
+fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
+    let upgrade = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let connection = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    upgrade && connection
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
@@ -371,13 +396,14 @@ impl Gateway {
                 let service = hyper::service::service_fn(move |request| {
                     let gateway = Arc::clone(&gateway);
                     let connection = Arc::clone(&connection);
-                    async move { Ok::<_, Infallible>(gateway.handle(request, &connection).await) }
+                    async move { Ok::<_, Infallible>(Arc::clone(&gateway).handle(request, &connection).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(tls), service);
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
                 tokio::pin!(served);
                 tokio::select! {
                     _ = served.as_mut() => {}
@@ -395,9 +421,14 @@ impl Gateway {
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>, connection: &Connection) -> Response<Body> {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>, connection: &Connection) -> Response<Body> {
         let now = SystemTime::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let upgrade = if is_websocket_upgrade(&parts.headers) {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         let canonical = canonical::canonicalize(
             &parts.method,
             &parts.uri,
@@ -489,7 +520,18 @@ impl Gateway {
         if !outcome.forward {
             return generic(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN), false);
         }
-        self.forward(app, parts, body, &canonical, authn.ok(), credential_header, connection.peer.ip(), now).await
+        let who = authn.ok();
+        if let (Some(client), Some(who)) = (upgrade, &who) {
+            let session = Session {
+                host: canonical.host.clone(),
+                request: canonical.clone(),
+                method: parts.method.as_str().to_owned(),
+                source: connection.peer.ip(),
+                who: who.clone(),
+            };
+            return Arc::clone(&self).tunnel(app, parts, &canonical, session, client, credential_header, now).await;
+        }
+        self.forward(app, parts, body, &canonical, who, credential_header, connection.peer.ip(), now).await
     }
 
     /// A record for a request refused before an application decided.
@@ -633,6 +675,136 @@ impl Gateway {
             return (outcome, None);
         }
         (Err(AuthnFailure { method: None, reason: "no_credential".into() }), None)
+    }
+
+    /// A WebSocket: the upgrade goes to the upstream on a connection of its own; on 101 the two
+    /// upgraded streams are joined, and the session is authorized again every
+    /// `reauthorize_every` (credential expiry, revocations, policy) and cut when refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn tunnel(
+        self: Arc<Self>,
+        app: &AppRuntime,
+        parts: hyper::http::request::Parts,
+        canonical: &CanonicalRequest,
+        session: Session,
+        client: hyper::upgrade::OnUpgrade,
+        credential_header: Option<HeaderName>,
+        now: SystemTime,
+    ) -> Response<Body> {
+        let mut headers = parts.headers;
+        canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
+        match self.parts.assertion.header_for(&session.who, &app.settings.app.host, now) {
+            Ok(value) => {
+                headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
+            }
+            Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
+        }
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(host) = HeaderValue::from_str(&app.upstream.authority) {
+            headers.insert(header::HOST, host);
+        }
+        let mut builder = Request::builder().method(parts.method).uri(canonical.target());
+        if let Some(target) = builder.headers_mut() {
+            *target = headers;
+        }
+        let empty = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
+        let Ok(request) = builder.body(empty) else { return generic(StatusCode::BAD_GATEWAY, false) };
+        let sent = async {
+            let mut sender = app.upstream.connect_upgradable().await?;
+            sender.send_request(request).await.map_err(|e| e.to_string())
+        };
+        let mut response = match sent.await {
+            Ok(response) => response,
+            Err(reason) => {
+                bump(&self.metrics.upstream_failures);
+                tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream upgrade failed");
+                return generic(StatusCode::BAD_GATEWAY, false);
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            canonical::remove_hop_by_hop(response.headers_mut());
+            return response.map(BodyExt::boxed);
+        }
+        let upstream = hyper::upgrade::on(&mut response);
+        let mut answer = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+        *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let mut headers = response.headers().clone();
+        canonical::remove_hop_by_hop(&mut headers);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        *answer.headers_mut() = headers;
+        let gateway = Arc::clone(&self);
+        let host = session.host.clone();
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else { return };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
+            tick.tick().await;
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            loop {
+                tokio::select! {
+                    _ = copy.as_mut() => return,
+                    _ = tick.tick() => {
+                        let Some(app) = gateway.apps.get(&host) else { return };
+                        if let Err(record) = gateway.reauthorize(app, &session) {
+                            let _ = gateway.audit(*record).await;
+                            return; // dropping both streams closes them
+                        }
+                    }
+                }
+            }
+        });
+        answer
+    }
+
+    /// Whether a long-lived session may go on: the credential unexpired and unrevoked, and the
+    /// policy still allowing it. A refusal comes with the record to write.
+    fn reauthorize(&self, app: &AppRuntime, session: &Session) -> Result<(), Box<DecisionRecord>> {
+        let now = SystemTime::now();
+        let seconds = i64::try_from(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(0);
+        let who = &session.who;
+        let mut reason = None;
+        if who.expires_at.is_some_and(|end| seconds >= end) {
+            reason = Some("the credential expired");
+        }
+        if who.method == Method::Mtls {
+            let revoked = self.parts.svid_revocations.read().map_or(true, |list| {
+                list.serials.iter().any(|s| who.credential_id == format!("serial:{s}"))
+                    || list.identities.contains(&who.id)
+            });
+            if revoked {
+                reason = Some("the certificate was revoked");
+            }
+        }
+        if who.method == Method::SigV4 {
+            let key = who.credential_id.trim_start_matches("akid:");
+            if !self.parts.access_keys.0.read().is_ok_and(|keys| keys.contains_key(key)) {
+                reason = Some("the access key was revoked");
+            }
+        }
+        let attempt = Attempt {
+            app: &app.settings.app,
+            request: &session.request,
+            method: &session.method,
+            source: session.source,
+            authn: match reason {
+                Some(reason) => Err(AuthnFailure { method: Some(who.method), reason: reason.to_owned() }),
+                None => Ok(who.clone()),
+            },
+        };
+        let engine = self.parts.policy.engine();
+        let outcome = match self.parts.revocations.read() {
+            Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
+            Err(_) => decide(&attempt, &engine, &Revocations::default(), &self.parts.id, now),
+        };
+        if outcome.forward {
+            return Ok(());
+        }
+        let mut record = outcome.record;
+        record.errors.push("long-lived connection cut".to_owned());
+        Err(Box::new(record))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -801,7 +973,17 @@ impl Drop for PooledBody {
 }
 
 impl Upstream {
+    /// A pooled-kind connection.
     async fn connect(&self) -> Result<SendRequest<Body>, String> {
+        self.connect_with(false).await
+    }
+
+    /// A connection of its own for an upgrade (never pooled).
+    async fn connect_upgradable(&self) -> Result<SendRequest<Body>, String> {
+        self.connect_with(true).await
+    }
+
+    async fn connect_with(&self, upgrades: bool) -> Result<SendRequest<Body>, String> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .map_err(|_| "connect timed out".to_owned())?
@@ -811,18 +993,23 @@ impl Upstream {
             Some(connector) => {
                 let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
                 let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                handshake(TokioIo::new(tls)).await
+                handshake(TokioIo::new(tls), upgrades).await
             }
-            None => handshake(TokioIo::new(tcp)).await,
+            None => handshake(TokioIo::new(tcp), upgrades).await,
         }
     }
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<Body>, String>
+/// An HTTP/1.1 client connection on `io`; `upgrades` lets it hand itself over after a 101.
+async fn handshake<T>(io: T, upgrades: bool) -> Result<SendRequest<Body>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
+    if upgrades {
+        tokio::spawn(connection.with_upgrades());
+    } else {
+        tokio::spawn(connection);
+    }
     Ok(sender)
 }

@@ -86,9 +86,26 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
             connections.fetch_add(1, Ordering::SeqCst);
             let seen = Arc::clone(&seen);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     let seen = Arc::clone(&seen);
                     async move {
+                        if request.headers().get("upgrade").is_some() {
+                            // A WebSocket-style upgrade: after 101, echo whatever arrives.
+                            let upgrade = hyper::upgrade::on(&mut request);
+                            tokio::spawn(async move {
+                                if let Ok(upgraded) = upgrade.await {
+                                    let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                                }
+                            });
+                            let response = Response::builder()
+                                .status(101)
+                                .header("upgrade", "websocket")
+                                .header("connection", "upgrade")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(response);
+                        }
                         if request.uri().path() == "/reports/slow" {
                             tokio::time::sleep(Duration::from_millis(1500)).await;
                         }
@@ -102,7 +119,10 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(entry.to_string()))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -234,6 +254,7 @@ authn = ["sigv4"]
         )),
         user_id_from_email: false,
         assertion: Arc::new(signer),
+        reauthorize_every: Duration::from_millis(300),
     })
     .unwrap();
     let chain: Vec<CertificateDer<'static>> =
@@ -585,6 +606,83 @@ async fn shutdown_finishes_the_request_in_flight_and_accepts_no_more() {
     tokio::time::timeout(Duration::from_secs(5), setup.server).await.expect("serve returns after draining").unwrap();
     let after = tokio::task::block_in_place(|| curl_status_only(setup.port));
     assert_eq!(after, 0, "no connection is accepted after shutdown");
+}
+
+/// A WebSocket handshake through the gateway with the device certificate, over rustls.
+async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = std::fs::read(setup.dir.join("root.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&root) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&std::fs::read(setup.dir.join("device.pem")).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(setup.dir.join("device.key")).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let handshake = format!(
+        "GET /reports/live HTTP/1.1\r\nHost: billing.example.org:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        setup.port
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            tls.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed during the handshake: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("websocket").await;
+    let mut socket = websocket(&setup).await;
+    // The tunnel carries bytes both ways, and keeps doing so while access holds.
+    for round in 0..3 {
+        let message = format!("ping {round}");
+        socket.write_all(message.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        socket.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, message.as_bytes());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Revoke the device's certificate: the open connection is cut within the re-authorization
+    // interval (300 ms here), not only new requests refused.
+    let revoked_at = std::time::Instant::now();
+    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket was still open 3 s after the revocation");
+    assert!(revoked_at.elapsed() < Duration::from_secs(2), "cut after {:?}", revoked_at.elapsed());
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(log.contains("long-lived connection cut"), "the cut is recorded");
 }
 
 fn curl_status_only(port: u16) -> u16 {
