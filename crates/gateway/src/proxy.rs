@@ -376,6 +376,8 @@ impl Gateway {
                 () = stopped(&mut shutdown) => break,
             };
             let Ok((tcp, peer)) = accepted else { continue };
+            // Responses are written whole; waiting for more to fill a segment only adds latency.
+            let _ = tcp.set_nodelay(true);
             let gateway = Arc::clone(&self);
             let acceptor = acceptor.clone();
             let mut stop = shutdown.clone();
