@@ -395,6 +395,7 @@ impl Gateway {
                     chain: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                     certificate: OnceLock::new(),
                 });
+                let (gateway_for_audit, connection_for_audit) = (Arc::clone(&gateway), Arc::clone(&connection));
                 let service = hyper::service::service_fn(move |request| {
                     let gateway = Arc::clone(&gateway);
                     let connection = Arc::clone(&connection);
@@ -407,12 +408,21 @@ impl Gateway {
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
                 tokio::pin!(served);
-                tokio::select! {
-                    _ = served.as_mut() => {}
+                let outcome = tokio::select! {
+                    outcome = served.as_mut() => outcome,
                     () = stopped(&mut stop) => {
                         served.as_mut().graceful_shutdown();
-                        let _ = served.await;
+                        served.await
                     }
+                };
+                // hyper answers a request it cannot parse (400, 431) and closes the connection
+                // itself, before any handler runs: record the attempt here, so every refusal
+                // is on record.
+                if let Err(error) = outcome
+                    && (error.is_parse() || error.is_parse_too_large())
+                {
+                    let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error);
+                    let _ = gateway_for_audit.audit(record).await;
                 }
             });
         }
@@ -534,6 +544,29 @@ impl Gateway {
             return Arc::clone(&self).tunnel(app, parts, &canonical, session, client, credential_header, now).await;
         }
         self.forward(app, parts, body, &canonical, who, credential_header, connection.peer.ip(), now).await
+    }
+
+    /// A record for a request hyper could not parse (it answered 400 or 431 and closed).
+    fn unparsed_record(&self, connection: &Connection, error: &hyper::Error) -> DecisionRecord {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        bump(&self.metrics.malformed);
+        DecisionRecord {
+            at_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
+            gateway: self.parts.id.clone(),
+            principal: None,
+            credential: None,
+            resource: "(none)".to_owned(),
+            action: r#"Zerogate::Action::"http""#.to_owned(),
+            request: RequestSummary {
+                method: None,
+                host: connection.server_name.clone(),
+                path: None,
+                source: Some(connection.peer.ip().to_string()),
+            },
+            decision: Decision::Deny,
+            policies: Vec::new(),
+            errors: vec![format!("request: not parsed as HTTP/1.1 ({error})")],
+        }
     }
 
     /// A record for a request refused before an application decided.
