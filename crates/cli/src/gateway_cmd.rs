@@ -128,6 +128,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 },
                 upstream: format!("http://{demo_addr}"),
                 upstream_ca_file: None,
+                upstream_http2: false,
                 require_client_certificate: false,
                 sigv4_region: "us-east-1".into(),
                 sigv4_service: "execute-api".into(),

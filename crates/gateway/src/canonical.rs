@@ -14,13 +14,18 @@
 //! dropping the length, reading the body as chunked and closing the connection after it: one
 //! framing, nothing smuggled. The checks here hold for any parser in front of them.)
 //!
+//! On HTTP/2 the target comes as `:scheme` (https only), `:authority` and `:path`: the authority
+//! takes the place of `Host` (both present: they must be equal), and `:path` gets the same checks
+//! as an HTTP/1.1 origin-form target. Connection-specific headers are refused by the HTTP/2
+//! layer itself (the h2 crate resets the stream).
+//!
 //! Then the request is cleaned for the upstream: hop-by-hop headers (and those `Connection`
 //! names) are removed first, then every identity header a client could send (zerogate's own and
 //! the well-known families of other proxies and load balancers); the gateway adds its own
 //! identity assertion afterwards, so `Connection:` can never remove it.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Uri};
+use hyper::{Method, Uri, Version};
 
 /// Why a request is refused, with the status to answer. The reason is for the audit record and
 /// logs; clients get a generic body.
@@ -59,17 +64,28 @@ impl CanonicalRequest {
 }
 
 /// Checks a request as received on a TLS connection whose client asked for `server_name` (SNI),
-/// on a listener at `port`.
+/// on a listener at `port`. On HTTP/2 the host comes from `:authority` (which hyper puts in the
+/// URI, with `:scheme`), or from `Host` when `:authority` is absent; when both are present they
+/// must agree.
 pub fn canonicalize(
+    version: Version,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     server_name: Option<&str>,
     port: u16,
 ) -> Result<CanonicalRequest, Refusal> {
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return Err(bad("the request target must be origin-form (absolute and authority forms are refused)"));
-    }
+    let authority = if version == Version::HTTP_2 {
+        if uri.scheme_str().is_some_and(|scheme| scheme != "https") {
+            return Err(bad("HTTP/2 `:scheme` is not https"));
+        }
+        uri.authority().map(hyper::http::uri::Authority::as_str)
+    } else {
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(bad("the request target must be origin-form (absolute and authority forms are refused)"));
+        }
+        None
+    };
     let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or_default();
     if target == "*" {
         return Err(if method == Method::OPTIONS { bad("`OPTIONS *` is not served") } else { bad("`*` target") });
@@ -85,7 +101,7 @@ pub fn canonicalize(
     if let Some(query) = query {
         check_query(query)?;
     }
-    let host = check_host(headers, server_name, port)?;
+    let host = check_host(host_value(authority, headers)?, server_name, port)?;
     check_headers(headers)?;
     Ok(CanonicalRequest { host, path: path.to_owned(), query: query.map(str::to_owned) })
 }
@@ -174,13 +190,26 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-fn check_host(headers: &HeaderMap, server_name: Option<&str>, port: u16) -> Result<String, Refusal> {
+/// The one host the request names: its `Host` header, or on HTTP/2 its `:authority` (a `Host`
+/// beside it must say the same).
+fn host_value<'a>(authority: Option<&'a str>, headers: &'a HeaderMap) -> Result<&'a str, Refusal> {
     let mut values = headers.get_all(header::HOST).iter();
-    let value = values.next().ok_or(bad("no Host header"))?;
+    let host = values.next();
     if values.next().is_some() {
         return Err(bad("more than one Host header"));
     }
-    let value = value.to_str().map_err(|_| bad("malformed Host header"))?;
+    let host = host.map(|v| v.to_str().map_err(|_| bad("malformed Host header"))).transpose()?;
+    match (authority, host) {
+        (Some(authority), Some(host)) if !authority.eq_ignore_ascii_case(host) => {
+            Err(bad("`:authority` and Host differ"))
+        }
+        (Some(authority), _) => Ok(authority),
+        (None, Some(host)) => Ok(host),
+        (None, None) => Err(bad("no Host header")),
+    }
+}
+
+fn check_host(value: &str, server_name: Option<&str>, port: u16) -> Result<String, Refusal> {
     let (name, host_port) = split_host_port(value).ok_or(bad("malformed Host header"))?;
     if host_port.is_some_and(|p| p != port) {
         return Err(Refusal { status: 421, reason: "the Host port is not this listener's" });
@@ -321,6 +350,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// HTTP/2 lets a client split `Cookie` into one field per cookie; an HTTP/1.1 upstream expects
+/// one line, joined with `; ` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
     }
 }
 

@@ -6,7 +6,8 @@
 //! listen = "0.0.0.0:8443"          # the public HTTPS listener
 //! admin_listen = "127.0.0.1:9090"  # metrics and health, never on the public listener
 //! id = "gw-eu-1"                   # names this gateway in audit records
-//! reauthorize_seconds = 5          # WebSockets are authorized again this often, cut when refused
+//! reauthorize_seconds = 5          # WebSockets and streaming responses (HTTP/1.1 and HTTP/2) are
+//!                                  # authorized again this often, cut when refused
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -22,6 +23,7 @@
 //! [[app]]
 //! host = "billing.example.org"
 //! upstream = "https://10.0.3.7:8443"
+//! upstream_protocol = "http1"      # or "http2" (ALPN h2 over https, prior knowledge over http)
 //! resource = 'Zerogate::Application::"billing"'
 //! authn = ["oidc", "mtls"]
 //! mode = "shadow"                  # or "enforce"
@@ -118,10 +120,16 @@ struct RawApp {
     #[serde(default)]
     routes: BTreeMap<String, String>,
     upstream_ca_file: Option<PathBuf>,
+    #[serde(default = "http1")]
+    upstream_protocol: String,
     #[serde(default = "default_region")]
     sigv4_region: String,
     #[serde(default = "default_service")]
     sigv4_service: String,
+}
+
+fn http1() -> String {
+    "http1".into()
 }
 
 fn default_region() -> String {
@@ -170,6 +178,8 @@ pub struct AppSettings {
     pub upstream: String,
     /// A private root for the upstream's TLS (the public web roots otherwise).
     pub upstream_ca_file: Option<PathBuf>,
+    /// HTTP/2 to the upstream (one multiplexed connection) instead of pooled HTTP/1.1.
+    pub upstream_http2: bool,
     /// Whether TLS must carry a client certificate.
     pub require_client_certificate: bool,
     /// The SigV4 credential scope clients sign for: region (default `us-east-1`)…
@@ -305,6 +315,11 @@ impl GatewayConfig {
                     "must be http://host:port or https://host:port, without a path".into(),
                 ));
             }
+            let upstream_http2 = match raw.upstream_protocol.as_str() {
+                "http1" => false,
+                "http2" => true,
+                other => return Err(error(&key("upstream_protocol"), format!("`{other}` is not `http1` or `http2`"))),
+            };
             if !raw.resource.starts_with("Zerogate::Application::\"") {
                 return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
             }
@@ -356,6 +371,7 @@ impl GatewayConfig {
                 app: App { host, resource: raw.resource.clone(), routes, methods, mode },
                 upstream: raw.upstream.clone(),
                 upstream_ca_file: raw.upstream_ca_file.as_deref().map(resolve),
+                upstream_http2,
                 require_client_certificate,
                 sigv4_region: raw.sigv4_region.clone(),
                 sigv4_service: raw.sigv4_service.clone(),

@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1::SendRequest, http2};
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::RootCertStore;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -41,8 +41,18 @@ use crate::canonical::{self, CanonicalRequest};
 use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 
-/// A response body: a generic refusal, or the upstream's body streamed through.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body: a generic refusal, or a body streamed through.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+fn boxed(body: Incoming) -> Body {
+    body.map_err(BoxError::from).boxed()
+}
+
+/// Streams open at once on one HTTP/2 connection from a client.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +71,10 @@ struct Upstream {
     port: u16,
     authority: String,
     tls: Option<TlsConnector>,
+    /// Pooled HTTP/1.1 connections.
     pool: Arc<Pool>,
+    /// With `upstream_protocol = "http2"`: the one multiplexed connection, replaced when it closes.
+    http2: Option<std::sync::Mutex<Option<http2::SendRequest<Body>>>>,
 }
 
 impl Upstream {
@@ -88,17 +101,19 @@ impl Upstream {
                     roots.add(cert).map_err(|e| bad(&e.to_string()))?;
                 }
             }
-            let config =
+            let mut config =
                 rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
                     .with_safe_default_protocol_versions()
                     .map_err(|e| bad(&e.to_string()))?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
+            config.alpn_protocols = vec![if settings.upstream_http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
             Some(TlsConnector::from(Arc::new(config)))
         } else {
             None
         };
-        Ok(Self { authority: rest.to_owned(), host, port, tls, pool: Arc::default() })
+        let http2 = settings.upstream_http2.then(|| std::sync::Mutex::new(None));
+        Ok(Self { authority: rest.to_owned(), host, port, tls, pool: Arc::default(), http2 })
     }
 }
 
@@ -153,7 +168,6 @@ pub struct GatewayParts {
 
 /// What a long-lived connection was authorized for, to authorize it again.
 struct Session {
-    host: String,
     request: CanonicalRequest,
     method: String,
     source: IpAddr,
@@ -302,7 +316,7 @@ pub fn tls_config(
         .with_cert_resolver(certificate);
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -388,6 +402,7 @@ impl Gateway {
                     return;
                 };
                 let (_, session) = tls.get_ref();
+                let http2 = session.alpn_protocol() == Some(b"h2".as_slice());
                 let connection = Arc::new(Connection {
                     peer,
                     port,
@@ -401,6 +416,25 @@ impl Gateway {
                     let connection = Arc::clone(&connection);
                     async move { Ok::<_, Infallible>(Arc::clone(&gateway).handle(request, &connection).await) }
                 });
+                if http2 {
+                    // Each stream is one request through the same pipeline. A stream the h2 layer
+                    // finds malformed (connection-specific or uppercase header names, bad
+                    // pseudo-headers) is reset there, before any handler and any upstream.
+                    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                        .max_header_list_size(64 * 1024)
+                        .serve_connection(TokioIo::new(tls), service);
+                    tokio::pin!(served);
+                    tokio::select! {
+                        _ = served.as_mut() => {}
+                        () = stopped(&mut stop) => {
+                            served.as_mut().graceful_shutdown();
+                            let _ = served.await;
+                        }
+                    }
+                    return;
+                }
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
@@ -442,6 +476,7 @@ impl Gateway {
             None
         };
         let canonical = canonical::canonicalize(
+            parts.version,
             &parts.method,
             &parts.uri,
             &parts.headers,
@@ -496,7 +531,7 @@ impl Gateway {
             }
             _ => {
                 let (authn, credential_header) = self.authenticate(&parts.headers, app, connection, now).await;
-                (authn, credential_header, body.boxed())
+                (authn, credential_header, boxed(body))
             }
         };
         let attempt = Attempt {
@@ -535,7 +570,6 @@ impl Gateway {
         let who = authn.ok();
         if let (Some(client), Some(who)) = (upgrade, &who) {
             let session = Session {
-                host: canonical.host.clone(),
                 request: canonical.clone(),
                 method: parts.method.as_str().to_owned(),
                 source: connection.peer.ip(),
@@ -543,7 +577,20 @@ impl Gateway {
             };
             return Arc::clone(&self).tunnel(app, parts, &canonical, session, client, credential_header, now).await;
         }
-        self.forward(app, parts, body, &canonical, who, credential_header, connection.peer.ip(), now).await
+        let method = parts.method.as_str().to_owned();
+        let response = self
+            .forward(app, parts, body, &canonical, who.as_ref(), credential_header, connection.peer.ip(), now)
+            .await;
+        match who {
+            // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
+            // stays subject to access: authorized again on the interval, cut when refused.
+            Some(who) => {
+                let session = Session { request: canonical, method, source: connection.peer.ip(), who };
+                let gateway = Arc::clone(&self);
+                response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
+            }
+            None => response,
+        }
     }
 
     /// A record for a request hyper could not parse (it answered 400 or 431 and closed).
@@ -626,10 +673,17 @@ impl Gateway {
         now: SystemTime,
     ) -> Result<Authenticated, AuthnFailure> {
         let fail = |reason: String| AuthnFailure { method: Some(Method::SigV4), reason };
-        let mut headers = Vec::with_capacity(parts.headers.len());
+        let mut headers = Vec::with_capacity(parts.headers.len() + 1);
         for (name, value) in &parts.headers {
             let value = value.to_str().map_err(|_| fail("malformed: non-ASCII header value".into()))?;
             headers.push((name.as_str(), value));
+        }
+        // On HTTP/2 the host the client signed travels as `:authority` (canonicalize made sure
+        // a `Host` beside it says the same).
+        if let Some(authority) = parts.uri.authority()
+            && !parts.headers.contains_key(header::HOST)
+        {
+            headers.push(("host", authority.as_str()));
         }
         let request = SigV4Request {
             method: parts.method.as_str(),
@@ -759,7 +813,7 @@ impl Gateway {
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             canonical::remove_hop_by_hop(response.headers_mut());
-            return response.map(BodyExt::boxed);
+            return response.map(boxed);
         }
         let upstream = hyper::upgrade::on(&mut response);
         let mut answer = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
@@ -770,7 +824,7 @@ impl Gateway {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         *answer.headers_mut() = headers;
         let gateway = Arc::clone(&self);
-        let host = session.host.clone();
+        let host = session.request.host.clone();
         tokio::spawn(async move {
             let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else { return };
             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -849,14 +903,17 @@ impl Gateway {
         parts: hyper::http::request::Parts,
         body: Body,
         canonical: &CanonicalRequest,
-        who: Option<Authenticated>,
+        who: Option<&Authenticated>,
         credential_header: Option<HeaderName>,
         peer: IpAddr,
         now: SystemTime,
     ) -> Response<Body> {
         let mut headers = parts.headers;
         canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
-        if let Some(who) = &who {
+        if parts.version == Version::HTTP_2 {
+            canonical::join_cookies(&mut headers);
+        }
+        if let Some(who) = who {
             match self.parts.assertion.header_for(who, &app.settings.app.host, now) {
                 Ok(value) => {
                     headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
@@ -872,12 +929,20 @@ impl Gateway {
             headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }
         headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
-        let mut upstream = Request::builder().method(parts.method).uri(canonical.target());
+        let mut upstream = if app.upstream.http2.is_some() {
+            // HTTP/2 names the host in `:authority`, from an absolute URI.
+            headers.remove(header::HOST);
+            let scheme = if app.upstream.tls.is_some() { "https" } else { "http" };
+            let uri = format!("{scheme}://{}{}", app.upstream.authority, canonical.target());
+            Request::builder().version(Version::HTTP_2).method(parts.method).uri(uri)
+        } else {
+            if let Ok(host) = HeaderValue::from_str(&app.upstream.authority) {
+                headers.insert(header::HOST, host);
+            }
+            Request::builder().method(parts.method).uri(canonical.target())
+        };
         if let Some(target) = upstream.headers_mut() {
             *target = headers;
-            if let Ok(host) = HeaderValue::from_str(&app.upstream.authority) {
-                target.insert(header::HOST, host);
-            }
         }
         let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
         match self.send(app, request).await {
@@ -898,6 +963,22 @@ impl Gateway {
     /// to the pool only after its response body has been read to the end.
     async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Body>, String> {
         let upstream = &app.upstream;
+        if let Some(shared) = &upstream.http2 {
+            let open = shared.lock().ok().and_then(|slot| slot.as_ref().filter(|s| !s.is_closed()).cloned());
+            let mut sender = match open {
+                Some(sender) => sender,
+                None => {
+                    let sender = upstream.connect_http2().await?;
+                    if let Ok(mut slot) = shared.lock() {
+                        *slot = Some(sender.clone());
+                    }
+                    sender
+                }
+            };
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            return Ok(response.map(boxed));
+        }
         let mut request = request;
         while let Some(mut sender) = upstream.pool.take() {
             if sender.ready().await.is_err() {
@@ -945,10 +1026,10 @@ impl Pool {
     fn wrap(self: &Arc<Self>, response: Response<Incoming>, sender: SendRequest<Body>) -> Response<Body> {
         if hyper::body::Body::is_end_stream(response.body()) {
             self.put(sender);
-            return response.map(BodyExt::boxed);
+            return response.map(boxed);
         }
         let pool = Arc::clone(self);
-        response.map(|inner| PooledBody { inner, sender: Some(sender), pool }.boxed())
+        response.map(|inner| PooledBody { inner, sender: Some(sender), pool }.map_err(BoxError::from).boxed())
     }
 }
 
@@ -1018,12 +1099,45 @@ impl Upstream {
         self.connect_with(true).await
     }
 
-    async fn connect_with(&self, upgrades: bool) -> Result<SendRequest<Body>, String> {
+    async fn tcp(&self) -> Result<TcpStream, String> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// The HTTP/2 connection: ALPN `h2` over TLS (the upstream must agree), prior knowledge
+    /// over plain TCP.
+    async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, String> {
+        let tcp = self.tcp().await?;
+        let builder = {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            builder
+        };
+        match &self.tls {
+            Some(connector) => {
+                let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+                    return Err("the upstream did not agree to HTTP/2 (ALPN)".into());
+                }
+                let (sender, connection) = builder.handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                Ok(sender)
+            }
+            None => {
+                let (sender, connection) = builder.handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                Ok(sender)
+            }
+        }
+    }
+
+    async fn connect_with(&self, upgrades: bool) -> Result<SendRequest<Body>, String> {
+        let tcp = self.tcp().await?;
         match &self.tls {
             Some(connector) => {
                 let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
@@ -1047,4 +1161,68 @@ where
         tokio::spawn(connection);
     }
     Ok(sender)
+}
+
+/// A response body for an authenticated caller, authorized again every `reauthorize_every`
+/// while it is still streaming (credential expiry, revocations, policy): when access ends the
+/// body fails, which resets an HTTP/2 stream and closes an HTTP/1.1 connection, and the cut is
+/// recorded. The timer starts only when the body first has to wait, so short responses never
+/// arm one.
+struct Reverified {
+    inner: Body,
+    gateway: Arc<Gateway>,
+    session: Session,
+    next_check: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    cut: bool,
+}
+
+impl hyper::body::Body for Reverified {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.cut {
+            return Poll::Ready(None);
+        }
+        let every = this.gateway.parts.reauthorize_every;
+        if let Some(sleep) = this.next_check.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let refused = match this.gateway.apps.get(&this.session.request.host) {
+                Some(app) => this.gateway.reauthorize(app, &this.session).err(),
+                None => None,
+            };
+            if let Some(record) = refused {
+                this.cut = true;
+                let gateway = Arc::clone(&this.gateway);
+                tokio::spawn(async move {
+                    let _ = gateway.audit(*record).await;
+                });
+                return Poll::Ready(Some(Err("access ended: the stream was cut".into())));
+            }
+            sleep.as_mut().reset(tokio::time::Instant::now() + every);
+            let _ = sleep.as_mut().poll(cx);
+        }
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() && this.next_check.is_none() {
+            let mut sleep = Box::pin(tokio::time::sleep(every));
+            let _ = sleep.as_mut().poll(cx);
+            this.next_check = Some(sleep);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.cut || hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
 }

@@ -2,7 +2,7 @@
 //! stripped, and `Connection:` cannot remove what the gateway adds.
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Uri};
+use hyper::{Method, Uri, Version};
 use zerogate_gateway::canonical::{CanonicalRequest, Refusal, canonicalize, clean_for_upstream, is_identity_header};
 
 const SNI: &str = "billing.example.org";
@@ -22,7 +22,14 @@ fn check(method: &str, target: &str, extra: &[(&str, &str)]) -> Result<Canonical
     let mut pairs = vec![("host", SNI)];
     pairs.extend_from_slice(extra);
     let uri: Uri = target.parse().expect("hyper parses the target");
-    canonicalize(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers(&pairs), Some(SNI), 443)
+    canonicalize(
+        Version::HTTP_11,
+        &Method::from_bytes(method.as_bytes()).unwrap(),
+        &uri,
+        &headers(&pairs),
+        Some(SNI),
+        443,
+    )
 }
 
 #[test]
@@ -77,6 +84,7 @@ fn every_ambiguous_target_is_refused() {
     ] {
         let uri: Uri = target.parse().unwrap();
         let refusal = canonicalize(
+            Version::HTTP_11,
             &Method::from_bytes(method.as_bytes()).unwrap(),
             &uri,
             &headers(&[("host", SNI)]),
@@ -91,7 +99,7 @@ fn every_ambiguous_target_is_refused() {
 #[test]
 fn host_must_be_single_well_formed_and_the_tls_server_name() {
     let with_host = |host: &[(&str, &str)], sni: Option<&str>| {
-        canonicalize(&Method::GET, &"/".parse().unwrap(), &headers(host), sni, 443)
+        canonicalize(Version::HTTP_11, &Method::GET, &"/".parse().unwrap(), &headers(host), sni, 443)
     };
     assert_eq!(
         with_host(&[("host", "Billing.Example.ORG.")], Some(SNI)).unwrap().host,
@@ -193,4 +201,48 @@ fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ou
     // The gateway adds its header after cleaning: nothing the client sent can remove it.
     map.insert("x-zerogate-identity", HeaderValue::from_static("signed"));
     assert_eq!(map.get("x-zerogate-identity").unwrap(), "signed");
+}
+
+/// HTTP/2 as hyper hands it over: `:scheme` and `:authority` in the URI, `Host` usually absent.
+fn check_h2(target: &str, extra: &[(&str, &str)]) -> Result<CanonicalRequest, Refusal> {
+    let uri: Uri = target.parse().expect("hyper parses the target");
+    canonicalize(Version::HTTP_2, &Method::GET, &uri, &headers(extra), Some(SNI), 443)
+}
+
+#[test]
+fn http2_authority_takes_the_place_of_host() {
+    let canonical = check_h2("https://billing.example.org/reports?q=1", &[]).unwrap();
+    assert_eq!((canonical.host.as_str(), canonical.target().as_str()), (SNI, "/reports?q=1"));
+    // `Host` beside `:authority`: the same name passes, another is refused.
+    assert!(check_h2("https://billing.example.org/", &[("host", "billing.example.org")]).is_ok());
+    let refusal = check_h2("https://billing.example.org/", &[("host", "wiki.example.org")]).unwrap_err();
+    assert!(refusal.reason.contains("differ"), "{refusal}");
+    // Without `:authority`, `Host` names the host (RFC 9113 §8.3.1); without either, refused.
+    assert_eq!(check_h2("/reports", &[("host", SNI)]).unwrap().host, SNI);
+    assert!(check_h2("/reports", &[]).is_err());
+    // The authority must be the TLS server name, like `Host`; `:scheme` must be https.
+    assert_eq!(check_h2("https://wiki.example.org/", &[]).unwrap_err().status, 421);
+    assert_eq!(check_h2("https://billing.example.org:8443/", &[]).unwrap_err().status, 421);
+    assert!(check_h2("http://billing.example.org/", &[]).is_err());
+    assert!(check_h2("https://user@billing.example.org/", &[]).is_err(), "userinfo");
+    // The path gets every HTTP/1.1 check.
+    for target in
+        ["https://billing.example.org/a/../b", "https://billing.example.org/a%2fb", "https://billing.example.org/a;b"]
+    {
+        assert_eq!(check_h2(target, &[]).unwrap_err().status, 400, "{target}");
+    }
+    // And an HTTP/1.1 request in absolute form is still refused.
+    let uri: Uri = "https://billing.example.org/".parse().unwrap();
+    assert!(canonicalize(Version::HTTP_11, &Method::GET, &uri, &headers(&[("host", SNI)]), Some(SNI), 443).is_err());
+}
+
+#[test]
+fn split_cookies_are_joined_for_http1() {
+    let mut split = headers(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+    zerogate_gateway::canonical::join_cookies(&mut split);
+    let cookies: Vec<&HeaderValue> = split.get_all("cookie").iter().collect();
+    assert_eq!(cookies, vec![&HeaderValue::from_static("a=1; b=2; c=3")]);
+    let mut one = headers(&[("cookie", "a=1")]);
+    zerogate_gateway::canonical::join_cookies(&mut one);
+    assert_eq!(one.get("cookie").unwrap(), "a=1");
 }

@@ -94,6 +94,14 @@ fn each_error_names_its_key_and_reason() {
             "app[0].client_certificates",
             "`yes`",
         ),
+        (
+            GOOD.replace(
+                "upstream = \"http://127.0.0.1:3000\"",
+                "upstream = \"http://127.0.0.1:3000\"\nupstream_protocol = \"h3\"",
+            ),
+            "app[1].upstream_protocol",
+            "`h3` is not `http1` or `http2`",
+        ),
     ];
     for (text, key, reason) in cases {
         let error = parse(&text).expect_err(key);

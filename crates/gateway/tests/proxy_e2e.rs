@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -40,6 +40,8 @@ permit (principal == Zerogate::ApiClient::"deployer", action, resource == Zeroga
 when { context.authn == "sigv4" };
 @id("wiki-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
+@id("grpc-devices")
+permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"grpc");
 "#;
 
 const OIDC_ISSUER: &str = "https://idp.example.test/realms/zerogate";
@@ -77,7 +79,25 @@ fn issue(ca: &Authority, id: &str, names: &[String]) -> (String, String, String)
     (issued.chain_pem, key.serialize_pem(), issued.serial.to_string())
 }
 
-async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsize>) -> u16 {
+/// An endless response: a line every 100 ms, as server-sent events or a long download would.
+struct Ticker(tokio::time::Interval);
+
+impl hyper::body::Body for Ticker {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_tick(cx).map(|_| Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"tick\n")))))
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// An upstream that records what reaches it (HTTP/1.1, or HTTP/2 with prior knowledge).
+async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsize>, http2: bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -102,9 +122,13 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                 .status(101)
                                 .header("upgrade", "websocket")
                                 .header("connection", "upgrade")
-                                .body(Full::new(Bytes::new()))
+                                .body(Full::new(Bytes::new()).boxed())
                                 .unwrap();
                             return Ok::<_, Infallible>(response);
+                        }
+                        if request.uri().path().ends_with("/stream") {
+                            let ticks = tokio::time::interval(Duration::from_millis(100));
+                            return Ok(Response::new(Ticker(ticks).boxed()));
                         }
                         if request.uri().path() == "/reports/slow" {
                             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -114,15 +138,28 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                             .iter()
                             .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
                             .collect();
-                        let entry = json!({ "method": request.method().as_str(), "target": request.uri().to_string(), "headers": headers });
+                        let entry = json!({
+                            "method": request.method().as_str(),
+                            "target": request.uri().path_and_query().map(|t| t.as_str()),
+                            "version": format!("{:?}", request.version()),
+                            "authority": request.uri().authority().map(|a| a.as_str()),
+                            "headers": headers,
+                        });
                         seen.lock().unwrap().push(entry.clone());
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(entry.to_string()))))
+                        let body: TestBody = Full::new(Bytes::from(entry.to_string())).boxed();
+                        Ok::<_, Infallible>(Response::new(body))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
+                if http2 {
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                }
             });
         }
     });
@@ -137,7 +174,7 @@ async fn setup(name: &str) -> Setup {
     let new = Authority::init(&domain, now() - 60).unwrap();
     let ca = Authority::load(domain.clone(), &new.material, Lifetimes::default()).unwrap();
     std::fs::write(dir.join("root.pem"), &new.material.root_cert_pem).unwrap();
-    let names = ["billing", "wiki", "api", "ci"].map(|app| format!("{app}.example.org")).to_vec();
+    let names = ["billing", "wiki", "api", "ci", "grpc"].map(|app| format!("{app}.example.org")).to_vec();
     let (server_chain, server_key, _) = issue(&ca, "spiffe://corp.example/workload/gateway", &names);
     let (device_chain, device_key, device_serial) = issue(&ca, "spiffe://corp.example/device/laptop-42", &[]);
     std::fs::write(dir.join("device.pem"), &device_chain).unwrap();
@@ -145,7 +182,8 @@ async fn setup(name: &str) -> Setup {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
-    let upstream = start_upstream(Arc::clone(&seen), Arc::clone(&connections)).await;
+    let upstream = start_upstream(Arc::clone(&seen), Arc::clone(&connections), false).await;
+    let upstream_h2 = start_upstream(Arc::clone(&seen), Arc::clone(&connections), true).await;
     std::fs::write(dir.join("policy/main.cedar"), POLICY).unwrap();
     let entities = json!([
         { "uid": { "type": "Zerogate::Application", "id": "billing" }, "attrs": {}, "parents": [] },
@@ -153,6 +191,7 @@ async fn setup(name: &str) -> Setup {
         { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "api" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "ci" }, "attrs": {}, "parents": [] },
+        { "uid": { "type": "Zerogate::Application", "id": "grpc" }, "attrs": {}, "parents": [] },
     ]);
     // Tokens made by PyJWT (an independent implementation), keys published as a static JWKS.
     let tokens = dir.join("tokens");
@@ -201,6 +240,12 @@ host = "ci.example.org"
 upstream = "http://127.0.0.1:{upstream}"
 resource = 'Zerogate::Application::"ci"'
 authn = ["sigv4"]
+[[app]]
+host = "grpc.example.org"
+upstream = "http://127.0.0.1:{upstream_h2}"
+upstream_protocol = "http2"
+resource = 'Zerogate::Application::"grpc"'
+authn = ["mtls"]
 "#
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
@@ -284,12 +329,21 @@ authn = ["sigv4"]
     }
 }
 
-/// curl through the gateway; returns (status, body).
+/// curl through the gateway over HTTP/1.1; returns (status, body).
 fn curl(setup: &Setup, host: &str, path: &str, with_cert: bool, extra: &[&str]) -> (u16, String) {
+    let mut args = vec!["--http1.1"];
+    args.extend_from_slice(extra);
+    let (status, body, _) = curl_versioned(setup, host, path, with_cert, &args);
+    (status, body)
+}
+
+/// curl through the gateway (HTTP/2 when `extra` asks for it); returns (status, body, the HTTP
+/// version curl spoke: `1.1` or `2`).
+fn curl_versioned(setup: &Setup, host: &str, path: &str, with_cert: bool, extra: &[&str]) -> (u16, String, String) {
     let dir: &Path = &setup.dir;
     let mut command = Command::new("curl");
     command
-        .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"])
+        .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_version} %{http_code}", "--max-time", "10"])
         .arg("--cacert")
         .arg(dir.join("root.pem"))
         .arg("--resolve")
@@ -300,8 +354,9 @@ fn curl(setup: &Setup, host: &str, path: &str, with_cert: bool, extra: &[&str]) 
     command.args(extra).arg(format!("https://{host}:{}{path}", setup.port));
     let out = command.output().expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (version, status) = last.split_once(' ').unwrap_or(("0", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned(), version.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,11 +590,11 @@ print(json.dumps({"url": request.url, "headers": dict(request.headers.items())})
 }
 
 /// Sends a botocore-signed request as signed, with curl.
-fn send_signed(setup: &Setup, method: &str, signed: &Value, body: &str) -> (u16, String) {
+fn send_signed(setup: &Setup, method: &str, signed: &Value, body: &str, protocol: &str) -> (u16, String) {
     let url = signed["url"].as_str().unwrap();
     let mut command = Command::new("curl");
     command
-        .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "-X", method])
+        .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "-X", method, protocol])
         .arg("--cacert")
         .arg(setup.dir.join("root.pem"))
         .arg("--resolve")
@@ -565,7 +620,7 @@ async fn requests_signed_by_the_aws_sdk_signer_pass_with_sigv4() {
     let blocking = |f: &dyn Fn() -> (u16, String)| tokio::task::block_in_place(f);
 
     let signed = botocore_sign(&setup, "POST", &url, body, false);
-    let (status, seen) = blocking(&|| send_signed(&setup, "POST", &signed, body));
+    let (status, seen) = blocking(&|| send_signed(&setup, "POST", &signed, body, "--http1.1"));
     assert_eq!(status, 200, "{seen}");
     let seen: Value = serde_json::from_str(&seen).unwrap();
     assert_eq!(seen["target"], "/deploy?env=prod");
@@ -573,19 +628,26 @@ async fn requests_signed_by_the_aws_sdk_signer_pass_with_sigv4() {
     assert!(seen["headers"]["x-zerogate-identity"].is_string());
 
     // The same request again: a replay within the window is refused.
-    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body)).0, 401);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body, "--http1.1")).0, 401);
     // Another body under the signature: refused.
     let signed = botocore_sign(&setup, "POST", &url, body, false);
-    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, r#"{"version":"6.6.6"}"#)).0, 401);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, r#"{"version":"6.6.6"}"#, "--http2")).0, 401);
 
-    // A presigned URL.
-    let presigned = botocore_sign(&setup, "GET", &format!("https://ci.example.org:{}/status", setup.port), "", true);
-    assert_eq!(blocking(&|| send_signed(&setup, "GET", &presigned, "")).0, 200);
+    // Over HTTP/2 the signed `host` is the request's `:authority`.
+    let signed = botocore_sign(&setup, "POST", &url, body, false);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body, "--http2")).0, 200);
+
+    // A presigned URL, on either protocol (two URLs: the same one twice would be a replay).
+    for protocol in ["--http1.1", "--http2"] {
+        let url = format!("https://ci.example.org:{}/status?via={}", setup.port, protocol.trim_start_matches('-'));
+        let presigned = botocore_sign(&setup, "GET", &url, "", true);
+        assert_eq!(blocking(&|| send_signed(&setup, "GET", &presigned, "", protocol)).0, 200, "{protocol}");
+    }
 
     // A revoked key: the next request is refused.
     setup.access_keys.0.write().unwrap().clear();
     let signed = botocore_sign(&setup, "POST", &url, body, false);
-    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body)).0, 401);
+    assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body, "--http1.1")).0, 401);
     let records = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert!(records.contains("ApiClient::\\\"deployer\\\""), "{records}");
     assert!(records.contains("replay"), "{records}");
@@ -697,4 +759,122 @@ fn curl_status_only(port: u16) -> u16 {
 
 fn refusals_len() -> usize {
     10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_and_upstreams_get_the_same_pipeline() {
+    let setup = setup("http2").await;
+    let run = |host: &'static str, path: &'static str, cert: bool, extra: Vec<&'static str>| {
+        let setup = &setup;
+        let mut args = vec!["--http2"];
+        args.extend(extra);
+        tokio::task::block_in_place(move || curl_versioned(setup, host, path, cert, &args))
+    };
+    // HTTP/2 from the client (ALPN h2), HTTP/1.1 to the upstream: the authority becomes Host,
+    // split cookies one line, spoofed identity headers never arrive.
+    let (status, body, version) = run(
+        "billing.example.org",
+        "/reports/q3?x=1",
+        true,
+        vec![
+            "-H",
+            "Cookie: a=1",
+            "-H",
+            "Cookie: b=2",
+            "-H",
+            "X-Forwarded-User: admin",
+            "-H",
+            "x-zerogate-identity: forged",
+        ],
+    );
+    assert_eq!((status, version.as_str()), (200, "2"), "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((seen["version"].as_str(), seen["target"].as_str()), (Some("HTTP/1.1"), Some("/reports/q3?x=1")));
+    assert!(seen["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(seen["headers"]["cookie"], "a=1; b=2");
+    assert!(seen["headers"].get("x-forwarded-user").is_none());
+    assert_ne!(seen["headers"]["x-zerogate-identity"], "forged");
+    assert!(seen["headers"]["x-zerogate-identity"].is_string());
+
+    // HTTP/2 on both sides: the upstream gets HTTP/2 with the upstream's authority.
+    let (status, body, version) = run("grpc.example.org", "/svc.Inventory/List", true, vec![]);
+    assert_eq!((status, version.as_str()), (200, "2"), "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["target"], "/svc.Inventory/List");
+    assert!(seen["authority"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(seen["headers"]["x-zerogate-identity"].is_string());
+    let before = setup.seen.lock().unwrap().len();
+
+    // Each refusal class over HTTP/2; none reaches an upstream.
+    let refusals = [
+        ("billing.example.org", "/reports/q3", false, vec![], 401),
+        ("billing.example.org", "/invoices", true, vec![], 403),
+        ("billing.example.org", "/reports/../admin", true, vec![], 400),
+        ("billing.example.org", "/reports%2fq3", true, vec![], 400),
+        ("billing.example.org", "/reports;x=1", true, vec![], 400),
+        ("billing.example.org", "/reports/q3", true, vec!["-H", "Host: wiki.example.org"], 421),
+        ("billing.example.org", "/reports/q3", true, vec!["-H", "X_Forwarded_User: admin"], 400),
+    ];
+    for (host, path, cert, extra, expected) in refusals {
+        let (status, body, version) = run(host, path, cert, extra.clone());
+        assert_eq!((status, version.as_str()), (expected, "2"), "{host}{path} {extra:?}: {body}");
+    }
+    assert_eq!(setup.seen.lock().unwrap().len(), before, "a refused HTTP/2 request reached the upstream");
+
+    // Revocation applies to the next stream on HTTP/2 too.
+    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    assert_eq!(run("grpc.example.org", "/svc.Inventory/List", true, vec![]).0, 401);
+    let report = zerogate_audit::verify(
+        std::io::BufReader::new(std::fs::File::open(&setup.audit_path).unwrap()),
+        &setup.audit_key_b64,
+    )
+    .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}
+
+/// Streams an endless response through the gateway with curl, revokes the device's certificate
+/// after `revoke_after`; returns how long the stream lasted after that, what arrived, and
+/// whether curl saw a clean end.
+fn stream_until_cut(setup: &Setup, host: &str, http2: bool, revoke_after: Duration) -> (Duration, String, bool) {
+    let dir: &Path = &setup.dir;
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "-N", "--max-time", "6", if http2 { "--http2" } else { "--http1.1" }])
+        .arg("--cacert")
+        .arg(dir.join("root.pem"))
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", setup.port))
+        .arg("--cert")
+        .arg(dir.join("device.pem"))
+        .arg("--key")
+        .arg(dir.join("device.key"))
+        .arg(format!("https://{host}:{}/reports/stream", setup.port))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let child = command.spawn().expect("curl runs");
+    std::thread::sleep(revoke_after);
+    let revoked_at = std::time::Instant::now();
+    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    let out = child.wait_with_output().unwrap();
+    let elapsed = revoked_at.elapsed();
+    setup.svid_revocations.write().unwrap().serials.clear();
+    (elapsed, String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_is_cut_when_access_ends_on_http1_and_http2() {
+    let setup = setup("stream").await;
+    for (host, http2) in [("billing.example.org", false), ("billing.example.org", true), ("grpc.example.org", true)] {
+        let (elapsed, received, clean) =
+            tokio::task::block_in_place(|| stream_until_cut(&setup, host, http2, Duration::from_millis(1000)));
+        // Bytes flowed while access held; the cut came within the 300 ms interval (plus slack),
+        // long before curl's own 6 s limit, and as an error, not a clean end.
+        assert!(received.matches("tick").count() >= 5, "{host} http2={http2}: {received:?}");
+        assert!(elapsed < Duration::from_secs(2), "{host} http2={http2}: cut after {elapsed:?}");
+        assert!(!clean, "{host} http2={http2}: the cut looked like a complete response");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert_eq!(log.matches("long-lived connection cut").count(), 3, "each cut is recorded");
 }
