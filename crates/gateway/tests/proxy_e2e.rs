@@ -878,3 +878,60 @@ async fn a_streaming_response_is_cut_when_access_ends_on_http1_and_http2() {
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert_eq!(log.matches("long-lived connection cut").count(), 3, "each cut is recorded");
 }
+
+/// Signs with the AWS SDK for Rust's signer (the aws-sigv4 crate), as {url, headers}.
+fn aws_sigv4_sign(setup: &Setup, method: &str, url: &str, body: &str) -> Value {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity =
+        aws_credential_types::Credentials::new(&setup.key_id, &setup.key_secret, None, None, "zerogate-test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let headers = [("content-type", "application/json")];
+    let signable =
+        SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body.as_bytes())).unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    for (name, value) in instructions.headers() {
+        request = request.header(name, value);
+    }
+    let request = request.body(()).unwrap();
+    let headers: serde_json::Map<String, Value> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), json!(value.to_str().unwrap())))
+        .collect();
+    json!({ "url": url, "headers": headers })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_signed_by_the_aws_sdk_for_rust_pass_with_sigv4() {
+    let setup = setup("sigv4-rust").await;
+    let url = format!("https://ci.example.org:{}/deploy?env=prod&run=7", setup.port);
+    let body = r#"{"version":"2.0.0"}"#;
+    let blocking = |f: &dyn Fn() -> (u16, String)| tokio::task::block_in_place(f);
+    for protocol in ["--http1.1", "--http2"] {
+        let signed = aws_sigv4_sign(&setup, "POST", &format!("{url}&via={protocol}"), body);
+        let (status, seen) = blocking(&|| send_signed(&setup, "POST", &signed, body, protocol));
+        assert_eq!(status, 200, "{protocol}: {seen}");
+        let seen: Value = serde_json::from_str(&seen).unwrap();
+        assert!(seen["headers"].get("authorization").is_none());
+        assert!(seen["headers"]["x-zerogate-identity"].is_string());
+        // The same signature over another body, or replayed: refused.
+        assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, r#"{"version":"6.6.6"}"#, protocol)).0, 401);
+    }
+    let signed = aws_sigv4_sign(&setup, "GET", &format!("https://ci.example.org:{}/status", setup.port), "");
+    // A key that is not the gateway's: refused.
+    let mut forged = signed.clone();
+    let authorization =
+        forged["headers"]["authorization"].as_str().unwrap().replace(&setup.key_id, "AKIAFORGEDFORGED0000");
+    forged["headers"]["authorization"] = json!(authorization);
+    assert_eq!(blocking(&|| send_signed(&setup, "GET", &forged, "", "--http1.1")).0, 401);
+    assert_eq!(blocking(&|| send_signed(&setup, "GET", &signed, "", "--http1.1")).0, 200);
+}
