@@ -1,0 +1,604 @@
+//! Least-privilege recommendations from a traffic map: assets grouped into segments, one allow
+//! rule per (client segment, server segment, protocol, server port) that the map shows was used,
+//! each with its evidence and a stability state, segments ranked by what they protect, and the
+//! platform services flow logs never show stated as explicit default rules.
+//!
+//! Pure: a parsed map in, a [`Recommendation`] out. What is *not* a rule is as deliberate as what
+//! is: the map has already set scans and backscatter aside as noise (never edges); an edge whose
+//! records were all refused (`REJECT`) is an attempt, not a need; an edge oriented only by port
+//! ranges is held back for review instead of guessed into a rule. Rules name server ports only,
+//! never client ephemeral ports, because the map's edges are oriented.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The map schema this module reads.
+pub const MAP_SCHEMA: &str = "zerogate.traffic-map/v1";
+
+/// The part of a traffic map (`zerogate map -o map.json`) that recommendations use; other
+/// members are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MapInput {
+    /// Must be [`MAP_SCHEMA`].
+    pub schema: String,
+    /// The time the map covers.
+    pub window: WindowInput,
+    /// Every asset.
+    pub assets: Vec<AssetInput>,
+    /// Oriented edges.
+    pub edges: Vec<EdgeInput>,
+}
+
+/// The map's window.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WindowInput {
+    /// RFC 3339, UTC.
+    pub first_seen: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_seen: Option<String>,
+}
+
+/// An asset of the map.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AssetInput {
+    /// Stable id.
+    pub id: String,
+    /// Readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `instance`, `network-interface`, `named`, `aws-service`, `internet`, `unknown`.
+    pub kind: String,
+    /// Inventory tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An edge of the map.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EdgeInput {
+    /// Client asset id.
+    pub client: String,
+    /// Server asset id.
+    pub server: String,
+    /// IANA protocol number.
+    pub protocol: u8,
+    /// `tcp`, `udp`, …
+    pub protocol_name: String,
+    /// Server port.
+    pub port: u16,
+    /// Connections.
+    pub connections: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// `ACCEPT` records.
+    pub accepted: u64,
+    /// `REJECT` records.
+    pub rejected: u64,
+    /// RFC 3339.
+    pub first_seen: Option<String>,
+    /// RFC 3339.
+    pub last_seen: Option<String>,
+    /// How the edge was oriented.
+    pub orientation: OrientationInput,
+}
+
+/// An edge's orientation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrientationInput {
+    /// `high`, `medium` or `low`.
+    pub confidence: String,
+    /// The strongest basis.
+    pub basis: String,
+}
+
+/// Why a map cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecommendError {
+    /// Not JSON, or not the shape of a map.
+    #[error("{path}: not a zerogate traffic map: {reason}")]
+    NotAMap {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Another schema version.
+    #[error("{path}: schema `{found}` is not `{MAP_SCHEMA}`")]
+    Schema {
+        /// The file.
+        path: String,
+        /// The schema it names.
+        found: String,
+    },
+    /// An edge names an asset the map does not hold.
+    #[error("{path}: edges[{index}] names asset `{asset}`, which the map's assets do not hold")]
+    UnknownAsset {
+        /// The file.
+        path: String,
+        /// The edge.
+        index: usize,
+        /// The asset id.
+        asset: String,
+    },
+}
+
+/// Parses a map file's bytes; `path` names it in errors.
+pub fn parse_map(path: &str, bytes: &[u8]) -> Result<MapInput, RecommendError> {
+    let map: MapInput = serde_json::from_slice(bytes)
+        .map_err(|e| RecommendError::NotAMap { path: path.to_owned(), reason: e.to_string() })?;
+    if map.schema != MAP_SCHEMA {
+        return Err(RecommendError::Schema { path: path.to_owned(), found: map.schema });
+    }
+    let ids: BTreeSet<&str> = map.assets.iter().map(|a| a.id.as_str()).collect();
+    for (index, edge) in map.edges.iter().enumerate() {
+        for asset in [&edge.client, &edge.server] {
+            if !ids.contains(asset.as_str()) {
+                return Err(RecommendError::UnknownAsset { path: path.to_owned(), index, asset: asset.clone() });
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// How assets become segments and which edges may become rules.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Tags that name an asset's segment, first present wins (default `segment`, `tier`, `role`,
+    /// `app`). An asset without any is a segment of its own.
+    pub segment_tags: Vec<String>,
+    /// Asset id or name → segment, overriding tags.
+    pub overrides: BTreeMap<String, String>,
+    /// Make rules from edges oriented by port ranges alone (held back by default).
+    pub include_low_confidence: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            segment_tags: ["segment", "tier", "role", "app"].map(str::to_owned).to_vec(),
+            overrides: BTreeMap::new(),
+            include_low_confidence: false,
+        }
+    }
+}
+
+/// A rule's stability: how long the set of rules into its server segment has stopped changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stability {
+    /// New rules appeared within the last day of the window (or the window is shorter than a day).
+    Learning,
+    /// No new rule for at least a day.
+    Stabilizing,
+    /// No new rule for at least [`STABLE_AFTER_DAYS`] days of a window of at least twice that.
+    Stable,
+}
+
+/// Days without a new rule after which a segment's rules count as stable.
+pub const STABLE_AFTER_DAYS: u64 = 7;
+
+/// What supports a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// Map edges (asset pairs) behind the rule.
+    pub edges: u64,
+    /// Connections.
+    pub connections: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// First seen (RFC 3339).
+    pub first_seen: Option<String>,
+    /// Last seen (RFC 3339).
+    pub last_seen: Option<String>,
+    /// Calendar days (UTC) from first to last seen, both included. The map keeps no per-day
+    /// counts, so this is a span, not a count of active days.
+    pub span_days: u64,
+    /// The weakest orientation confidence among the rule's edges.
+    pub orientation: String,
+}
+
+/// One least-privilege allow rule between segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Stable id: `<client>-to-<server>-<protocol>-<port>`.
+    pub id: String,
+    /// Client segment.
+    pub client: String,
+    /// Server segment.
+    pub server: String,
+    /// IANA protocol number.
+    pub protocol: u8,
+    /// `tcp`, `udp`, …
+    pub protocol_name: String,
+    /// The server port used (0 for protocols without ports).
+    pub port: u16,
+    /// Why the rule exists.
+    pub evidence: Evidence,
+    /// How settled it is.
+    pub stability: Stability,
+}
+
+/// An edge that did not become a rule, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    /// Client asset.
+    pub client: String,
+    /// Server asset.
+    pub server: String,
+    /// Protocol name.
+    pub protocol_name: String,
+    /// Server port.
+    pub port: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// A segment: assets that share a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Its name.
+    pub name: String,
+    /// Where the name came from: `override`, `tag:<key>`, `asset`, `internet`, `aws-service`.
+    pub source: String,
+    /// Member asset ids.
+    pub members: Vec<String>,
+    /// The highest sensitivity among its members' tags (`sensitivity` or `data-classification`).
+    pub sensitivity: Option<String>,
+}
+
+/// A segment ranked by what it protects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Priority {
+    /// Segment name.
+    pub segment: String,
+    /// Higher first.
+    pub score: u64,
+    /// What the score is made of.
+    pub reasons: Vec<String>,
+}
+
+/// A platform service flow logs never show, allowed by default and stated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlatformRule {
+    /// What it is.
+    pub name: &'static str,
+    /// Where.
+    pub destination: &'static str,
+    /// Protocol and port.
+    pub service: &'static str,
+    /// Why it is allowed and why no flow shows it.
+    pub why: &'static str,
+}
+
+/// The services every instance needs that VPC flow logs do not record.
+pub const PLATFORM_RULES: [PlatformRule; 4] = [
+    PlatformRule {
+        name: "Amazon DNS resolver",
+        destination: "169.254.169.253 and the VPC base address + 2",
+        service: "udp/53, tcp/53",
+        why: "name resolution; traffic to the Amazon DNS server is not logged by flow logs and not filtered by security groups",
+    },
+    PlatformRule {
+        name: "Instance metadata service",
+        destination: "169.254.169.254 (fd00:ec2::254)",
+        service: "tcp/80",
+        why: "credentials and instance identity; not logged and not filtered by security groups",
+    },
+    PlatformRule {
+        name: "Amazon Time Sync",
+        destination: "169.254.169.123 (fd00:ec2::123)",
+        service: "udp/123",
+        why: "clock synchronization, which certificates and tokens depend on; not logged and not filtered",
+    },
+    PlatformRule {
+        name: "DHCP",
+        destination: "the VPC's DHCP service",
+        service: "udp/67-68",
+        why: "address assignment; not logged by flow logs",
+    },
+];
+
+/// Everything `zerogate recommend` produces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recommendation {
+    /// The map's window.
+    pub window: (Option<String>, Option<String>),
+    /// Segments, by name.
+    pub segments: Vec<Segment>,
+    /// Allow rules, by client, server, protocol and port.
+    pub rules: Vec<Rule>,
+    /// Edges that did not become rules.
+    pub held_back: Vec<HeldBack>,
+    /// Segments that receive traffic, most valuable first.
+    pub priorities: Vec<Priority>,
+    /// Platform services allowed by default.
+    pub platform: Vec<PlatformRule>,
+}
+
+/// Unix seconds of an RFC 3339 UTC time as the map writes it (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn parse_time(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(19) != Some(&b'Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+const DAY: u64 = 86_400;
+
+fn sensitivity_rank(value: &str) -> u64 {
+    match value.to_ascii_lowercase().as_str() {
+        "critical" | "restricted" | "secret" => 4,
+        "high" | "confidential" | "pii" | "pci" => 3,
+        "medium" | "internal" => 2,
+        _ => 1,
+    }
+}
+
+fn sensitivity_of(tags: &BTreeMap<String, String>) -> Option<&String> {
+    tags.get("sensitivity").or_else(|| tags.get("data-classification"))
+}
+
+fn confidence_rank(confidence: &str) -> u8 {
+    match confidence {
+        "high" => 3,
+        "medium" => 2,
+        _ => 1,
+    }
+}
+
+/// A name safe for ids: lowercase ASCII letters, digits and `-`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
+/// Groups the map's assets into segments, then recommends.
+pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
+    // Segment of every asset.
+    let mut segment_of: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    for asset in &map.assets {
+        let by_override = options
+            .overrides
+            .get(&asset.id)
+            .or_else(|| asset.name.as_ref().and_then(|name| options.overrides.get(name)));
+        let (name, source) = if let Some(segment) = by_override {
+            (segment.clone(), "override".to_owned())
+        } else if asset.kind == "internet" {
+            ("internet".to_owned(), "internet".to_owned())
+        } else if asset.kind == "aws-service" {
+            (asset.id.clone(), "aws-service".to_owned())
+        } else if let Some((key, value)) =
+            options.segment_tags.iter().find_map(|key| asset.tags.get(key).map(|value| (key, value)))
+        {
+            (value.clone(), format!("tag:{key}"))
+        } else {
+            (asset.name.clone().unwrap_or_else(|| asset.id.clone()), "asset".to_owned())
+        };
+        segment_of.insert(asset.id.as_str(), (name, source));
+    }
+    let mut segments: BTreeMap<String, Segment> = BTreeMap::new();
+    for asset in &map.assets {
+        let Some((name, source)) = segment_of.get(asset.id.as_str()) else { continue };
+        let segment = segments.entry(name.clone()).or_insert_with(|| Segment {
+            name: name.clone(),
+            source: source.clone(),
+            members: Vec::new(),
+            sensitivity: None,
+        });
+        segment.members.push(asset.id.clone());
+        if let Some(value) = sensitivity_of(&asset.tags)
+            && segment.sensitivity.as_deref().is_none_or(|current| sensitivity_rank(value) > sensitivity_rank(current))
+        {
+            segment.sensitivity = Some(value.clone());
+        }
+    }
+
+    // Rules: edges folded by (client segment, server segment, protocol, port).
+    struct Acc {
+        protocol_name: String,
+        edges: u64,
+        connections: u64,
+        bytes: u64,
+        first: Option<u64>,
+        last: Option<u64>,
+        weakest: u8,
+    }
+    let mut folded: BTreeMap<(String, String, u8, u16), Acc> = BTreeMap::new();
+    let mut held_back = Vec::new();
+    for edge in &map.edges {
+        let hold = |reason: &str| HeldBack {
+            client: edge.client.clone(),
+            server: edge.server.clone(),
+            protocol_name: edge.protocol_name.clone(),
+            port: edge.port,
+            reason: reason.to_owned(),
+        };
+        if edge.accepted == 0 {
+            held_back.push(hold("every record was refused (REJECT): an attempt, not a need"));
+            continue;
+        }
+        if edge.orientation.confidence == "low" && !options.include_low_confidence {
+            held_back.push(hold(&format!(
+                "oriented by {} alone: which side serves is a guess; confirm, then add it or pass --include-low-confidence",
+                edge.orientation.basis
+            )));
+            continue;
+        }
+        let (Some((client, _)), Some((server, _))) =
+            (segment_of.get(edge.client.as_str()), segment_of.get(edge.server.as_str()))
+        else {
+            continue;
+        };
+        let acc = folded.entry((client.clone(), server.clone(), edge.protocol, edge.port)).or_insert_with(|| Acc {
+            protocol_name: edge.protocol_name.clone(),
+            edges: 0,
+            connections: 0,
+            bytes: 0,
+            first: None,
+            last: None,
+            weakest: 3,
+        });
+        acc.edges += 1;
+        acc.connections += edge.connections;
+        acc.bytes += edge.bytes;
+        if let Some(t) = edge.first_seen.as_deref().and_then(parse_time) {
+            acc.first = Some(acc.first.map_or(t, |f| f.min(t)));
+        }
+        if let Some(t) = edge.last_seen.as_deref().and_then(parse_time) {
+            acc.last = Some(acc.last.map_or(t, |l| l.max(t)));
+        }
+        acc.weakest = acc.weakest.min(confidence_rank(&edge.orientation.confidence));
+    }
+
+    // Stability per server segment: how long since a rule into it first appeared.
+    let window_start = map.window.first_seen.as_deref().and_then(parse_time);
+    let window_end = map.window.last_seen.as_deref().and_then(parse_time);
+    let mut newest_into: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((_, server, _, _), acc) in &folded {
+        if let Some(first) = acc.first {
+            let newest = newest_into.entry(server.as_str()).or_insert(first);
+            *newest = (*newest).max(first);
+        }
+    }
+    let stability = |server: &str| -> Stability {
+        let (Some(start), Some(end)) = (window_start, window_end) else { return Stability::Learning };
+        let quiet = newest_into.get(server).map_or(0, |newest| end.saturating_sub(*newest));
+        if end.saturating_sub(start) >= 2 * STABLE_AFTER_DAYS * DAY && quiet >= STABLE_AFTER_DAYS * DAY {
+            Stability::Stable
+        } else if quiet >= DAY {
+            Stability::Stabilizing
+        } else {
+            Stability::Learning
+        }
+    };
+    let rules: Vec<Rule> = folded
+        .iter()
+        .map(|((client, server, protocol, port), acc)| {
+            let span_days = match (acc.first, acc.last) {
+                (Some(first), Some(last)) => last / DAY - first / DAY + 1,
+                _ => 0,
+            };
+            Rule {
+                id: format!("{}-to-{}-{}-{port}", slug(client), slug(server), slug(&acc.protocol_name)),
+                client: client.clone(),
+                server: server.clone(),
+                protocol: *protocol,
+                protocol_name: acc.protocol_name.clone(),
+                port: *port,
+                evidence: Evidence {
+                    edges: acc.edges,
+                    connections: acc.connections,
+                    bytes: acc.bytes,
+                    first_seen: acc.first.map(rfc3339),
+                    last_seen: acc.last.map(rfc3339),
+                    span_days,
+                    orientation: match acc.weakest {
+                        3 => "high",
+                        2 => "medium",
+                        _ => "low",
+                    }
+                    .to_owned(),
+                },
+                stability: stability(server),
+            }
+        })
+        .collect();
+
+    let priorities = prioritize(&segments, &rules);
+    Recommendation {
+        window: (map.window.first_seen.clone(), map.window.last_seen.clone()),
+        segments: segments.into_values().collect(),
+        rules,
+        held_back,
+        priorities,
+        platform: PLATFORM_RULES.to_vec(),
+    }
+}
+
+/// Ranks the segments that serve someone: sensitivity weighs most, then exposure to the
+/// internet, then how many segments are its clients, then its own lateral reach.
+fn prioritize(segments: &BTreeMap<String, Segment>, rules: &[Rule]) -> Vec<Priority> {
+    let mut out = Vec::new();
+    for segment in segments.values() {
+        let inbound: Vec<&Rule> = rules.iter().filter(|r| r.server == segment.name).collect();
+        if inbound.is_empty() || segment.source == "internet" || segment.source == "aws-service" {
+            continue;
+        }
+        let sensitivity = segment.sensitivity.as_deref().map_or(1, sensitivity_rank);
+        let internet = inbound.iter().any(|r| r.client == "internet");
+        let clients: BTreeSet<&str> = inbound.iter().map(|r| r.client.as_str()).collect();
+        let reach: BTreeSet<&str> =
+            rules.iter().filter(|r| r.client == segment.name).map(|r| r.server.as_str()).collect();
+        let score = sensitivity * 100 + u64::from(internet) * 50 + clients.len() as u64 * 5 + reach.len() as u64;
+        let mut reasons = vec![format!("sensitivity {}", segment.sensitivity.as_deref().unwrap_or("not tagged"))];
+        if internet {
+            reasons.push("reachable from the internet".to_owned());
+        }
+        reasons.push(format!("{} client segment(s)", clients.len()));
+        reasons.push(format!("reaches {} segment(s) itself", reach.len()));
+        out.push(Priority { segment: segment.name.clone(), score, reasons });
+    }
+    out.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.segment.cmp(&b.segment)));
+    out
+}
+
+fn rfc3339(ts: u64) -> String {
+    let days = i64::try_from(ts / DAY).unwrap_or(0);
+    let rem = ts % DAY;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        for text in ["1970-01-01T00:00:00Z", "2025-12-01T00:00:00Z", "2024-02-29T23:59:59Z", "2100-03-01T12:00:00Z"] {
+            assert_eq!(rfc3339(parse_time(text).unwrap()), text);
+        }
+        assert_eq!(parse_time("2025-12-01T00:00:00Z"), Some(1_764_547_200));
+        for bad in ["2025-13-01T00:00:00Z", "2025-12-01 00:00:00Z", "2025-12-01T00:00:00", ""] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_id_safe() {
+        assert_eq!(slug("Web Tier/EU"), "web-tier-eu");
+        assert_eq!(slug("aws:S3"), "aws-s3");
+        assert_eq!(slug("\"); drop"), "drop");
+    }
+}
