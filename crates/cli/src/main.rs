@@ -6,6 +6,7 @@ mod gateway_cmd;
 mod identity_cmd;
 mod map_cmd;
 mod policy_cmd;
+mod recommend_cmd;
 mod summary;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// Map who talks to whom from AWS VPC and Transit Gateway flow logs.
     Map(map_cmd::MapArgs),
+    /// Least-privilege segment rules from a traffic map: a report, JSON, or Cedar policies.
+    Recommend(recommend_cmd::RecommendArgs),
     /// The certificate authority: init, tokens, issue, list, revoke, CRL, bundle, events.
     Ca(identity_cmd::CaArgs),
     /// Serve the control plane's identity endpoints (enrollment, renewal, bundle, CRL) over TLS.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Up(args) => gateway_cmd::run_up(args),
         Command::Gateway(args) => gateway_cmd::run_gateway(args),
         Command::Map(args) => map_cmd::run(args),
+        Command::Recommend(args) => recommend_cmd::run(args),
         Command::Ca(args) => identity_cmd::run_ca(args),
         Command::Server(args) => identity_cmd::run_server(args),
         Command::Enroll(args) => identity_cmd::run_enroll(args),

@@ -6,7 +6,8 @@
 //! Pure: a parsed map in, a [`Recommendation`] out. What is *not* a rule is as deliberate as what
 //! is: the map has already set scans and backscatter aside as noise (never edges); an edge whose
 //! records were all refused (`REJECT`) is an attempt, not a need; an edge oriented only by port
-//! ranges is held back for review instead of guessed into a rule. Rules name server ports only,
+//! ranges is held back for review instead of guessed into a rule, unless stronger evidence from
+//! other edges already makes the same rule. Rules name server ports only,
 //! never client ephemeral ports, because the map's edges are oriented.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,7 +195,8 @@ pub struct Evidence {
     /// Calendar days (UTC) from first to last seen, both included. The map keeps no per-day
     /// counts, so this is a span, not a count of active days.
     pub span_days: u64,
-    /// The weakest orientation confidence among the rule's edges.
+    /// The strongest orientation confidence among the rule's edges (a rule exists only when
+    /// at least one edge is oriented by more than port ranges, unless low confidence was asked for).
     pub orientation: String,
 }
 
@@ -424,10 +426,19 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
         bytes: u64,
         first: Option<u64>,
         last: Option<u64>,
-        weakest: u8,
+        strongest: u8,
     }
     let mut folded: BTreeMap<(String, String, u8, u16), Acc> = BTreeMap::new();
     let mut held_back = Vec::new();
+    let key_of = |edge: &EdgeInput| -> Option<(String, String, u8, u16)> {
+        let (client, _) = segment_of.get(edge.client.as_str())?;
+        let (server, _) = segment_of.get(edge.server.as_str())?;
+        Some((client.clone(), server.clone(), edge.protocol, edge.port))
+    };
+    // Edges oriented by port ranges alone join a rule only when stronger evidence from other
+    // edges already makes it (same segments, protocol and port): corroborated, not guessed.
+    let corroborated: BTreeSet<(String, String, u8, u16)> =
+        map.edges.iter().filter(|e| e.accepted > 0 && e.orientation.confidence != "low").filter_map(key_of).collect();
     for edge in &map.edges {
         let hold = |reason: &str| HeldBack {
             client: edge.client.clone(),
@@ -440,26 +451,22 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
             held_back.push(hold("every record was refused (REJECT): an attempt, not a need"));
             continue;
         }
-        if edge.orientation.confidence == "low" && !options.include_low_confidence {
+        let Some(key) = key_of(edge) else { continue };
+        if edge.orientation.confidence == "low" && !options.include_low_confidence && !corroborated.contains(&key) {
             held_back.push(hold(&format!(
                 "oriented by {} alone: which side serves is a guess; confirm, then add it or pass --include-low-confidence",
                 edge.orientation.basis
             )));
             continue;
         }
-        let (Some((client, _)), Some((server, _))) =
-            (segment_of.get(edge.client.as_str()), segment_of.get(edge.server.as_str()))
-        else {
-            continue;
-        };
-        let acc = folded.entry((client.clone(), server.clone(), edge.protocol, edge.port)).or_insert_with(|| Acc {
+        let acc = folded.entry(key).or_insert_with(|| Acc {
             protocol_name: edge.protocol_name.clone(),
             edges: 0,
             connections: 0,
             bytes: 0,
             first: None,
             last: None,
-            weakest: 3,
+            strongest: 0,
         });
         acc.edges += 1;
         acc.connections += edge.connections;
@@ -470,7 +477,7 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
         if let Some(t) = edge.last_seen.as_deref().and_then(parse_time) {
             acc.last = Some(acc.last.map_or(t, |l| l.max(t)));
         }
-        acc.weakest = acc.weakest.min(confidence_rank(&edge.orientation.confidence));
+        acc.strongest = acc.strongest.max(confidence_rank(&edge.orientation.confidence));
     }
 
     // Stability per server segment: how long since a rule into it first appeared.
@@ -515,7 +522,7 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
                     first_seen: acc.first.map(rfc3339),
                     last_seen: acc.last.map(rfc3339),
                     span_days,
-                    orientation: match acc.weakest {
+                    orientation: match acc.strongest {
                         3 => "high",
                         2 => "medium",
                         _ => "low",

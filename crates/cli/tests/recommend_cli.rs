@@ -1,0 +1,96 @@
+//! `zerogate recommend` on the repo's example estate, end to end: map, recommend, the files it
+//! writes, and `zerogate policy validate` accepting the Cedar it wrote. Checked against the
+//! estate's ground truth (examples/estate/truth.json).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zerogate")).args(args).output().expect("run zerogate")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let estate = repo.join("examples/estate");
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-recommend", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let map = dir.join("map.json");
+    let s = |p: &PathBuf| p.display().to_string();
+    ok(run(&[
+        "map",
+        &s(&estate),
+        "-i",
+        &s(&estate.join("inventory.csv")),
+        "-i",
+        &s(&estate.join("ip-ranges.json")),
+        "-o",
+        &s(&map),
+        "-q",
+    ]));
+    let out = dir.join("out");
+    let report = ok(run(&["recommend", &s(&map), "-o", &s(&out)]));
+    assert!(report.contains("Start here"), "{report}");
+    assert!(report.contains("Instance metadata service"), "platform services are stated");
+    for file in ["recommended.cedar", "entities.json", "recommendation.json", "report.txt"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let validated = ok(run(&[
+        "policy",
+        "validate",
+        &s(&out.join("recommended.cedar")),
+        "--entities",
+        &s(&out.join("entities.json")),
+    ]));
+    assert!(validated.contains("valid"), "{validated}");
+
+    // Against the ground truth, by segment (the tier tag).
+    let rec: serde_json::Value = serde_json::from_str(&ok(run(&["recommend", &s(&map), "--format", "json"]))).unwrap();
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(estate.join("truth.json")).unwrap()).unwrap();
+    let segment_of = |asset: &str| -> String {
+        rec["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["members"].as_array().unwrap().iter().any(|m| m == asset))
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{asset} in no segment"))
+    };
+    let key = |v: &serde_json::Value, client: String, server: String| {
+        (client, server, v["protocol"].as_u64().unwrap(), v["port"].as_u64().unwrap())
+    };
+    let real: BTreeSet<_> = truth["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| key(e, segment_of(e["client"].as_str().unwrap()), segment_of(e["server"].as_str().unwrap())))
+        .collect();
+    let rules: BTreeSet<_> = rec["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| key(r, r["client"].as_str().unwrap().to_owned(), r["server"].as_str().unwrap().to_owned()))
+        .collect();
+    let unreal: Vec<_> = rules.difference(&real).collect();
+    assert!(unreal.is_empty(), "rules that are not real: {unreal:?}");
+    let missing: Vec<_> = real.difference(&rules).collect();
+    assert!(missing.len() <= 1, "real segment edges without a rule: {missing:?}");
+
+    // A tag that names no segment leaves every asset its own; a bad override file is an error.
+    let by_asset = ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--format", "json"]));
+    let by_asset: serde_json::Value = serde_json::from_str(&by_asset).unwrap();
+    assert!(by_asset["segments"].as_array().unwrap().iter().any(|s| s["name"] == "web-1"));
+    std::fs::write(dir.join("bad.json"), "[1]").unwrap();
+    let bad = run(&["recommend", &s(&map), "--segments", &s(&dir.join("bad.json"))]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.json"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
