@@ -28,10 +28,15 @@ pub struct RecommendArgs {
     /// Also make rules from edges oriented by port ranges alone (held back by default).
     #[arg(long)]
     include_low_confidence: bool,
+    /// AWS's security-group rule limit per direction (60 unless your quota was raised); ports are
+    /// merged into ranges only when a group would exceed it.
+    #[arg(long, default_value_t = zerogate_segment::aws::DEFAULT_RULES_PER_GROUP)]
+    rules_per_group: usize,
     /// What to print.
     #[arg(long, value_enum, default_value_t = Format::Report)]
     format: Format,
-    /// Write recommended.cedar, entities.json, recommendation.json and report.txt here.
+    /// Write recommended.cedar, entities.json, security-groups.tf.json,
+    /// security-groups.cfn.json, recommendation.json and report.txt here.
     #[arg(long, short = 'o', value_name = "DIR")]
     out_dir: Option<PathBuf>,
 }
@@ -44,6 +49,10 @@ enum Format {
     Json,
     /// Cedar policies.
     Cedar,
+    /// Security groups as Terraform JSON.
+    Terraform,
+    /// Security groups as a CloudFormation template (JSON).
+    Cloudformation,
 }
 
 /// Runs `zerogate recommend`.
@@ -66,14 +75,24 @@ pub fn run(args: RecommendArgs) -> Result<ExitCode> {
     if let Err(error) = zerogate_policy::PolicyEngine::load(&sources, cedar.entities.clone()) {
         bail!("internal error: the recommended policy does not validate: {error}");
     }
+    let groups = zerogate_segment::aws::security_groups(&recommendation, &map, args.rules_per_group)?;
+    let terraform = serde_json::to_string_pretty(&zerogate_segment::aws::terraform_json(&groups))? + "\n";
+    let cloudformation = serde_json::to_string_pretty(&zerogate_segment::aws::cloudformation_json(&groups))? + "\n";
     let json = serde_json::to_string_pretty(&recommendation)? + "\n";
     let entities = serde_json::to_string_pretty(&cedar.entities)? + "\n";
-    let report = render_report(&recommendation);
+    let mut report = render_report(&recommendation);
+    let _ =
+        writeln!(report, "\nSecurity groups: {} (Terraform JSON and CloudFormation with -o DIR)", groups.groups.len());
+    for note in &groups.notes {
+        let _ = writeln!(report, "  note: {note}");
+    }
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         for (name, content) in [
             ("recommended.cedar", cedar.policies.as_bytes()),
             ("entities.json", entities.as_bytes()),
+            ("security-groups.tf.json", terraform.as_bytes()),
+            ("security-groups.cfn.json", cloudformation.as_bytes()),
             ("recommendation.json", json.as_bytes()),
             ("report.txt", report.as_bytes()),
         ] {
@@ -85,6 +104,8 @@ pub fn run(args: RecommendArgs) -> Result<ExitCode> {
         Format::Report => stdout.write_all(report.as_bytes())?,
         Format::Json => stdout.write_all(json.as_bytes())?,
         Format::Cedar => stdout.write_all(cedar.policies.as_bytes())?,
+        Format::Terraform => stdout.write_all(terraform.as_bytes())?,
+        Format::Cloudformation => stdout.write_all(cloudformation.as_bytes())?,
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -39,7 +39,15 @@ fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
     let report = ok(run(&["recommend", &s(&map), "-o", &s(&out)]));
     assert!(report.contains("Start here"), "{report}");
     assert!(report.contains("Instance metadata service"), "platform services are stated");
-    for file in ["recommended.cedar", "entities.json", "recommendation.json", "report.txt"] {
+    assert!(report.contains("Security groups:"), "{report}");
+    for file in [
+        "recommended.cedar",
+        "entities.json",
+        "security-groups.tf.json",
+        "security-groups.cfn.json",
+        "recommendation.json",
+        "report.txt",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     let validated = ok(run(&[
@@ -83,6 +91,13 @@ fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
     assert!(unreal.is_empty(), "rules that are not real: {unreal:?}");
     let missing: Vec<_> = real.difference(&rules).collect();
     assert!(missing.len() <= 1, "real segment edges without a rule: {missing:?}");
+
+    let terraform: serde_json::Value =
+        serde_json::from_str(&ok(run(&["recommend", &s(&map), "--format", "terraform"]))).unwrap();
+    assert!(terraform["resource"]["aws_security_group"]["zg_web"].is_object(), "{terraform:#}");
+    let cloudformation: serde_json::Value =
+        serde_json::from_str(&ok(run(&["recommend", &s(&map), "--format", "cloudformation"]))).unwrap();
+    assert_eq!(cloudformation["Resources"]["ZgWebSg"]["Type"], "AWS::EC2::SecurityGroup");
 
     // A tag that names no segment leaves every asset its own; a bad override file is an error.
     let by_asset = ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--format", "json"]));

@@ -8,5 +8,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod athena;
+pub mod aws;
 pub mod cedar;
 pub mod recommend;

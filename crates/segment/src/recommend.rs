@@ -53,6 +53,12 @@ pub struct AssetInput {
     /// Inventory tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Addresses or networks.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// VPC, where known.
+    #[serde(default)]
+    pub vpc_id: Option<String>,
 }
 
 /// An edge of the map.
