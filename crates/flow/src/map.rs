@@ -372,6 +372,29 @@ pub fn rfc3339(ts: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
+/// Unix seconds of an RFC 3339 UTC time as [`rfc3339`] writes it (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(19) != Some(&b'Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
 fn time(ts: u64) -> Option<String> {
     (ts != NO_TIME && ts != 0).then(|| rfc3339(ts))
 }
@@ -860,5 +883,17 @@ mod tests {
         assert_eq!(rfc3339(1_418_530_010), "2014-12-14T04:06:50Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_back() {
+        for ts in [0, 951_782_400, 1_418_530_010, 1_764_547_200, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&rfc3339(ts)), Some(ts));
+        }
+        for bad in
+            ["2025-13-01T00:00:00Z", "2025-12-01 00:00:00Z", "2025-12-01T00:00:00", "", "2025-12-01T00:00:00+01:00"]
+        {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

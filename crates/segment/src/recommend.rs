@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use zerogate_flow::map::{parse_rfc3339, rfc3339};
 
 /// The map schema this module reads.
 pub const MAP_SCHEMA: &str = "zerogate.traffic-map/v1";
@@ -324,29 +325,6 @@ pub struct Recommendation {
     pub platform: Vec<PlatformRule>,
 }
 
-/// Unix seconds of an RFC 3339 UTC time as the map writes it (`YYYY-MM-DDTHH:MM:SSZ`).
-pub fn parse_time(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() != 20 || b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(19) != Some(&b'Z') {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
-}
-
 const DAY: u64 = 86_400;
 
 fn sensitivity_rank(value: &str) -> u64 {
@@ -477,18 +455,18 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
         acc.edges += 1;
         acc.connections += edge.connections;
         acc.bytes += edge.bytes;
-        if let Some(t) = edge.first_seen.as_deref().and_then(parse_time) {
+        if let Some(t) = edge.first_seen.as_deref().and_then(parse_rfc3339) {
             acc.first = Some(acc.first.map_or(t, |f| f.min(t)));
         }
-        if let Some(t) = edge.last_seen.as_deref().and_then(parse_time) {
+        if let Some(t) = edge.last_seen.as_deref().and_then(parse_rfc3339) {
             acc.last = Some(acc.last.map_or(t, |l| l.max(t)));
         }
         acc.strongest = acc.strongest.max(confidence_rank(&edge.orientation.confidence));
     }
 
     // Stability per server segment: how long since a rule into it first appeared.
-    let window_start = map.window.first_seen.as_deref().and_then(parse_time);
-    let window_end = map.window.last_seen.as_deref().and_then(parse_time);
+    let window_start = map.window.first_seen.as_deref().and_then(parse_rfc3339);
+    let window_end = map.window.last_seen.as_deref().and_then(parse_rfc3339);
     let mut newest_into: BTreeMap<&str, u64> = BTreeMap::new();
     for ((_, server, _, _), acc) in &folded {
         if let Some(first) = acc.first {
@@ -578,35 +556,9 @@ fn prioritize(segments: &BTreeMap<String, Segment>, rules: &[Rule]) -> Vec<Prior
     out
 }
 
-fn rfc3339(ts: u64) -> String {
-    let days = i64::try_from(ts / DAY).unwrap_or(0);
-    let rem = ts % DAY;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip() {
-        for text in ["1970-01-01T00:00:00Z", "2025-12-01T00:00:00Z", "2024-02-29T23:59:59Z", "2100-03-01T12:00:00Z"] {
-            assert_eq!(rfc3339(parse_time(text).unwrap()), text);
-        }
-        assert_eq!(parse_time("2025-12-01T00:00:00Z"), Some(1_764_547_200));
-        for bad in ["2025-13-01T00:00:00Z", "2025-12-01 00:00:00Z", "2025-12-01T00:00:00", ""] {
-            assert_eq!(parse_time(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn slugs_are_id_safe() {
