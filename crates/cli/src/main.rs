@@ -7,6 +7,7 @@ mod identity_cmd;
 mod map_cmd;
 mod policy_cmd;
 mod recommend_cmd;
+mod simulate_cmd;
 mod summary;
 
 use std::process::ExitCode;
@@ -32,6 +33,10 @@ enum Command {
     Map(map_cmd::MapArgs),
     /// Least-privilege segment rules from a traffic map: a report, JSON, or Cedar policies.
     Recommend(recommend_cmd::RecommendArgs),
+    /// Replay flows against a policy: what it would allow and block, and the rule behind each.
+    Simulate(simulate_cmd::SimulateArgs),
+    /// Flows no rule covers, and rules no flow used for N days (exit code 1 when there is drift).
+    Drift(simulate_cmd::DriftArgs),
     /// The certificate authority: init, tokens, issue, list, revoke, CRL, bundle, events.
     Ca(identity_cmd::CaArgs),
     /// Serve the control plane's identity endpoints (enrollment, renewal, bundle, CRL) over TLS.
@@ -53,6 +58,8 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_cmd::run_gateway(args),
         Command::Map(args) => map_cmd::run(args),
         Command::Recommend(args) => recommend_cmd::run(args),
+        Command::Simulate(args) => simulate_cmd::run_simulate(args),
+        Command::Drift(args) => simulate_cmd::run_drift(args),
         Command::Ca(args) => identity_cmd::run_ca(args),
         Command::Server(args) => identity_cmd::run_server(args),
         Command::Enroll(args) => identity_cmd::run_enroll(args),

@@ -99,6 +99,43 @@ fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
         serde_json::from_str(&ok(run(&["recommend", &s(&map), "--format", "cloudformation"]))).unwrap();
     assert_eq!(cloudformation["Resources"]["ZgWebSg"]["Type"], "AWS::EC2::SecurityGroup");
 
+    // Replay: the flow logs themselves against the recommended policy; every edge accounted for.
+    let replay = ok(run(&[
+        "simulate",
+        "--policy",
+        &s(&out),
+        "--flows",
+        &s(&estate),
+        "-i",
+        &s(&estate.join("inventory.csv")),
+        "-i",
+        &s(&estate.join("ip-ranges.json")),
+        "--json",
+    ]));
+    let replay: serde_json::Value = serde_json::from_str(&replay).unwrap();
+    let map_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
+    assert_eq!(replay["edges"].as_array().unwrap().len(), map_json["edges"].as_array().unwrap().len());
+    let blocked = replay["totals"]["blocked"]["edges"].as_u64().unwrap_or(0);
+    let held_back = rec["held_back"].as_array().unwrap().len() as u64;
+    assert_eq!(blocked, held_back, "only what was held back is blocked");
+    assert!(replay["edges"].as_array().unwrap().iter().any(|e| e["verdict"] == "allowed"
+        && e["policies"][0].as_str().is_some_and(|p| p.starts_with("lb-to-web"))));
+    // Drift against the same flows: the held-back edges are uncovered (exit code 1 says drift).
+    let drifted = run(&["drift", "--policy", &s(&out), "--map", &s(&map), "--json"]);
+    assert_eq!(drifted.status.code(), Some(u8::from(held_back > 0).into()));
+    let drifted: serde_json::Value = serde_json::from_slice(&drifted.stdout).unwrap();
+    assert_eq!(drifted["uncovered"].as_array().unwrap().len() as u64, held_back);
+    assert!(drifted["unused"].as_array().unwrap().is_empty(), "{drifted:#}");
+    // A policy that does not validate is refused, naming the file.
+    std::fs::write(out.join("broken.cedar"), "permit (principal, action, resource) when { nonsense };").unwrap();
+    let broken = run(&["simulate", "--policy", &s(&out), "--map", &s(&map)]);
+    assert!(!broken.status.success());
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("broken.cedar"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+
     // A tag that names no segment leaves every asset its own; a bad override file is an error.
     let by_asset = ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--format", "json"]));
     let by_asset: serde_json::Value = serde_json::from_str(&by_asset).unwrap();

@@ -340,6 +340,19 @@ impl PolicyEngine {
         })
     }
 
+    /// The ids of every loaded policy, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .everywhere
+            .iter()
+            .chain(self.slices.values().flat_map(PolicySet::policies))
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// How many policies are loaded.
     pub fn len(&self) -> usize {
         self.count

@@ -1,6 +1,7 @@
 //! Recommendations as Cedar over zerogate's schema, ready for `zerogate policy validate` and the
 //! gateway: each client segment is a `Zerogate::Group` whose members are its assets as
-//! `Zerogate::Workload`s; each server segment a `Zerogate::Application`; each (protocol, port) it
+//! `Zerogate::Workload`s (every segment's assets are, so that a replay can place any flow); each
+//! server segment a `Zerogate::Application`; each (protocol, port) it
 //! serves a `Zerogate::TcpTarget` in it; each rule one `permit` on the `connect` action.
 //!
 //! Rules whose clients are the internet are written as comments: an anonymous internet client
@@ -67,7 +68,6 @@ pub fn to_cedar(recommendation: &Recommendation) -> CedarOutput {
         recommendation.window.1.as_deref().unwrap_or("?")
     );
     let mut used_ids = BTreeSet::new();
-    let mut clients = BTreeSet::new();
     let mut servers = BTreeSet::new();
     let mut targets = BTreeMap::new();
     for rule in &recommendation.rules {
@@ -95,7 +95,6 @@ pub fn to_cedar(recommendation: &Recommendation) -> CedarOutput {
             id = format!("{}-{n}", rule.id);
             n += 1;
         }
-        clients.insert(rule.client.clone());
         servers.insert(rule.server.clone());
         targets.insert(target_id(rule), rule.server.clone());
         let _ = writeln!(policies, "// {}", comment(&summary));
@@ -111,7 +110,9 @@ pub fn to_cedar(recommendation: &Recommendation) -> CedarOutput {
 
     let mut entities = Vec::new();
     for segment in &recommendation.segments {
-        if clients.contains(&segment.name) {
+        // Every asset is a workload in its segment's group (the internet excepted: it has no
+        // identity), so a replay can find any flow's segments from the entities alone.
+        if segment.source != "internet" {
             let group = json!({ "type": "Zerogate::Group", "id": group_id(&segment.name) });
             entities.push(json!({ "uid": group, "attrs": {}, "parents": [] }));
             for member in &segment.members {

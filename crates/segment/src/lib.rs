@@ -11,3 +11,4 @@ pub mod athena;
 pub mod aws;
 pub mod cedar;
 pub mod recommend;
+pub mod simulate;
