@@ -165,9 +165,9 @@ pub struct PolicyEngine {
     everywhere: Vec<Policy>,
     /// Per application: the policies that can apply to it or its routes and targets, with
     /// `everywhere` included.
-    slices: HashMap<EntityUid, PolicySet>,
+    slices: HashMap<EntityUid, Arc<PolicySet>>,
     /// For resources outside every slice.
-    unsliced: PolicySet,
+    unsliced: Arc<PolicySet>,
     authorizer: Authorizer,
     count: usize,
     /// Per (principal, resource): only the policies whose scope can match them. A gateway sees
@@ -200,6 +200,8 @@ pub struct Principal<'a> {
     pub groups: &'a [String],
 }
 
+/// Slices of at most this many policies are evaluated whole, without narrowing per pair.
+const SMALL_SLICE: usize = 16;
 /// Pairs remembered at most.
 const PAIR_CACHE: usize = 16_384;
 /// Parsed entity uids and address expressions remembered at most.
@@ -321,9 +323,9 @@ impl PolicyEngine {
         let mut slices = HashMap::new();
         for (app, mut policies) in by_app {
             policies.extend(everywhere.iter().cloned());
-            slices.insert(app, set(&policies)?);
+            slices.insert(app, Arc::new(set(&policies)?));
         }
-        let unsliced = set(&everywhere)?;
+        let unsliced = Arc::new(set(&everywhere)?);
         let count = all.policies().count();
         Ok(Self {
             schema,
@@ -345,7 +347,7 @@ impl PolicyEngine {
         let mut ids: Vec<String> = self
             .everywhere
             .iter()
-            .chain(self.slices.values().flat_map(PolicySet::policies))
+            .chain(self.slices.values().flat_map(|slice| slice.policies()))
             .map(|p| p.id().to_string())
             .collect();
         ids.sort();
@@ -473,6 +475,11 @@ impl PolicyEngine {
         let (principal, resource) = (&key.0, &key.1);
         let slice =
             application_of(resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
+        // A small slice is cheaper to evaluate whole than to narrow, and needs no cache entry
+        // (a replay of many distinct pairs would only churn the cache).
+        if slice.policies().nth(SMALL_SLICE).is_none() {
+            return Arc::clone(slice);
+        }
         let applicable = slice.policies().filter(|p| {
             let principal_ok = match p.principal_constraint() {
                 PrincipalConstraint::Any => true,
@@ -491,7 +498,7 @@ impl PolicyEngine {
             principal_ok && resource_ok
         });
         // If building the narrower set fails (it cannot: the ids are unique), use the slice.
-        let set = Arc::new(PolicySet::from_policies(applicable.cloned()).unwrap_or_else(|_| slice.clone()));
+        let set = PolicySet::from_policies(applicable.cloned()).map_or_else(|_| Arc::clone(slice), Arc::new);
         if let Ok(mut cache) = self.by_pair.lock() {
             if cache.len() >= PAIR_CACHE {
                 cache.clear();

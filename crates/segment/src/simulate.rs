@@ -108,41 +108,49 @@ pub fn simulate(map: &MapInput, engine: &PolicyEngine, entities: &Value) -> Simu
     let addresses: BTreeMap<&str, &str> =
         map.assets.iter().filter_map(|a| Some((a.id.as_str(), a.addresses.first()?.as_str()))).collect();
     let action = r#"Zerogate::Action::"connect""#;
-    let mut edges: Vec<Replayed> = map
-        .edges
-        .iter()
-        .map(|edge| {
-            let service = format!("{}/{}", edge.protocol_name, edge.port);
-            let server_segment = segments.get(&edge.server).cloned().unwrap_or_else(|| edge.server.clone());
-            let target = format!("{server_segment}:{service}");
-            let mut replayed = Replayed {
-                client: edge.client.clone(),
-                server: edge.server.clone(),
-                service,
-                target: target.clone(),
-                verdict: Verdict::Blocked,
-                policies: Vec::new(),
-                errors: Vec::new(),
-                connections: edge.connections,
-                bytes: edge.bytes,
-                last_seen: edge.last_seen.clone(),
-            };
-            if kinds.get(edge.client.as_str()) == Some(&"internet") {
-                replayed.verdict = Verdict::EntryPoint;
-                return replayed;
-            }
-            let decision = engine.decide_with(
-                &format!("Zerogate::Workload::{}", quoted(&edge.client)),
-                action,
-                &format!("Zerogate::TcpTarget::{}", quoted(&target)),
-                &context(edge, addresses.get(edge.client.as_str()).copied()),
-            );
-            replayed.verdict = if decision.allow { Verdict::Allowed } else { Verdict::Blocked };
-            replayed.policies = decision.policies;
-            replayed.errors = decision.errors;
-            replayed
-        })
-        .collect();
+    let replay = |edge: &EdgeInput| {
+        let service = format!("{}/{}", edge.protocol_name, edge.port);
+        let server_segment = segments.get(&edge.server).cloned().unwrap_or_else(|| edge.server.clone());
+        let target = format!("{server_segment}:{service}");
+        let mut replayed = Replayed {
+            client: edge.client.clone(),
+            server: edge.server.clone(),
+            service,
+            target: target.clone(),
+            verdict: Verdict::Blocked,
+            policies: Vec::new(),
+            errors: Vec::new(),
+            connections: edge.connections,
+            bytes: edge.bytes,
+            last_seen: edge.last_seen.clone(),
+        };
+        if kinds.get(edge.client.as_str()) == Some(&"internet") {
+            replayed.verdict = Verdict::EntryPoint;
+            return replayed;
+        }
+        let decision = engine.decide_with(
+            &format!("Zerogate::Workload::{}", quoted(&edge.client)),
+            action,
+            &format!("Zerogate::TcpTarget::{}", quoted(&target)),
+            &context(edge, addresses.get(edge.client.as_str()).copied()),
+        );
+        replayed.verdict = if decision.allow { Verdict::Allowed } else { Verdict::Blocked };
+        replayed.policies = decision.policies;
+        replayed.errors = decision.errors;
+        replayed
+    };
+    // Decisions are independent: one chunk of edges per core.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = map.edges.len().div_ceil(threads).max(1);
+    let mut edges: Vec<Replayed> = std::thread::scope(|scope| {
+        let workers: Vec<_> = map
+            .edges
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(replay).collect::<Vec<_>>()))
+            .collect();
+        // A worker that panicked passes its panic on: no edge is ever silently missing.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
     edges.sort_by(|a, b| {
         (a.verdict != Verdict::Blocked).cmp(&(b.verdict != Verdict::Blocked)).then(b.connections.cmp(&a.connections))
     });
