@@ -200,8 +200,6 @@ pub struct Principal<'a> {
     pub groups: &'a [String],
 }
 
-/// Slices of at most this many policies are evaluated whole, without narrowing per pair.
-const SMALL_SLICE: usize = 16;
 /// Pairs remembered at most.
 const PAIR_CACHE: usize = 16_384;
 /// Parsed entity uids and address expressions remembered at most.
@@ -475,11 +473,6 @@ impl PolicyEngine {
         let (principal, resource) = (&key.0, &key.1);
         let slice =
             application_of(resource, &self.entities).and_then(|app| self.slices.get(&app)).unwrap_or(&self.unsliced);
-        // A small slice is cheaper to evaluate whole than to narrow, and needs no cache entry
-        // (a replay of many distinct pairs would only churn the cache).
-        if slice.policies().nth(SMALL_SLICE).is_none() {
-            return Arc::clone(slice);
-        }
         let applicable = slice.policies().filter(|p| {
             let principal_ok = match p.principal_constraint() {
                 PrincipalConstraint::Any => true,
