@@ -28,6 +28,10 @@ pub struct RecommendArgs {
     /// Also make rules from edges oriented by port ranges alone (held back by default).
     #[arg(long)]
     include_low_confidence: bool,
+    /// Keep assets that no tag or override places as segments of their own, instead of grouping
+    /// those that behave alike.
+    #[arg(long)]
+    no_behaviour_grouping: bool,
     /// AWS's security-group rule limit per direction (60 unless your quota was raised); ports are
     /// merged into ranges only when a group would exceed it.
     #[arg(long, default_value_t = zerogate_segment::aws::DEFAULT_RULES_PER_GROUP)]
@@ -59,7 +63,11 @@ enum Format {
 pub fn run(args: RecommendArgs) -> Result<ExitCode> {
     let bytes = std::fs::read(&args.map).with_context(|| format!("{}: cannot read", args.map.display()))?;
     let map = parse_map(&args.map.display().to_string(), &bytes)?;
-    let mut options = Options { include_low_confidence: args.include_low_confidence, ..Options::default() };
+    let mut options = Options {
+        include_low_confidence: args.include_low_confidence,
+        group_by_behaviour: !args.no_behaviour_grouping,
+        ..Options::default()
+    };
     if !args.segment_tags.is_empty() {
         options.segment_tags = args.segment_tags.clone();
     }

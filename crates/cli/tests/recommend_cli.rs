@@ -136,10 +136,22 @@ fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
         String::from_utf8_lossy(&broken.stderr)
     );
 
-    // A tag that names no segment leaves every asset its own; a bad override file is an error.
-    let by_asset = ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--format", "json"]));
-    let by_asset: serde_json::Value = serde_json::from_str(&by_asset).unwrap();
-    assert!(by_asset["segments"].as_array().unwrap().iter().any(|s| s["name"] == "web-1"));
+    // Without tags, assets that behave alike group (the web servers all serve the load balancers
+    // on 8080 and use the same services); with --no-behaviour-grouping each stays alone.
+    let by_behaviour = ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--format", "json"]));
+    let by_behaviour: serde_json::Value = serde_json::from_str(&by_behaviour).unwrap();
+    let web = by_behaviour["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["members"].as_array().unwrap().iter().any(|m| m == "web-1"))
+        .unwrap();
+    assert_eq!(web["source"], "behaviour", "{web}");
+    assert!(web["members"].as_array().unwrap().len() >= 2, "{web}");
+    let alone =
+        ok(run(&["recommend", &s(&map), "--segment-tag", "nothing", "--no-behaviour-grouping", "--format", "json"]));
+    let alone: serde_json::Value = serde_json::from_str(&alone).unwrap();
+    assert!(alone["segments"].as_array().unwrap().iter().any(|s| s["name"] == "web-1"));
     std::fs::write(dir.join("bad.json"), "[1]").unwrap();
     let bad = run(&["recommend", &s(&map), "--segments", &s(&dir.join("bad.json"))]);
     assert!(!bad.status.success());

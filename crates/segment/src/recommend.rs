@@ -153,12 +153,14 @@ pub fn parse_map(path: &str, bytes: &[u8]) -> Result<MapInput, RecommendError> {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Tags that name an asset's segment, first present wins (default `segment`, `tier`, `role`,
-    /// `app`). An asset without any is a segment of its own.
+    /// `app`). Assets without any are grouped by behaviour, or alone.
     pub segment_tags: Vec<String>,
     /// Asset id or name → segment, overriding tags.
     pub overrides: BTreeMap<String, String>,
     /// Make rules from edges oriented by port ranges alone (held back by default).
     pub include_low_confidence: bool,
+    /// Group assets that no override or tag places by their observed behaviour (default on).
+    pub group_by_behaviour: bool,
 }
 
 impl Default for Options {
@@ -167,6 +169,7 @@ impl Default for Options {
             segment_tags: ["segment", "tier", "role", "app"].map(str::to_owned).to_vec(),
             overrides: BTreeMap::new(),
             include_low_confidence: false,
+            group_by_behaviour: true,
         }
     }
 }
@@ -248,7 +251,8 @@ pub struct HeldBack {
 pub struct Segment {
     /// Its name.
     pub name: String,
-    /// Where the name came from: `override`, `tag:<key>`, `asset`, `internet`, `aws-service`.
+    /// Where the name came from: `override`, `tag:<key>`, `behaviour`, `asset`, `internet`,
+    /// `aws-service`.
     pub source: String,
     /// Member asset ids.
     pub members: Vec<String>,
@@ -384,6 +388,9 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
             (asset.name.clone().unwrap_or_else(|| asset.id.clone()), "asset".to_owned())
         };
         segment_of.insert(asset.id.as_str(), (name, source));
+    }
+    if options.group_by_behaviour {
+        group_by_behaviour(map, &mut segment_of);
     }
     let mut segments: BTreeMap<String, Segment> = BTreeMap::new();
     for asset in &map.assets {
@@ -526,6 +533,62 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
         held_back,
         priorities,
         platform: PLATFORM_RULES.to_vec(),
+    }
+}
+
+/// What an asset does, at the level rules are written: (serves?, peer segment, protocol, port).
+type Behaviour = BTreeSet<(bool, String, u8, u16)>;
+
+/// Groups the assets that no override or tag placed when they behave alike: the same services
+/// served to the same peer segments and the same services used on the same peer segments. Peers
+/// count by their segment, so the grouping is repeated (a few rounds) as peers themselves group.
+/// A group is named `observed:<first member>+<others>`; an asset like no other stays alone.
+fn group_by_behaviour<'a>(map: &'a MapInput, segment_of: &mut BTreeMap<&'a str, (String, String)>) {
+    let names: BTreeMap<&str, &str> =
+        map.assets.iter().map(|a| (a.id.as_str(), a.name.as_deref().unwrap_or(a.id.as_str()))).collect();
+    for _round in 0..4 {
+        let mut behaviour: BTreeMap<&str, Behaviour> = BTreeMap::new();
+        for edge in map.edges.iter().filter(|e| e.accepted > 0) {
+            let (Some((client, _)), Some((server, _))) =
+                (segment_of.get(edge.client.as_str()), segment_of.get(edge.server.as_str()))
+            else {
+                continue;
+            };
+            behaviour.entry(edge.client.as_str()).or_default().insert((
+                false,
+                server.clone(),
+                edge.protocol,
+                edge.port,
+            ));
+            behaviour.entry(edge.server.as_str()).or_default().insert((true, client.clone(), edge.protocol, edge.port));
+        }
+        let mut alike: BTreeMap<&Behaviour, Vec<&str>> = BTreeMap::new();
+        for (asset, seen) in &behaviour {
+            let regroupable =
+                segment_of.get(asset).is_some_and(|(_, source)| source == "asset" || source == "behaviour");
+            if regroupable {
+                alike.entry(seen).or_default().push(asset);
+            }
+        }
+        let mut changed = false;
+        for members in alike.values() {
+            let Some(first) = members.first() else { continue };
+            let (name, source) = if members.len() > 1 {
+                (format!("observed:{}+{}", names.get(first).unwrap_or(first), members.len() - 1), "behaviour")
+            } else {
+                ((*names.get(first).unwrap_or(first)).to_owned(), "asset")
+            };
+            for member in members {
+                let fresh = (name.clone(), source.to_owned());
+                if segment_of.get(member) != Some(&fresh) {
+                    segment_of.insert(member, fresh);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
     }
 }
 

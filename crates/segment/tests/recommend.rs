@@ -200,3 +200,26 @@ fn bad_maps_are_refused_with_the_reason() {
     let error = parse_map("m.json", dangling.to_string().as_bytes()).unwrap_err().to_string();
     assert!(error.contains("edges[0] names asset `a`"), "{error}");
 }
+
+#[test]
+fn without_tags_assets_that_behave_alike_are_grouped_and_groups_stay_pure() {
+    let spec = Spec { seed: 17, records: 30_000, days: 3, files: 2, ..Spec::default() };
+    let (dir, truth, map) = estate("behaviour", &spec);
+    let untagged = Options { segment_tags: vec!["no-such-tag".into()], ..Options::default() };
+    let rec = recommend(&map, &untagged);
+    // Purity against the ground truth's tiers: a behaviour group never mixes tiers.
+    let tier = |asset: &str| asset.rsplit_once('-').map_or(asset, |(tier, _)| tier).to_owned();
+    let groups: Vec<_> = rec.segments.iter().filter(|s| s.source == "behaviour").collect();
+    assert!(!groups.is_empty(), "{:#?}", rec.segments);
+    for group in &groups {
+        let tiers: BTreeSet<String> = group.members.iter().map(|m| tier(m)).collect();
+        assert_eq!(tiers.len(), 1, "{} mixes tiers: {:?}", group.name, group.members);
+    }
+    let web = rec.segments.iter().find(|s| s.members.iter().any(|m| m == "web-1")).unwrap();
+    assert_eq!(web.source, "behaviour");
+    assert!(web.members.len() >= 4, "{web:?}");
+    // Rules stay real.
+    let (_, _, unreal) = quality(&rec, &truth);
+    assert!(unreal.is_empty(), "{unreal:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
