@@ -158,6 +158,15 @@ fn placements(rec: &Recommendation, map: &MapInput, notes: &mut Vec<String>) -> 
     out
 }
 
+/// A rule description AWS accepts: at most 255 of ASCII letters, digits, spaces and
+/// `._-:/()#,@[]+=&;{}!$*`; anything else becomes `_`.
+fn aws_description(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
+        .take(255)
+        .collect()
+}
+
 fn protocol_and_ports(protocol: u8, name: &str, port: u16) -> (String, Option<(i32, i32)>) {
     match protocol {
         6 | 17 => (name.to_owned(), Some((i32::from(port), i32::from(port)))),
@@ -203,12 +212,7 @@ pub fn security_groups(rec: &Recommendation, map: &MapInput, limit: usize) -> Re
             rule.evidence.first_seen.as_deref().unwrap_or("?"),
             rule.evidence.last_seen.as_deref().unwrap_or("?")
         );
-        // AWS accepts ASCII letters, digits, spaces and ._-:/()#,@[]+=&;{}!$* in descriptions.
-        let description: String = description
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
-            .take(255)
-            .collect();
+        let description = aws_description(&description);
         let make = |peer: Peer| SgRule { peer, protocol: protocol.clone(), ports, description: description.clone() };
         if let Some(server) = groups.get_mut(&rule.server) {
             server.ingress.extend(peers(&rule.client).into_iter().map(make));
@@ -251,12 +255,7 @@ fn compact(rules: &mut Vec<SgRule>) {
             Some(existing) => {
                 if let (Some((lo, hi)), Some((from, to))) = (existing.ports, rule.ports) {
                     existing.ports = Some((lo.min(from), hi.max(to)));
-                    existing.description = format!("merged port range for {:?}", existing.peer)
-                        .chars()
-                        .map(
-                            |c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' },
-                        )
-                        .collect();
+                    existing.description = aws_description(&format!("merged port range for {:?}", existing.peer));
                 }
             }
             None => {

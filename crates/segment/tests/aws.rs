@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod common;
+
 use serde_json::{Value, json};
 use zerogate_segment::aws::{DEFAULT_RULES_PER_GROUP, SgError, cloudformation_json, security_groups, terraform_json};
 use zerogate_segment::recommend::{MapInput, Options, parse_map, recommend};
@@ -343,19 +345,8 @@ fn the_rules_per_group_limit_is_respected_by_compaction_or_refused() {
 
 #[test]
 fn a_generated_estate_gives_valid_groups_for_every_rule() {
-    use zerogate_flow::{Inventory, Progress, ReadOptions, build_map, discover};
-    let dir = std::env::temp_dir().join(format!("zerogate-sg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     let spec = zerogate_flowgen::Spec { seed: 9, records: 20_000, days: 3, files: 2, ..Default::default() };
-    zerogate_flowgen::generate(&dir, &spec).unwrap();
-    let mut inventory = Inventory::new();
-    for file in ["inventory.csv", "ip-ranges.json"] {
-        let path = dir.join(file);
-        inventory.load(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap();
-    }
-    let inputs = discover(&[dir.display().to_string()]);
-    let map = build_map(&inputs, &inventory, &ReadOptions::default(), &Progress::default()).unwrap();
-    let map = parse_map("map.json", &serde_json::to_vec(&map).unwrap()).unwrap();
+    let (dir, _truth, map) = common::estate("sg", &spec);
     let rec = recommend(&map, &Options::default());
     let sgs = security_groups(&rec, &map, DEFAULT_RULES_PER_GROUP).unwrap();
     check_terraform(&terraform_json(&sgs), DEFAULT_RULES_PER_GROUP).unwrap();

@@ -3,30 +3,15 @@
 //! against zerogate's schema and decides as the rules say.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
+mod common;
+
+use common::estate;
 use serde_json::json;
-use zerogate_flow::{Inventory, Progress, ReadOptions, build_map, discover};
-use zerogate_flowgen::{Spec, Truth, generate};
+use zerogate_flowgen::{Spec, Truth};
 use zerogate_policy::{PolicyEngine, RequestContext};
 use zerogate_segment::cedar::{group_id, target_id, to_cedar};
-use zerogate_segment::recommend::{MapInput, Options, Recommendation, parse_map, recommend};
-
-fn estate(name: &str, spec: &Spec) -> (PathBuf, Truth, MapInput) {
-    let dir = std::env::temp_dir().join(format!("zerogate-rec-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let truth = generate(&dir, spec).unwrap();
-    let mut inventory = Inventory::new();
-    for file in ["inventory.csv", "ip-ranges.json"] {
-        let path = dir.join(file);
-        inventory.load(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap();
-    }
-    let inputs = discover(&[dir.display().to_string()]);
-    let map = build_map(&inputs, &inventory, &ReadOptions::default(), &Progress::default()).unwrap();
-    // Through JSON, as `zerogate recommend map.json` reads it.
-    let parsed = parse_map("map.json", &serde_json::to_vec(&map).unwrap()).unwrap();
-    (dir, truth, parsed)
-}
+use zerogate_segment::recommend::{Options, Recommendation, parse_map, recommend};
 
 type RuleKey = (String, String, u8, u16);
 

@@ -2,27 +2,19 @@
 //! allows every flow it was made from (except those held back for review), blocks a new lateral
 //! flow with no rule, names the rule behind each allowed flow, and reports rules nobody used.
 
+mod common;
+
 use serde_json::json;
-use zerogate_flow::{Inventory, Progress, ReadOptions, build_map, discover};
 use zerogate_policy::PolicyEngine;
 use zerogate_segment::cedar::to_cedar;
 use zerogate_segment::recommend::{MapInput, Options, parse_map, recommend};
 use zerogate_segment::simulate::{Verdict, drift, simulate};
 
 fn generated_map() -> MapInput {
-    let dir = std::env::temp_dir().join(format!("zerogate-sim-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     let spec = zerogate_flowgen::Spec { seed: 13, records: 20_000, days: 10, files: 2, ..Default::default() };
-    zerogate_flowgen::generate(&dir, &spec).unwrap();
-    let mut inventory = Inventory::new();
-    for file in ["inventory.csv", "ip-ranges.json"] {
-        let path = dir.join(file);
-        inventory.load(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap();
-    }
-    let inputs = discover(&[dir.display().to_string()]);
-    let map = build_map(&inputs, &inventory, &ReadOptions::default(), &Progress::default()).unwrap();
+    let (dir, _truth, map) = common::estate("simulate", &spec);
     let _ = std::fs::remove_dir_all(&dir);
-    parse_map("map.json", &serde_json::to_vec(&map).unwrap()).unwrap()
+    map
 }
 
 #[test]
