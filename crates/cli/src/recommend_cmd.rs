@@ -155,20 +155,20 @@ fn render_report(rec: &Recommendation) -> String {
     let _ = writeln!(out, "\nAllow rules (everything else denied):");
     let _ = writeln!(
         out,
-        "  {:<20} {:<20} {:<10} {:>12} {:>10} {:>5}  {:<11} orientation",
-        "client", "server", "service", "connections", "bytes", "days", "stability"
+        "  {:<20} {:<20} {:<10} {:>12} {:>10} {:>9}  {:<11} orientation",
+        "client", "server", "service", "connections", "bytes", "days/span", "stability"
     );
     for rule in &rec.rules {
         let e = &rule.evidence;
         let _ = writeln!(
             out,
-            "  {:<20} {:<20} {:<10} {:>12} {:>10} {:>5}  {:<11} {}",
+            "  {:<20} {:<20} {:<10} {:>12} {:>10} {:>9}  {:<11} {}",
             rule.client,
             rule.server,
             format!("{}/{}", rule.protocol_name, rule.port),
             e.connections,
             human_bytes(e.bytes),
-            e.span_days,
+            format!("{}/{}", e.days_seen.map_or("?".into(), |d| d.to_string()), e.span_days),
             format!("{:?}", rule.stability).to_lowercase(),
             e.orientation
         );

@@ -47,6 +47,8 @@ pub(crate) struct EdgeAcc {
     pub first: u64,
     pub last: u64,
     pub hours: [u64; 24],
+    /// Days with records (by their `start`).
+    pub days: DaySet,
     pub connections: Distinct,
     pub client_addresses: Distinct,
     pub basis: [u64; 5],
@@ -66,6 +68,7 @@ impl Default for EdgeAcc {
             first: NO_TIME,
             last: 0,
             hours: [0; 24],
+            days: DaySet::Empty,
             connections: Distinct::default(),
             client_addresses: Distinct::default(),
             basis: [0; 5],
@@ -94,6 +97,7 @@ impl EdgeAcc {
         for (a, b) in self.hours.iter_mut().zip(other.hours) {
             *a += b;
         }
+        self.days.merge(&other.days);
         self.connections.merge(&other.connections);
         self.client_addresses.merge(&other.client_addresses);
         for (a, b) in self.basis.iter_mut().zip(other.basis) {
@@ -127,6 +131,59 @@ impl ViewAcc {
         self.ingress_packets = self.ingress_packets.saturating_add(other.ingress_packets);
         self.ingress_bytes = self.ingress_bytes.saturating_add(other.ingress_bytes);
         self.ingress_records += other.ingress_records;
+    }
+}
+
+/// The days (UTC, counted from 1970-01-01) on which an edge had records, sorted and distinct:
+/// how many days an edge was active, not just the span from its first to its last record.
+/// Most edges of a short window, and most held conversations, have one day: kept inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum DaySet {
+    #[default]
+    Empty,
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl DaySet {
+    /// The day of a timestamp in seconds.
+    pub(crate) fn day_of(ts: u64) -> u32 {
+        u32::try_from(ts / 86_400).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn insert(&mut self, day: u32) {
+        match self {
+            DaySet::Empty => *self = DaySet::One(day),
+            DaySet::One(d) if *d == day => {}
+            DaySet::One(d) => {
+                let (a, b) = if *d < day { (*d, day) } else { (day, *d) };
+                *self = DaySet::Many(vec![a, b]);
+            }
+            // Records come roughly in time order: the last day is the usual answer.
+            DaySet::Many(days) => match days.last() {
+                Some(&last) if last == day => {}
+                Some(&last) if last < day => days.push(day),
+                _ => {
+                    if let Err(at) = days.binary_search(&day) {
+                        days.insert(at, day);
+                    }
+                }
+            },
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: &DaySet) {
+        for &day in other.as_slice() {
+            self.insert(day);
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            DaySet::Empty => &[],
+            DaySet::One(d) => std::slice::from_ref(d),
+            DaySet::Many(days) => days,
+        }
     }
 }
 
@@ -221,6 +278,7 @@ pub(crate) struct PendingAcc {
     pub first_from_hi: u64,
     pub max_packets: u64,
     pub hours: HourCounts,
+    pub days: DaySet,
 }
 
 impl PendingAcc {
@@ -244,6 +302,7 @@ impl PendingAcc {
         self.first_from_hi = self.first_from_hi.min(other.first_from_hi);
         self.max_packets = self.max_packets.max(other.max_packets);
         self.hours.merge(&other.hours);
+        self.days.merge(&other.days);
         // The same addresses resolve the same way; keep the smaller for determinism anyway.
         self.lo = self.lo.min(other.lo);
         self.hi = self.hi.min(other.hi);
@@ -663,8 +722,10 @@ impl Partial {
             max_packets: packets,
         };
         let mut hours = HourCounts::None;
+        let mut days = DaySet::Empty;
         if let Some(start) = record.start {
             hours.add(hour_of(start), 1);
+            days.insert(DaySet::day_of(start));
         }
 
         let facts = NoiseFacts {
@@ -707,7 +768,7 @@ impl Partial {
                         (EdgeKey { client: destination, server: source, protocol, port: sport }, dst, dport)
                     }
                 };
-                self.fold(key, vantage, client, client_port, basis, &observed, handshake, &hours);
+                self.fold(key, vantage, client, client_port, basis, &observed, handshake, &hours, &days);
             }
             None => {
                 let from_lo = (src, sport) <= (dst, dport);
@@ -729,6 +790,7 @@ impl Partial {
                     first_from_hi: if from_lo { NO_TIME } else { first },
                     max_packets: observed.max_packets,
                     hours,
+                    days,
                 };
                 match self.pending.get_mut(&key) {
                     Some(existing) => existing.merge(&acc),
@@ -853,6 +915,7 @@ impl Partial {
         observed: &Observed,
         handshake: bool,
         hours: &HourCounts,
+        days: &DaySet,
     ) {
         let edge = self.edges.entry(key).or_default();
         edge.records += observed.view.records;
@@ -861,6 +924,7 @@ impl Partial {
         edge.first = edge.first.min(observed.first);
         edge.last = edge.last.max(observed.last);
         hours.add_to(&mut edge.hours);
+        edge.days.merge(days);
         edge.connections.insert(hash_endpoint(client, client_port));
         edge.client_addresses.insert(hash_endpoint(client, 0));
         if let Some(slot) = edge.basis.get_mut(basis as usize) {
@@ -1017,6 +1081,7 @@ impl Partial {
             edge.first = edge.first.min(v.first);
             edge.last = edge.last.max(v.last);
             v.hours.add_to(&mut edge.hours);
+            edge.days.merge(&v.days);
             edge.connections.insert(hash_endpoint(client, client_port));
             edge.client_addresses.insert(hash_endpoint(client, 0));
             if let Some(slot) = edge.basis.get_mut(basis as usize) {

@@ -157,6 +157,51 @@ pub struct Edge {
     pub vantage: Vantage,
     /// Raw records per hour of day (UTC), 0 to 23: the edge's baseline.
     pub hours: [u64; 24],
+    /// Days (UTC) with at least one record: how regular the edge is, where `first_seen` and
+    /// `last_seen` only give its span (a weekly batch job spans 21 days but is seen on 4).
+    pub days_seen: u64,
+    /// Those days, as ISO 8601 dates and closed date intervals (`2025-12-01/2025-12-05`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub active_days: Vec<String>,
+}
+
+/// Sorted, distinct day numbers as dates and runs of consecutive dates.
+pub fn day_ranges(days: &[u32]) -> Vec<String> {
+    let date = |day: u32| {
+        let mut text = rfc3339(u64::from(day) * 86_400);
+        text.truncate(10);
+        text
+    };
+    let mut out = Vec::new();
+    let mut rest = days.iter().copied().peekable();
+    while let Some(start) = rest.next() {
+        let mut end = start;
+        while rest.peek() == Some(&end.saturating_add(1)) {
+            end = rest.next().unwrap_or(end);
+        }
+        out.push(if end == start { date(start) } else { format!("{}/{}", date(start), date(end)) });
+    }
+    out
+}
+
+/// The day numbers of [`day_ranges`]' text; `None` when an entry is not a date or interval.
+pub fn parse_day_ranges(ranges: &[String]) -> Option<Vec<u32>> {
+    let day = |text: &str| -> Option<u32> { u32::try_from(parse_rfc3339(&format!("{text}T00:00:00Z"))? / 86_400).ok() };
+    let mut out = Vec::new();
+    for range in ranges {
+        let (start, end) = match range.split_once('/') {
+            Some((a, b)) => (day(a)?, day(b)?),
+            None => (day(range)?, day(range)?),
+        };
+        // A range wider than the span of any flow-log retention is not one of ours.
+        if end < start || end - start > 3660 {
+            return None;
+        }
+        out.extend(start..=end);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }
 
 /// How an edge was oriented.
@@ -587,6 +632,8 @@ pub fn finalize(mut partial: Partial, inventory: &Inventory, inputs: &[InputInfo
             orientation: Orientation { basis, confidence: basis.confidence(), records_by_basis },
             vantage,
             hours: acc.hours,
+            days_seen: acc.days.as_slice().len() as u64,
+            active_days: day_ranges(acc.days.as_slice()),
         });
     }
 
@@ -876,6 +923,23 @@ impl AssetEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn active_days_are_runs_of_dates_and_read_back() {
+        let day = |date: &str| u32::try_from(parse_rfc3339(&format!("{date}T00:00:00Z")).unwrap() / 86_400).unwrap();
+        let mut set = crate::aggregate::DaySet::default();
+        // A weekly job, out of order, one day twice, and a run over a month's end.
+        for date in ["2025-12-15", "2025-12-01", "2025-12-08", "2025-12-08", "2025-12-30", "2025-12-31", "2026-01-01"] {
+            set.insert(day(date));
+        }
+        let text = day_ranges(set.as_slice());
+        assert_eq!(text, ["2025-12-01", "2025-12-08", "2025-12-15", "2025-12-30/2026-01-01"]);
+        assert_eq!(parse_day_ranges(&text).unwrap(), set.as_slice());
+        assert_eq!(set.as_slice().len(), 6);
+        assert!(parse_day_ranges(&["2025-12-05/2025-12-01".into()]).is_none(), "a reversed range");
+        assert!(parse_day_ranges(&["yesterday".into()]).is_none());
+        assert!(day_ranges(&[]).is_empty());
+    }
 
     #[test]
     fn rfc3339_known_dates() {

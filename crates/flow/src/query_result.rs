@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::aggregate::{EdgeAcc, EdgeKey, InterfaceAcc, NO_TIME, NoiseAcc, NoiseKey, OwnAddress, Partial, ViewAcc};
+use crate::aggregate::{DaySet, EdgeAcc, EdgeKey, InterfaceAcc, NO_TIME, NoiseAcc, NoiseKey, OwnAddress, Partial, ViewAcc};
 use crate::inventory::{Endpoint, Inventory};
 use crate::map::{TrafficMap, finalize};
 use crate::noise::NoiseKind;
@@ -165,6 +165,12 @@ fn add_row(
             for (h, slot) in hours.iter_mut().enumerate() {
                 *slot = row.count(&format!("h{h:02}"))?;
             }
+            let mut days = DaySet::Empty;
+            for day in row.text("days").unwrap_or("").split(' ').filter(|d| !d.is_empty()) {
+                // DuckDB may print integral values as `20423.0`.
+                let day = day.strip_suffix(".0").unwrap_or(day);
+                days.insert(day.parse().map_err(|_| format!("`{day}` in `days` is not a day number"))?);
+            }
             let acc = EdgeAcc {
                 records: row.count("records")?,
                 accepted: row.count("accepted")?,
@@ -172,6 +178,7 @@ fn add_row(
                 first: time(row.number("first_seen")?),
                 last: row.count("last_seen")?,
                 hours,
+                days,
                 connections: Distinct::from_count(row.count("distinct_a")?),
                 client_addresses: match row.text("client_set") {
                     // Up to 128 client addresses come as a set, so rows that name the same edge

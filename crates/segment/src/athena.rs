@@ -458,14 +458,15 @@ SELECT 'edge' AS row_type, client, server, proto AS protocol, port, CAST(NULL AS
     CAST(NULL AS VARCHAR) AS own_v4, CAST(NULL AS VARCHAR) AS own_v6, CAST(NULL AS VARCHAR) AS instance_id,
     CAST(NULL AS VARCHAR) AS vpc_id, CAST(NULL AS VARCHAR) AS subnet_id, CAST(NULL AS VARCHAR) AS account_id,
     CAST(NULL AS VARCHAR) AS region, CAST(NULL AS VARCHAR) AS az_id, CAST(NULL AS VARCHAR) AS ecs_service,
-    CASE WHEN count(DISTINCT client_addr) <= 128 THEN array_join(array_agg(DISTINCT client_addr), ' ') END AS client_set{hours}
+    CASE WHEN count(DISTINCT client_addr) <= 128 THEN array_join(array_agg(DISTINCT client_addr), ' ') END AS client_set{hours},
+    array_join(array_agg(DISTINCT CAST(CAST(floor(t_start / 86400) AS BIGINT) AS VARCHAR)) FILTER (WHERE t_start IS NOT NULL), ' ') AS days
   FROM edges GROUP BY client, server, proto, port
 UNION ALL
 SELECT 'view', client, server, proto, port, vantage, NULL,
     count(*), NULL, NULL, sum(COALESCE(packets, 0)), sum(COALESCE(bytes, 0)),
     count_if(flow_direction = 'ingress'), sum(CASE WHEN flow_direction = 'ingress' THEN COALESCE(packets, 0) ELSE 0 END),
     sum(CASE WHEN flow_direction = 'ingress' THEN COALESCE(bytes, 0) ELSE 0 END),
-    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}, NULL
   FROM edges GROUP BY client, server, proto, port, vantage
 UNION ALL
 SELECT 'noise',
@@ -473,20 +474,20 @@ SELECT 'noise',
     count(*), NULL, count_if(action = 'REJECT'), sum(COALESCE(packets, 0)), sum(COALESCE(bytes, 0)), NULL, NULL, NULL,
     min(t_start), max(t_last),
     count(DISTINCT CASE WHEN src_public THEN src ELSE dst END), count(DISTINCT CASE WHEN src_public THEN dport ELSE sport END),
-    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}, NULL
   FROM gated WHERE noise_kind IS NOT NULL GROUP BY CASE WHEN src_public THEN dst ELSE src END, proto, noise_kind
 UNION ALL
 SELECT 'interface', NULL, NULL, NULL, NULL, i.vantage, CASE WHEN i.is_tgw THEN 'transit-gateway' ELSE 'network-interface' END,
     i.records, i.nodata, i.skipdata, i.forwarding, CASE WHEN i.requester_managed THEN 1 ELSE 0 END, NULL, NULL, NULL,
     i.first_seen, i.last_seen, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     CASE WHEN own.v4_candidates = 1 THEN own.own_v4 END, CASE WHEN own.v6_candidates = 1 THEN own.own_v6 END,
-    i.instance_id, i.vpc_id, i.subnet_id, i.account_id, i.region, i.az_id, i.ecs_service, NULL{no_hours}
+    i.instance_id, i.vpc_id, i.subnet_id, i.account_id, i.region, i.az_id, i.ecs_service, NULL{no_hours}, NULL
   FROM interfaces i LEFT JOIN own ON own.vantage = i.vantage
 UNION ALL
 SELECT 'totals', NULL, NULL, NULL, NULL, NULL, NULL,
     count(*), count_if(NOT marker AND src IS NOT NULL AND dst IS NOT NULL), count_if(log_status = 'NODATA'),
     count_if(log_status = 'SKIPDATA'), count_if(NOT marker AND (src IS NULL OR dst IS NULL)), count_if(millis), NULL, NULL,
-    min(t_start), max(COALESCE(t_end, t_start)), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}
+    min(t_start), max(COALESCE(t_end, t_start)), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{no_hours}, NULL
   FROM rec
 "#,
         named = named_public_rows(inventory).join(", "),

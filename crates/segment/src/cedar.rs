@@ -73,7 +73,7 @@ pub fn to_cedar(recommendation: &Recommendation) -> CedarOutput {
     for rule in &recommendation.rules {
         let e = &rule.evidence;
         let summary = format!(
-            "{} -> {} {}/{}: {} connection(s), {} byte(s), {} to {}, orientation {}, {:?}",
+            "{} -> {} {}/{}: {} connection(s), {} byte(s), {} to {} (seen on {} day(s)), orientation {}, {:?}",
             rule.client,
             rule.server,
             rule.protocol_name,
@@ -82,6 +82,7 @@ pub fn to_cedar(recommendation: &Recommendation) -> CedarOutput {
             e.bytes,
             e.first_seen.as_deref().unwrap_or("?"),
             e.last_seen.as_deref().unwrap_or("?"),
+            e.days_seen.map_or("?".into(), |d| d.to_string()),
             e.orientation,
             rule.stability
         );

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use zerogate_flow::map::{parse_rfc3339, rfc3339};
+use zerogate_flow::map::{parse_day_ranges, parse_rfc3339, rfc3339};
 
 /// The map schema this module reads.
 pub const MAP_SCHEMA: &str = "zerogate.traffic-map/v1";
@@ -89,6 +89,13 @@ pub struct EdgeInput {
     pub last_seen: Option<String>,
     /// How the edge was oriented.
     pub orientation: OrientationInput,
+    /// Days with records, as the map writes them (dates and date intervals); maps from before
+    /// per-day activity have none.
+    #[serde(default)]
+    pub active_days: Vec<String>,
+    /// `active_days` as day numbers (days since 1970-01-01), filled by [`parse_map`].
+    #[serde(skip)]
+    pub days: Vec<u32>,
 }
 
 /// An edge's orientation.
@@ -133,7 +140,7 @@ pub enum RecommendError {
 
 /// Parses a map file's bytes; `path` names it in errors.
 pub fn parse_map(path: &str, bytes: &[u8]) -> Result<MapInput, RecommendError> {
-    let map: MapInput = serde_json::from_slice(bytes)
+    let mut map: MapInput = serde_json::from_slice(bytes)
         .map_err(|e| RecommendError::NotAMap { path: path.to_owned(), reason: e.to_string() })?;
     if map.schema != MAP_SCHEMA {
         return Err(RecommendError::Schema { path: path.to_owned(), found: map.schema });
@@ -145,6 +152,12 @@ pub fn parse_map(path: &str, bytes: &[u8]) -> Result<MapInput, RecommendError> {
                 return Err(RecommendError::UnknownAsset { path: path.to_owned(), index, asset: asset.clone() });
             }
         }
+    }
+    for (index, edge) in map.edges.iter_mut().enumerate() {
+        edge.days = parse_day_ranges(&edge.active_days).ok_or_else(|| RecommendError::NotAMap {
+            path: path.to_owned(),
+            reason: format!("edges[{index}].active_days: expected dates (YYYY-MM-DD) and date intervals (YYYY-MM-DD/YYYY-MM-DD)"),
+        })?;
     }
     Ok(map)
 }
@@ -202,9 +215,11 @@ pub struct Evidence {
     pub first_seen: Option<String>,
     /// Last seen (RFC 3339).
     pub last_seen: Option<String>,
-    /// Calendar days (UTC) from first to last seen, both included. The map keeps no per-day
-    /// counts, so this is a span, not a count of active days.
+    /// Calendar days (UTC) from first to last seen, both included.
     pub span_days: u64,
+    /// Days (UTC) on which at least one of the rule's edges had flows: daily traffic has as
+    /// many as it spans, a weekly job a seventh. `None` for a map without per-day activity.
+    pub days_seen: Option<u64>,
     /// The strongest orientation confidence among the rule's edges (a rule exists only when
     /// at least one edge is oriented by more than port ranges, unless low confidence was asked for).
     pub orientation: String,
@@ -418,6 +433,7 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
         first: Option<u64>,
         last: Option<u64>,
         strongest: u8,
+        days: BTreeSet<u32>,
     }
     let mut folded: BTreeMap<(String, String, u8, u16), Acc> = BTreeMap::new();
     let mut held_back = Vec::new();
@@ -458,7 +474,9 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
             first: None,
             last: None,
             strongest: 0,
+            days: BTreeSet::new(),
         });
+        acc.days.extend(edge.days.iter().copied());
         acc.edges += 1;
         acc.connections += edge.connections;
         acc.bytes += edge.bytes;
@@ -513,6 +531,7 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
                     first_seen: acc.first.map(rfc3339),
                     last_seen: acc.last.map(rfc3339),
                     span_days,
+                    days_seen: (!acc.days.is_empty()).then_some(acc.days.len() as u64),
                     orientation: match acc.strongest {
                         3 => "high",
                         2 => "medium",

@@ -83,6 +83,29 @@ fn generated_estates_give_every_real_rule_and_none_from_noise() {
 }
 
 #[test]
+fn evidence_counts_the_days_a_rule_was_used_not_only_its_span() {
+    // Three weeks: the batch job runs on Sundays only, the web tier calls the API every day.
+    let spec = Spec { seed: 5, records: 40_000, scan_share: 0.1, days: 21, files: 3, ..Spec::default() };
+    let (dir, _truth, map) = estate("days", &spec);
+    let rec = recommend(&map, &Options::default());
+    let rule = |client: &str, server: &str, port: u16| {
+        rec.rules.iter().find(|r| r.client == client && r.server == server && r.port == port).unwrap().clone()
+    };
+    let weekly = rule("batch", "db", 5432);
+    assert_eq!(weekly.evidence.days_seen, Some(3), "{weekly:?}");
+    assert!(weekly.evidence.span_days >= 15, "{weekly:?}");
+    let daily = rule("web", "api", 50051);
+    assert_eq!(daily.evidence.days_seen, Some(21), "{daily:?}");
+    assert_eq!(daily.evidence.span_days, 21);
+    // In the map each of the batch job's edges lists Sundays only.
+    for edge in map.edges.iter().filter(|e| e.port == 5432 && e.client.contains("batch")) {
+        assert!(!edge.days.is_empty());
+        assert!(edge.days.iter().all(|d| (d + 4) % 7 == 0), "{:?}", edge.active_days);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn cedar_output_validates_and_decides_as_the_rules_say() {
     let spec = Spec { seed: 5, records: 20_000, days: 1, files: 2, ..Spec::default() };
     let (dir, _truth, map) = estate("cedar", &spec);
