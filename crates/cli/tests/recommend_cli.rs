@@ -158,3 +158,94 @@ fn recommend_on_the_example_estate_writes_valid_cedar_and_only_real_rules() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.json"), "{}", String::from_utf8_lossy(&bad.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Flow-log lines (version 2, the default format) of TCP conversations `client:port ->
+/// server:port` at `start`, both directions.
+fn conversations(list: &[(&str, u16, &str, u16, u64)]) -> String {
+    let mut text = String::from(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n",
+    );
+    for (client, cport, server, sport, start) in list {
+        let end = start + 60;
+        text +=
+            &format!("2 123456789012 eni-0a1 {client} {server} {cport} {sport} 6 10 2000 {start} {end} ACCEPT OK\n");
+        text += &format!("2 123456789012 eni-0a1 {server} {client} {sport} {cport} 6 8 9000 {start} {end} ACCEPT OK\n");
+    }
+    text
+}
+
+#[test]
+fn simulate_places_each_flow_with_the_identity_that_held_the_address_then() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-reassigned", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (before, after) = (dir.join("logs/before"), dir.join("logs/after"));
+    std::fs::create_dir_all(&before).unwrap();
+    std::fs::create_dir_all(&after).unwrap();
+    // 10.0.3.5 was the orders database until 10 December; then the address went to another
+    // team's analytics database, which also serves PostgreSQL.
+    let inventory = dir.join("inventory.csv");
+    std::fs::write(
+        &inventory,
+        "cidr,name,tags\n\
+         10.0.1.10/32,app-1,tier=app\n\
+         10.0.3.5/32,orders-db,tier=db,listen=5432/tcp,valid_until=2025-12-10T00:00:00Z\n\
+         10.0.3.5/32,analytics-db,tier=analytics,listen=5432/tcp,valid_from=2025-12-10T00:00:00Z\n",
+    )
+    .unwrap();
+    let (dec5, dec6, dec12) = (1_764_928_800, 1_765_015_200, 1_765_533_600);
+    std::fs::write(
+        before.join("flows.log"),
+        conversations(&[("10.0.1.10", 40_001, "10.0.3.5", 5432, dec5), ("10.0.1.10", 40_002, "10.0.3.5", 5432, dec6)]),
+    )
+    .unwrap();
+    std::fs::write(after.join("flows.log"), conversations(&[("10.0.1.10", 41_001, "10.0.3.5", 5432, dec12)])).unwrap();
+    let s = |p: &PathBuf| p.display().to_string();
+
+    // The map of all flows has two edges: one to each owner of the address, each in its time.
+    let map = dir.join("map.json");
+    ok(run(&["map", &s(&dir.join("logs")), "-i", &s(&inventory), "-o", &s(&map), "-q"]));
+    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&map).unwrap()).unwrap();
+    let mut edges: Vec<(String, String, u64)> = parsed["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["client"].as_str().unwrap().into(),
+                e["server"].as_str().unwrap().into(),
+                e["days_seen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    edges.sort();
+    assert_eq!(
+        edges,
+        [("app-1".into(), "analytics-db".into(), 1), ("app-1".into(), "orders-db".into(), 2)],
+        "{parsed}"
+    );
+
+    // The policy recommended from the flows before the change allows the app its database;
+    // replayed over all flows, the same port on the address's new owner is blocked and named.
+    let map_before = dir.join("map-before.json");
+    ok(run(&["map", &s(&before), "-i", &s(&inventory), "-o", &s(&map_before), "-q"]));
+    let policy = dir.join("policy");
+    ok(run(&["recommend", &s(&map_before), "-o", &s(&policy)]));
+    let out = ok(run(&[
+        "simulate",
+        "--policy",
+        &s(&policy),
+        "--flows",
+        &s(&dir.join("logs")),
+        "-i",
+        &s(&inventory),
+        "--json",
+    ]));
+    let simulation: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let verdict = |server: &str| -> String {
+        let edge = simulation["edges"].as_array().unwrap().iter().find(|e| e["server"] == server).unwrap();
+        edge["verdict"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verdict("orders-db"), "allowed", "{simulation}");
+    assert_eq!(verdict("analytics-db"), "blocked", "{simulation}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -696,8 +696,9 @@ impl Partial {
         // A format without `protocol` still shows who talks to whom: protocol 255 (IANA reserved).
         let protocol = record.protocol.unwrap_or(255);
         self.totals.traffic += 1;
-        let source = self.resolve_address(inventory, src, record.pkt_src_aws_service);
-        let destination = self.resolve_address(inventory, dst, record.pkt_dst_aws_service);
+        // Addresses that changed hands resolve to their owner at the record's start.
+        let source = self.resolve_address(inventory, src, record.pkt_src_aws_service, record.start);
+        let destination = self.resolve_address(inventory, dst, record.pkt_dst_aws_service, record.start);
         let (sport, dport) = if orient::has_ports(protocol) {
             (record.srcport.unwrap_or(0), record.dstport.unwrap_or(0))
         } else {
@@ -805,10 +806,17 @@ impl Partial {
         }
     }
 
-    /// Resolves an address through a small direct-mapped cache (the same few addresses recur).
-    fn resolve_address(&mut self, inventory: &Inventory, addr: IpAddr, aws_service: Option<&[u8]>) -> Endpoint {
+    /// Resolves an address through a small direct-mapped cache (the same few addresses recur);
+    /// addresses whose owner depends on the time are resolved every time.
+    fn resolve_address(
+        &mut self,
+        inventory: &Inventory,
+        addr: IpAddr,
+        aws_service: Option<&[u8]>,
+        time: Option<u64>,
+    ) -> Endpoint {
         if aws_service.is_some() {
-            return inventory.resolve_raw(addr, aws_service);
+            return inventory.resolve_raw(addr, aws_service, time);
         }
         if self.resolved.is_empty() {
             self.resolved = vec![None; RESOLVE_CACHE];
@@ -818,6 +826,9 @@ impl Partial {
             && *cached == addr
         {
             return *endpoint;
+        }
+        if inventory.resolves_by_time(addr) {
+            return inventory.resolve_at(addr, None, time);
         }
         let endpoint = inventory.resolve(addr, None);
         if let Some(entry) = self.resolved.get_mut(slot) {

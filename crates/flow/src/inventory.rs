@@ -108,6 +108,40 @@ pub struct Asset {
     pub listeners: BTreeSet<(u8, u16)>,
     /// Which inventory source named it.
     pub source: String,
+    /// When its addresses were its own: flows outside are not attributed to it (an address
+    /// reused by another instance, a CIDR handed to another team).
+    #[serde(skip)]
+    pub validity: Validity,
+}
+
+/// When an asset held its addresses: from (included) until (excluded), in seconds since the
+/// epoch; an open end is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Validity {
+    /// From.
+    pub from: Option<u64>,
+    /// Until.
+    pub until: Option<u64>,
+}
+
+impl Validity {
+    /// Whether `time` is within.
+    pub fn contains(&self, time: u64) -> bool {
+        self.from.is_none_or(|from| time >= from) && self.until.is_none_or(|until| time < until)
+    }
+
+    /// Whether it is unbounded at both ends.
+    pub fn is_always(&self) -> bool {
+        self.from.is_none() && self.until.is_none()
+    }
+}
+
+/// Who owns a prefix of the inventory: one asset for all time, or several, each for a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Always(u32),
+    /// Index into `Inventory::owners_by_time`.
+    ByTime(u32),
 }
 
 /// Why an inventory file was refused.
@@ -141,7 +175,9 @@ pub struct Inventory {
     interfaces: HashMap<String, u32>,
     user_prefixes: Vec<(Prefix, u32)>,
     aws_prefixes: Vec<(Prefix, u16)>,
-    user_table: PrefixTable<u32>,
+    user_table: PrefixTable<Owner>,
+    /// Assets that held the same prefix at different times.
+    owners_by_time: Vec<Vec<u32>>,
     aws_table: PrefixTable<u16>,
     service_index: HashMap<String, u16>,
     sources: Vec<String>,
@@ -192,10 +228,24 @@ impl Inventory {
         index
     }
 
-    /// Resolves an address; `aws_service` is the record's `pkt-*-aws-service` value, if any.
+    /// Resolves an address as the inventory stands now (for an address that changed hands:
+    /// its present owner); `aws_service` is the record's `pkt-*-aws-service` value, if any.
     pub fn resolve(&self, addr: IpAddr, aws_service: Option<&str>) -> Endpoint {
-        if let Some(&asset) = self.user_table.lookup(addr) {
-            return Endpoint::Asset(asset);
+        self.resolve_at(addr, aws_service, None)
+    }
+
+    /// Resolves an address as it was at `time` (seconds): an address that changed hands goes
+    /// to the asset that held it then, or to no asset when none did. Without a time, to its
+    /// present owner.
+    pub fn resolve_at(&self, addr: IpAddr, aws_service: Option<&str>, time: Option<u64>) -> Endpoint {
+        match self.user_table.lookup(addr) {
+            Some(Owner::Always(asset)) => return Endpoint::Asset(*asset),
+            Some(Owner::ByTime(group)) => {
+                if let Some(asset) = self.owner_at(*group, time) {
+                    return Endpoint::Asset(asset);
+                }
+            }
+            None => {}
         }
         if !is_public(addr) {
             return Endpoint::Address(addr);
@@ -209,9 +259,28 @@ impl Inventory {
         }
     }
 
-    /// [`Inventory::resolve`] with the service name as the bytes of a record.
-    pub fn resolve_raw(&self, addr: IpAddr, aws_service: Option<&[u8]>) -> Endpoint {
-        self.resolve(addr, aws_service.and_then(|s| std::str::from_utf8(s).ok()))
+    /// [`Inventory::resolve_at`] with the service name as the bytes of a record.
+    pub fn resolve_raw(&self, addr: IpAddr, aws_service: Option<&[u8]>, time: Option<u64>) -> Endpoint {
+        self.resolve_at(addr, aws_service.and_then(|s| std::str::from_utf8(s).ok()), time)
+    }
+
+    /// Whether what `addr` resolves to depends on the time (its prefix changed hands).
+    pub fn resolves_by_time(&self, addr: IpAddr) -> bool {
+        matches!(self.user_table.lookup(addr), Some(Owner::ByTime(_)))
+    }
+
+    fn owner_at(&self, group: u32, time: Option<u64>) -> Option<u32> {
+        let owners = self.owners_by_time.get(group as usize)?;
+        let validity = |asset: u32| self.assets.get(asset as usize).map(|a| a.validity).unwrap_or_default();
+        match time {
+            Some(time) => owners.iter().copied().find(|&a| validity(a).contains(time)),
+            // Now: the owner whose time has not ended, else the one that held it last.
+            None => owners
+                .iter()
+                .copied()
+                .find(|&a| validity(a).until.is_none())
+                .or_else(|| owners.iter().copied().max_by_key(|&a| validity(a).until)),
+        }
     }
 
     /// Whether a user-named asset listens on `port` for `protocol`.
@@ -246,7 +315,34 @@ impl Inventory {
     }
 
     fn rebuild(&mut self) {
-        self.user_table = PrefixTable::build(self.user_prefixes.clone());
+        // One owner per prefix, unless the inventory says the prefix changed hands.
+        let mut order: Vec<Prefix> = Vec::new();
+        let mut holders: HashMap<Prefix, Vec<u32>> = HashMap::new();
+        for &(prefix, asset) in &self.user_prefixes {
+            let list = holders.entry(prefix).or_insert_with(|| {
+                order.push(prefix);
+                Vec::new()
+            });
+            if !list.contains(&asset) {
+                list.push(asset);
+            }
+        }
+        self.owners_by_time.clear();
+        let mut entries = Vec::with_capacity(order.len());
+        for prefix in order {
+            let list = holders.remove(&prefix).unwrap_or_default();
+            let timed = list.iter().any(|&a| self.assets.get(a as usize).is_some_and(|a| !a.validity.is_always()));
+            let owner = match list.first() {
+                Some(&first) if !timed => Owner::Always(first),
+                Some(_) => {
+                    self.owners_by_time.push(list);
+                    Owner::ByTime(u32::try_from(self.owners_by_time.len() - 1).unwrap_or(u32::MAX))
+                }
+                None => continue,
+            };
+            entries.push((prefix, owner));
+        }
+        self.user_table = PrefixTable::build(entries);
         self.aws_table = PrefixTable::build(self.aws_prefixes.clone());
     }
 
@@ -272,6 +368,9 @@ impl Inventory {
                 }
                 known.listeners.extend(asset.listeners);
                 known.name = known.name.take().or(asset.name);
+                if known.validity.is_always() {
+                    known.validity = asset.validity;
+                }
             }
             return index;
         }
@@ -300,6 +399,17 @@ impl Inventory {
                 let tags = aws_tags(instance.get("Tags"));
                 let mut prefixes = Vec::new();
                 let mut interfaces = Vec::new();
+                // The instance's addresses are its own since its primary interface was attached
+                // (its creation; a stop and start keeps it).
+                let mut validity = Validity::default();
+                for (e, eni) in
+                    instance.get("NetworkInterfaces").and_then(Value::as_array).into_iter().flatten().enumerate()
+                {
+                    if eni.pointer("/Attachment/DeviceIndex").and_then(Value::as_u64) == Some(0) {
+                        validity.from =
+                            attach_time(eni, &format!("Reservations[{r}].Instances[{i}].NetworkInterfaces[{e}]"))?;
+                    }
+                }
                 for key in ["PrivateIpAddress", "PublicIpAddress", "Ipv6Address"] {
                     push_addr(&mut prefixes, str_at(instance, key));
                 }
@@ -322,6 +432,7 @@ impl Inventory {
                     interfaces,
                     listeners,
                     source: "describe-instances".into(),
+                    validity,
                 });
                 count += 1;
             }
@@ -369,6 +480,7 @@ impl Inventory {
                 interfaces: vec![eni_id.to_owned()],
                 listeners,
                 source: "describe-network-interfaces".into(),
+                validity: Validity { from: attach_time(eni, &format!("NetworkInterfaces[{i}]"))?, until: None },
             });
         }
         self.sources.push(format!("{path}: describe-network-interfaces, {} interfaces", list.len()));
@@ -426,6 +538,20 @@ impl Inventory {
             if tags.contains_key("listen") && listeners.is_empty() {
                 return Err(csv_err("`listen` expects ports like `443/tcp 53/udp`".into()));
             }
+            let mut time_tag = |key: &str| -> Result<Option<u64>, InventoryError> {
+                match tags.remove(key) {
+                    None => Ok(None),
+                    Some(text) => crate::map::parse_rfc3339(&text)
+                        .map(Some)
+                        .ok_or_else(|| csv_err(format!("`{key}={text}` is not a time like 2025-12-01T00:00:00Z"))),
+                }
+            };
+            let validity = Validity { from: time_tag("valid_from")?, until: time_tag("valid_until")? };
+            if let (Some(from), Some(until)) = (validity.from, validity.until)
+                && until <= from
+            {
+                return Err(csv_err("`valid_until` is not after `valid_from`".into()));
+            }
             self.add_asset(Asset {
                 id: name.to_owned(),
                 name: None,
@@ -438,12 +564,29 @@ impl Inventory {
                 interfaces: Vec::new(),
                 listeners,
                 source: "csv".into(),
+                validity,
             });
             count += 1;
         }
         self.sources.push(format!("{path}: csv, {count} entries"));
         Ok(())
     }
+}
+
+/// `Attachment.AttachTime` of an interface in the AWS CLI's forms (`2025-11-20T10:00:00+00:00`,
+/// `2025-11-20T10:00:00.000Z`), in seconds; `where_` names the interface for the error.
+fn attach_time(eni: &Value, where_: &str) -> Result<Option<u64>, String> {
+    let Some(text) = eni.pointer("/Attachment/AttachTime").and_then(Value::as_str) else { return Ok(None) };
+    let bad = || format!("`{where_}.Attachment.AttachTime` is `{text}`, not an ISO 8601 UTC time");
+    let (base, rest) = (text.get(..19).ok_or_else(bad)?, text.get(19..).ok_or_else(bad)?);
+    let rest = match rest.strip_prefix('.') {
+        Some(fraction) => fraction.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    if !matches!(rest, "Z" | "+00:00") {
+        return Err(bad());
+    }
+    crate::map::parse_rfc3339(&format!("{base}Z")).map(Some).ok_or_else(bad)
 }
 
 /// Whether an address is on the public internet (documentation ranges count as public, as in
@@ -565,6 +708,73 @@ mod tests {
         assert_eq!(err.to_string(), "inv.csv:2: `10.0.0.1/8` is not a CIDR prefix: host bits are set");
         let err = inv.load("inv.csv", "10.0.0.0/8,ok,notatag\n").unwrap_err();
         assert!(err.to_string().contains("`notatag` is not `tag=value`"));
+    }
+
+    #[test]
+    fn an_address_that_changed_hands_resolves_to_its_owner_at_the_time() {
+        let t = |text: &str| crate::map::parse_rfc3339(text).unwrap();
+        let mut inv = Inventory::new();
+        inv.load(
+            "inv.csv",
+            "cidr,name,tags\n\
+             10.0.3.5/32,old-db,tier=db,valid_until=2025-12-10T00:00:00Z\n\
+             10.0.3.5/32,new-web,tier=web,valid_from=2025-12-10T00:00:00Z\n\
+             10.0.3.6/32,steady,tier=api\n",
+        )
+        .unwrap();
+        let name = |e: Endpoint| match e {
+            Endpoint::Asset(a) => inv.assets()[a as usize].id.clone(),
+            other => format!("{other:?}"),
+        };
+        let addr = ip("10.0.3.5");
+        assert_eq!(name(inv.resolve_at(addr, None, Some(t("2025-12-09T23:59:59Z")))), "old-db");
+        assert_eq!(name(inv.resolve_at(addr, None, Some(t("2025-12-10T00:00:00Z")))), "new-web");
+        assert_eq!(name(inv.resolve(addr, None)), "new-web", "now: the present owner");
+        assert!(inv.resolves_by_time(addr) && !inv.resolves_by_time(ip("10.0.3.6")));
+        assert_eq!(name(inv.resolve_at(ip("10.0.3.6"), None, Some(0))), "steady");
+        // The validity tags are not tags.
+        assert!(!inv.assets().iter().any(|a| a.tags.contains_key("valid_from") || a.tags.contains_key("valid_until")));
+
+        // Before anyone named in the inventory held it, an address belongs to no asset.
+        let mut inv = Inventory::new();
+        inv.load("inv.csv", "10.0.3.7/32,late,valid_from=2025-12-10T00:00:00Z\n").unwrap();
+        assert_eq!(
+            inv.resolve_at(ip("10.0.3.7"), None, Some(t("2025-12-01T00:00:00Z"))),
+            Endpoint::Address(ip("10.0.3.7"))
+        );
+
+        let err = Inventory::new().load("inv.csv", "10.0.3.7/32,x,valid_from=yesterday\n").unwrap_err();
+        assert_eq!(err.to_string(), "inv.csv:1: `valid_from=yesterday` is not a time like 2025-12-01T00:00:00Z");
+        let err = Inventory::new()
+            .load("inv.csv", "10.0.3.7/32,x,valid_from=2025-12-10T00:00:00Z,valid_until=2025-12-09T00:00:00Z\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("`valid_until` is not after `valid_from`"), "{err}");
+    }
+
+    #[test]
+    fn an_instance_owns_its_addresses_from_the_attachment_of_its_primary_interface() {
+        let t = |text: &str| crate::map::parse_rfc3339(text).unwrap();
+        let json = |attach: &str| {
+            format!(
+                r#"{{"Reservations":[{{"Instances":[{{"InstanceId":"i-new","PrivateIpAddress":"10.0.4.9",
+                "NetworkInterfaces":[{{"NetworkInterfaceId":"eni-1","PrivateIpAddress":"10.0.4.9",
+                "Attachment":{{"AttachTime":"{attach}","DeviceIndex":0}}}}]}}]}}]}}"#
+            )
+        };
+        for attach in ["2025-12-10T08:00:00+00:00", "2025-12-10T08:00:00.000Z"] {
+            let mut inv = Inventory::new();
+            inv.load("instances.json", &json(attach)).unwrap();
+            let addr = ip("10.0.4.9");
+            assert_eq!(inv.resolve_at(addr, None, Some(t("2025-12-10T07:59:00Z"))), Endpoint::Address(addr));
+            assert!(matches!(inv.resolve_at(addr, None, Some(t("2025-12-10T08:00:00Z"))), Endpoint::Asset(_)));
+        }
+        let err = Inventory::new().load("instances.json", &json("last tuesday")).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "`Reservations[0].Instances[0].NetworkInterfaces[0].Attachment.AttachTime` is `last tuesday`"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::aggregate::{DaySet, EdgeAcc, EdgeKey, InterfaceAcc, NO_TIME, NoiseAcc, NoiseKey, OwnAddress, Partial, ViewAcc};
+use crate::aggregate::{
+    DaySet, EdgeAcc, EdgeKey, InterfaceAcc, NO_TIME, NoiseAcc, NoiseKey, OwnAddress, Partial, ViewAcc,
+};
 use crate::inventory::{Endpoint, Inventory};
 use crate::map::{TrafficMap, finalize};
 use crate::noise::NoiseKind;

@@ -156,7 +156,9 @@ pub fn parse_map(path: &str, bytes: &[u8]) -> Result<MapInput, RecommendError> {
     for (index, edge) in map.edges.iter_mut().enumerate() {
         edge.days = parse_day_ranges(&edge.active_days).ok_or_else(|| RecommendError::NotAMap {
             path: path.to_owned(),
-            reason: format!("edges[{index}].active_days: expected dates (YYYY-MM-DD) and date intervals (YYYY-MM-DD/YYYY-MM-DD)"),
+            reason: format!(
+                "edges[{index}].active_days: expected dates (YYYY-MM-DD) and date intervals (YYYY-MM-DD/YYYY-MM-DD)"
+            ),
         })?;
     }
     Ok(map)

@@ -3,7 +3,9 @@
 //! decided it, and what that means in connections and bytes; and drift: edges no rule covers, and
 //! rules no flow has used for a number of days.
 //!
-//! Flows are placed with the policy's own entities: the client is `Zerogate::Workload::"<asset>"`,
+//! Flows are attributed to assets with the identities valid at the time (the map resolves each
+//! address to the asset that held it at the flow's start, see the inventory's validity), then
+//! placed with the policy's own entities: the client is `Zerogate::Workload::"<asset>"`,
 //! the target `Zerogate::TcpTarget::"<server segment>:<protocol>/<port>"` where the server's
 //! segment is its workload's group (`segment:<name>`), as `zerogate recommend` writes them. Flows
 //! from the internet have no identity for Cedar; they are reported as entry points, for the
