@@ -188,6 +188,19 @@ fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
+/// Whether an HTTP/2 connection ended because the client broke the protocol (the h2 layer
+/// detected it and sent GOAWAY with an error), not because it went away or timed out.
+fn is_client_protocol_violation(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            return !h2.is_io() && !h2.is_remote() && h2.reason().is_some_and(|r| r != h2::Reason::NO_ERROR);
+        }
+        source = current.source();
+    }
+    false
+}
+
 async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
@@ -426,12 +439,20 @@ impl Gateway {
                         .max_header_list_size(64 * 1024)
                         .serve_connection(TokioIo::new(tls), service);
                     tokio::pin!(served);
-                    tokio::select! {
-                        _ = served.as_mut() => {}
+                    let outcome = tokio::select! {
+                        outcome = served.as_mut() => outcome,
                         () = stopped(&mut stop) => {
                             served.as_mut().graceful_shutdown();
-                            let _ = served.await;
+                            served.await
                         }
+                    };
+                    // A client that breaks the HTTP/2 protocol loses its connection (GOAWAY) in
+                    // the h2 layer, before any handler: record the attempt, as for HTTP/1.1.
+                    if let Err(error) = outcome
+                        && is_client_protocol_violation(&error)
+                    {
+                        let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error, "HTTP/2");
+                        let _ = gateway_for_audit.audit(record).await;
                     }
                     return;
                 }
@@ -455,7 +476,7 @@ impl Gateway {
                 if let Err(error) = outcome
                     && (error.is_parse() || error.is_parse_too_large())
                 {
-                    let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error);
+                    let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error, "HTTP/1.1");
                     let _ = gateway_for_audit.audit(record).await;
                 }
             });
@@ -594,7 +615,7 @@ impl Gateway {
     }
 
     /// A record for a request hyper could not parse (it answered 400 or 431 and closed).
-    fn unparsed_record(&self, connection: &Connection, error: &hyper::Error) -> DecisionRecord {
+    fn unparsed_record(&self, connection: &Connection, error: &hyper::Error, protocol: &str) -> DecisionRecord {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         bump(&self.metrics.malformed);
         DecisionRecord {
@@ -612,7 +633,7 @@ impl Gateway {
             },
             decision: Decision::Deny,
             policies: Vec::new(),
-            errors: vec![format!("request: not parsed as HTTP/1.1 ({error})")],
+            errors: vec![format!("request: not parsed as {protocol} ({error})")],
         }
     }
 

@@ -761,6 +761,40 @@ fn refusals_len() -> usize {
     10
 }
 
+/// Opens HTTP/2 (ALPN h2) and sends a SETTINGS frame on stream 1, which RFC 9113 makes a
+/// connection error; returns once the gateway has closed the connection.
+async fn h2_protocol_violation(setup: &Setup) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&std::fs::read(setup.dir.join("root.pem")).unwrap()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 1]);
+    tls.write_all(&bytes).await.unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the connection stayed open after a protocol error");
+    // The record is appended after the connection ends: give the writer a moment.
+    for _ in 0..50 {
+        if std::fs::read_to_string(&setup.audit_path).unwrap().contains("not parsed as HTTP/2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_and_upstreams_get_the_same_pipeline() {
     let setup = setup("http2").await;
@@ -821,6 +855,13 @@ async fn http2_clients_and_upstreams_get_the_same_pipeline() {
         assert_eq!((status, version.as_str()), (expected, "2"), "{host}{path} {extra:?}: {body}");
     }
     assert_eq!(setup.seen.lock().unwrap().len(), before, "a refused HTTP/2 request reached the upstream");
+
+    // A client that breaks the HTTP/2 protocol itself (SETTINGS on a stream) loses the
+    // connection in the h2 layer, and the attempt is on record.
+    h2_protocol_violation(&setup).await;
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(log.contains("not parsed as HTTP/2"), "the h2 layer's refusal is recorded");
+    assert_eq!(setup.seen.lock().unwrap().len(), before);
 
     // Revocation applies to the next stream on HTTP/2 too.
     setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
