@@ -560,8 +560,8 @@ pub fn recommend(map: &MapInput, options: &Options) -> Recommendation {
 /// What an asset does, at the level rules are written: (serves?, peer segment, protocol, port).
 type Behaviour = BTreeSet<(bool, String, u8, u16)>;
 
-/// Groups the assets that no override or tag placed when they behave alike: the same services
-/// served to the same peer segments and the same services used on the same peer segments. Peers
+/// Groups the assets that no override or tag placed when they behave alike: (nearly) the same
+/// services served to the same peer segments and used on the same peer segments. Peers
 /// count by their segment, so the grouping is repeated (a few rounds) as peers themselves group.
 /// A group is named `observed:<first member>+<others>`; an asset like no other stays alone.
 fn group_by_behaviour<'a>(map: &'a MapInput, segment_of: &mut BTreeMap<&'a str, (String, String)>) {
@@ -592,7 +592,7 @@ fn group_by_behaviour<'a>(map: &'a MapInput, segment_of: &mut BTreeMap<&'a str, 
             }
         }
         let mut changed = false;
-        for members in alike.values() {
+        for members in similar_groups(&alike) {
             let Some(first) = members.first() else { continue };
             let (name, source) = if members.len() > 1 {
                 (format!("observed:{}+{}", names.get(first).unwrap_or(first), members.len() - 1), "behaviour")
@@ -613,20 +613,89 @@ fn group_by_behaviour<'a>(map: &'a MapInput, segment_of: &mut BTreeMap<&'a str, 
     }
 }
 
+/// Two behaviours are alike enough to share a segment when they share at least half of all
+/// they do (Jaccard) and, for servers, at least one service they serve: one web server that is
+/// also scraped by monitoring stays with the web tier; a bastion that serves SSH does not join
+/// the web servers it reaches over SSH.
+const SIMILAR: f64 = 0.5;
+
+/// How many candidate groups one behaviour is compared with (bounds the work on huge untagged
+/// estates; beyond it, groups stay exact).
+const MAX_CANDIDATES: usize = 64;
+
+fn similar(a: &Behaviour, b: &Behaviour) -> bool {
+    let common = a.intersection(b).count();
+    let all = a.len() + b.len() - common;
+    if all == 0 || (common as f64) < SIMILAR * all as f64 {
+        return false;
+    }
+    let served = |x: &Behaviour| x.iter().filter(|k| k.0).map(|k| (k.2, k.3)).collect::<BTreeSet<_>>();
+    let (served_a, served_b) = (served(a), served(b));
+    served_a.is_empty() && served_b.is_empty() || !served_a.is_disjoint(&served_b)
+}
+
+/// Groups of identical behaviour, joined where every behaviour of one group is [`similar`] to
+/// every behaviour of the other (complete linkage, so similarity never chains across tiers).
+fn similar_groups<'b, 'a>(alike: &'b BTreeMap<&'b Behaviour, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
+    let mut clusters: Vec<(Vec<&Behaviour>, Vec<&'a str>)> = Vec::new();
+    // Candidate clusters by what their members serve (or, for pure clients, use).
+    let mut by_service: BTreeMap<(bool, u8, u16), Vec<usize>> = BTreeMap::new();
+    for (seen, members) in alike {
+        let serves = seen.iter().any(|k| k.0);
+        let keys: BTreeSet<(bool, u8, u16)> = seen.iter().filter(|k| k.0 == serves).map(|k| (k.0, k.2, k.3)).collect();
+        let candidates: BTreeSet<usize> =
+            keys.iter().filter_map(|k| by_service.get(k)).flatten().copied().take(MAX_CANDIDATES).collect();
+        let joined = candidates.into_iter().find(|&c| {
+            clusters.get(c).is_some_and(|(behaviours, _)| behaviours.iter().all(|other| similar(seen, other)))
+        });
+        let index = match joined {
+            Some(c) => c,
+            None => {
+                clusters.push((Vec::new(), Vec::new()));
+                clusters.len() - 1
+            }
+        };
+        if let Some((behaviours, cluster_members)) = clusters.get_mut(index) {
+            behaviours.push(seen);
+            cluster_members.extend(members.iter().copied());
+        }
+        for key in keys {
+            let list = by_service.entry(key).or_default();
+            if !list.contains(&index) {
+                list.push(index);
+            }
+        }
+    }
+    clusters
+        .into_iter()
+        .map(|(_, mut members)| {
+            members.sort_unstable();
+            members
+        })
+        .collect()
+}
+
 /// Ranks the segments that serve someone: sensitivity weighs most, then exposure to the
 /// internet, then how many segments are its clients, then its own lateral reach.
 fn prioritize(segments: &BTreeMap<String, Segment>, rules: &[Rule]) -> Vec<Priority> {
+    // Who each segment serves and reaches, in one pass (segments × rules would be quadratic on
+    // an untagged estate, where every asset is a segment).
+    let mut clients_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut reach_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for rule in rules {
+        clients_of.entry(rule.server.as_str()).or_default().insert(rule.client.as_str());
+        reach_of.entry(rule.client.as_str()).or_default().insert(rule.server.as_str());
+    }
+    let none = BTreeSet::new();
     let mut out = Vec::new();
     for segment in segments.values() {
-        let inbound: Vec<&Rule> = rules.iter().filter(|r| r.server == segment.name).collect();
-        if inbound.is_empty() || segment.source == "internet" || segment.source == "aws-service" {
+        let Some(clients) = clients_of.get(segment.name.as_str()) else { continue };
+        if segment.source == "internet" || segment.source == "aws-service" {
             continue;
         }
         let sensitivity = segment.sensitivity.as_deref().map_or(1, sensitivity_rank);
-        let internet = inbound.iter().any(|r| r.client == "internet");
-        let clients: BTreeSet<&str> = inbound.iter().map(|r| r.client.as_str()).collect();
-        let reach: BTreeSet<&str> =
-            rules.iter().filter(|r| r.client == segment.name).map(|r| r.server.as_str()).collect();
+        let internet = clients.contains("internet");
+        let reach = reach_of.get(segment.name.as_str()).unwrap_or(&none);
         let score = sensitivity * 100 + u64::from(internet) * 50 + clients.len() as u64 * 5 + reach.len() as u64;
         let mut reasons = vec![format!("sensitivity {}", segment.sensitivity.as_deref().unwrap_or("not tagged"))];
         if internet {
