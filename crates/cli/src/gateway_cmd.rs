@@ -196,8 +196,7 @@ pub fn run_gateway(args: GatewayArgs) -> Result<ExitCode> {
     }
     let service = Arc::new(service(&dir)?);
     crate::identity_cmd::runtime()?.block_on(async move {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let listeners = bind_per_core(config.listen, cores)?;
+        let listener = bind(&config.listen.to_string()).await?;
         let names: Vec<String> = config.apps.iter().map(|a| a.app.host.clone()).collect();
         let running = assemble(&dir, &service, &config, &names)?;
         if let Some(oidc) = &running.oidc {
@@ -215,19 +214,19 @@ pub fn run_gateway(args: GatewayArgs) -> Result<ExitCode> {
             tokio::spawn(zerogate_gateway::admin::serve(bind(&admin.to_string()).await?, Arc::clone(&running.gateway)));
         }
         println!(
-            "zerogate gateway `{}` on https://{}: {} application(s), {cores} thread(s)",
+            "zerogate gateway `{}` on https://{}: {} application(s)",
             config.id,
-            config.listen,
+            listener.local_addr()?,
             config.apps.len()
         );
         use std::io::Write;
         std::io::stdout().flush()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let threads = serve_per_core(listeners, &running.gateway, &running.tls, &stopping)?;
+        let serving =
+            tokio::spawn(Arc::clone(&running.gateway).serve(listener, Arc::clone(&running.tls), stopping, DRAIN));
         shutdown_signal().await;
         let _ = stop.send(true);
-        let _ =
-            tokio::task::spawn_blocking(move || threads.into_iter().map(std::thread::JoinHandle::join).count()).await;
+        let _ = serving.await;
         running.audit_close();
         Ok(ExitCode::SUCCESS)
     })
@@ -253,65 +252,6 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// One listening socket per core on the same address (`SO_REUSEPORT`: the kernel spreads new
-/// connections over them), bound here so that an address in use fails the start with its reason.
-fn bind_per_core(address: std::net::SocketAddr, cores: usize) -> Result<Vec<std::net::TcpListener>> {
-    // Sockets with SO_REUSEPORT share a port with any other such socket of the same user: a
-    // second gateway started by mistake would silently take half the connections instead of
-    // failing. Refuse to start when something already answers there.
-    let mut probe = address;
-    if probe.ip().is_unspecified() {
-        probe.set_ip(if address.is_ipv6() {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        });
-    }
-    if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok() {
-        bail!("listening on {address}: the address is in use (something accepts connections there)");
-    }
-    (0..cores)
-        .map(|_| {
-            let socket =
-                if address.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
-            socket.set_reuseaddr(true)?;
-            #[cfg(unix)]
-            socket.set_reuseport(true)?;
-            socket.bind(address)?;
-            socket.listen(1024)?.into_std()
-        })
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("listening on {address}"))
-}
-
-/// The public listener's work, thread per core: each thread runs its own single-threaded
-/// runtime and accepts on its own socket, so a request is parsed, authenticated, decided and
-/// forwarded on one thread without work-stealing hand-offs between threads (measured side by
-/// side, three alternating wrk rounds: 6%, 31% and 24% more requests per second than one multi-threaded
-/// runtime on 2 cores). The audit writer stays one thread for all.
-fn serve_per_core(
-    listeners: Vec<std::net::TcpListener>,
-    gateway: &Arc<Gateway>,
-    tls: &Arc<rustls::ServerConfig>,
-    stopping: &tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut threads = Vec::new();
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (gateway, tls, stopping) = (Arc::clone(gateway), Arc::clone(tls), stopping.clone());
-        let thread = std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => gateway.serve(listener, tls, stopping, DRAIN).await,
-                    Err(error) => tracing::error!(%error, "gateway thread {index}: cannot use its listener"),
-                }
-            });
-        })?;
-        threads.push(thread);
-    }
-    Ok(threads)
 }
 
 async fn bind(address: &str) -> Result<TcpListener> {

@@ -1,7 +1,7 @@
 //! `zerogate gateway --config FILE`, the deployment command, as an operator runs it: it serves
-//! the configured application on one listener per core (every connection gets the full
-//! pipeline, whichever thread accepts it), refuses to start a second time on an address in use,
-//! and stops on SIGTERM with every allowed request on record. Real binary, real TLS, curl.
+//! the configured application through the full pipeline, refuses to start a second time on an
+//! address in use, and stops on SIGTERM with every allowed request on record. Real binary, real
+//! TLS, curl.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -67,7 +67,7 @@ fn curl(port: u16, device: &Path) -> (u16, String) {
 }
 
 #[test]
-fn the_gateway_serves_on_every_core_refuses_a_taken_address_and_stops_cleanly() {
+fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
     let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-gateway", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
@@ -120,7 +120,7 @@ fn the_gateway_serves_on_every_core_refuses_a_taken_address_and_stops_cleanly() 
     assert!(started.contains(&format!("127.0.0.1:{port}")), "{started}");
     std::thread::spawn(move || for _ in lines {});
 
-    // New connections land on either thread; each gets the whole pipeline.
+    // Each new connection gets the whole pipeline.
     let deadline = Instant::now() + Duration::from_secs(10);
     while curl(port, &device).0 != 200 {
         assert!(Instant::now() < deadline, "the gateway never answered");
