@@ -643,6 +643,15 @@ impl<'a> UnverifiedToken<'a> {
 
     /// Verifies the token completely: header rules, key, signature, then claims at `now`.
     pub fn verify(&self, keys: &KeySet, validation: &Validation, now: SystemTime) -> Result<VerifiedToken, JwtError> {
+        let verified = self.verify_untimed(keys, validation)?;
+        verified.check_validity(now, validation)?;
+        Ok(verified)
+    }
+
+    /// Everything that does not depend on the time: header rules, key, signature, claims. The
+    /// result still has to pass [`VerifiedToken::check_validity`] at the time of each use; it
+    /// can be cached, an expired token too, so that presenting it again costs no signature check.
+    pub fn verify_untimed(&self, keys: &KeySet, validation: &Validation) -> Result<VerifiedToken, JwtError> {
         let alg = self.check_header(validation)?;
         let key_id = self.key_id();
         let key = keys.find(key_id, alg).ok_or(JwtError::UnknownKey)?;
@@ -650,14 +659,7 @@ impl<'a> UnverifiedToken<'a> {
             return Err(JwtError::UnknownKey);
         }
         key.public.verify_sig(self.signing_input.as_bytes(), &self.signature).map_err(|_| JwtError::BadSignature)?;
-        let verified = self.check_claims(validation, alg, key_id)?;
-        verified.check_time(now, validation.leeway)?;
-        if let (Some(max_age), Some(iat)) = (validation.max_age, verified.issued_at)
-            && seconds(now) - iat > (max_age + validation.leeway).as_secs_f64()
-        {
-            return Err(JwtError::TooOld);
-        }
-        Ok(verified)
+        self.check_claims(validation, alg, key_id)
     }
 
     fn check_claims(
@@ -793,6 +795,18 @@ impl VerifiedToken {
         if self.not_before.is_some_and(|nbf| nbf > now + leeway) || self.issued_at.is_some_and(|iat| iat > now + leeway)
         {
             return Err(JwtError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// Everything time-bound at `now`: `exp`, `nbf`, `iat` with the leeway, and the maximum age
+    /// since `iat` if the validation sets one.
+    pub fn check_validity(&self, now: SystemTime, validation: &Validation) -> Result<(), JwtError> {
+        self.check_time(now, validation.leeway)?;
+        if let (Some(max_age), Some(iat)) = (validation.max_age, self.issued_at)
+            && seconds(now) - iat > (max_age + validation.leeway).as_secs_f64()
+        {
+            return Err(JwtError::TooOld);
         }
         Ok(())
     }

@@ -376,10 +376,13 @@ impl OidcVerifier {
             let reason = issuer.state.lock().await.last_error.clone().unwrap_or_else(|| "not fetched yet".to_owned());
             return Err(issuer.unavailable(reason));
         };
-        let verified = unverified.verify(&keys.set, &issuer.validation, now)?;
+        // Cached once the signature and claims hold, before the time is checked: an expired
+        // token presented again (a stale client, a replay) is refused from the cache, not with
+        // another signature check each time.
+        let verified = unverified.verify_untimed(&keys.set, &issuer.validation)?;
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= TOKEN_CACHE_CAPACITY {
-                cache.retain(|_, entry| entry.token.check_time(now, entry.issuer.validation.leeway()).is_ok());
+                cache.retain(|_, entry| entry.token.check_validity(now, &entry.issuer.validation).is_ok());
                 if cache.len() >= TOKEN_CACHE_CAPACITY {
                     cache.clear();
                 }
@@ -388,6 +391,7 @@ impl OidcVerifier {
                 CachedToken { issuer: Arc::clone(issuer), generation: keys.generation, token: verified.clone() };
             cache.insert(fingerprint, entry);
         }
+        verified.check_validity(now, &issuer.validation)?;
         Ok(verified)
     }
 
@@ -399,7 +403,7 @@ impl OidcVerifier {
             // The keys changed: the key that verified this token may be gone. Verify again.
             return None;
         }
-        Some(match entry.token.check_time(now, entry.issuer.validation.leeway()) {
+        Some(match entry.token.check_validity(now, &entry.issuer.validation) {
             Ok(()) => Ok(entry.token.clone()),
             Err(error) => Err(error.into()),
         })

@@ -190,6 +190,48 @@ async fn discovery_jwks_cache_rotation_and_the_unknown_kid_cooldown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_verification_is_held_to_expiry_and_maximum_age_at_every_use() {
+    let running = start_provider().await;
+    let issuer = format!("{}/a", running.base);
+    let dir = common::temp_dir("oidc-age");
+    let cases = common::make(&issuer, "https://unused.example/b", &dir);
+    running
+        .provider
+        .set("/a/.well-known/openid-configuration", discovery(&issuer, &format!("{}/a/jwks", running.base)));
+    running.provider.set("/a/jwks", cases.file("jwks.json"));
+    // Tokens were issued 10 s before `now` and expire 300 s after it; at most 60 s old here.
+    let verifier = OidcVerifier::new(vec![IssuerConfig {
+        validation: common::validation(&issuer, TokenKind::Access).with_max_age(Duration::from_secs(60)),
+        fetch: settings(&running.root, Duration::from_secs(2), Duration::from_secs(600)),
+    }])
+    .unwrap();
+    let token = &cases.get("es256").token;
+    verifier.verify(token, cases.now).await.unwrap();
+    // Seen again later: the cached verification is too old by then, then expired.
+    let kind = |at: u64| {
+        let verifier = &verifier;
+        async move {
+            match verifier.verify(token, cases.now + Duration::from_secs(at)).await {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error.kind().to_owned(),
+            }
+        }
+    };
+    assert_eq!(kind(20).await, "ok");
+    assert_eq!(kind(120).await, "too_old");
+    assert_eq!(kind(400).await, "expired");
+    // A token first seen after it expired is refused, and refused again from the cache: the
+    // key set was fetched once, and the answer stays the same.
+    let late = &cases.get("rs256").token;
+    for _ in 0..3 {
+        let error = verifier.verify(late, cases.now + Duration::from_secs(400)).await.unwrap_err();
+        assert_eq!(error.kind(), "expired");
+    }
+    assert_eq!(running.provider.hits("/a/jwks"), 1);
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_provider_is_down_cached_keys_serve_until_their_maximum_age() {
     let running = start_provider().await;
     let issuer = format!("{}/a", running.base);
