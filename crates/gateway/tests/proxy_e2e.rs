@@ -633,8 +633,10 @@ async fn requests_signed_by_the_aws_sdk_signer_pass_with_sigv4() {
     let signed = botocore_sign(&setup, "POST", &url, body, false);
     assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, r#"{"version":"6.6.6"}"#, "--http2")).0, 401);
 
-    // Over HTTP/2 the signed `host` is the request's `:authority`.
-    let signed = botocore_sign(&setup, "POST", &url, body, false);
+    // Over HTTP/2 the signed `host` is the request's `:authority`. (Another URL: signed in the
+    // same second as the first request, the same URL would give the same signature — a replay.)
+    let url_h2 = format!("https://ci.example.org:{}/deploy?env=prod&via=http2", setup.port);
+    let signed = botocore_sign(&setup, "POST", &url_h2, body, false);
     assert_eq!(blocking(&|| send_signed(&setup, "POST", &signed, body, "--http2")).0, 200);
 
     // A presigned URL, on either protocol (two URLs: the same one twice would be a replay).
