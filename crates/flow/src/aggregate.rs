@@ -827,11 +827,8 @@ impl Partial {
         {
             return *endpoint;
         }
-        if inventory.resolves_by_time(addr) {
-            return inventory.resolve_at(addr, None, time);
-        }
-        let endpoint = inventory.resolve(addr, None);
-        if let Some(entry) = self.resolved.get_mut(slot) {
+        let (endpoint, by_time) = inventory.resolve_timed(addr, None, time);
+        if !by_time && let Some(entry) = self.resolved.get_mut(slot) {
             *entry = Some((addr, endpoint));
         }
         endpoint

@@ -238,35 +238,36 @@ impl Inventory {
     /// to the asset that held it then, or to no asset when none did. Without a time, to its
     /// present owner.
     pub fn resolve_at(&self, addr: IpAddr, aws_service: Option<&str>, time: Option<u64>) -> Endpoint {
-        match self.user_table.lookup(addr) {
-            Some(Owner::Always(asset)) => return Endpoint::Asset(*asset),
-            Some(Owner::ByTime(group)) => {
-                if let Some(asset) = self.owner_at(*group, time) {
-                    return Endpoint::Asset(asset);
-                }
+        self.resolve_timed(addr, aws_service, time).0
+    }
+
+    /// [`Inventory::resolve_at`], and whether the answer depends on the time (the address
+    /// changed hands), so that a caller caching answers by address knows which it may keep.
+    pub fn resolve_timed(&self, addr: IpAddr, aws_service: Option<&str>, time: Option<u64>) -> (Endpoint, bool) {
+        let by_time = match self.user_table.lookup(addr) {
+            Some(Owner::Always(asset)) => return (Endpoint::Asset(*asset), false),
+            Some(Owner::ByTime(group)) => match self.owner_at(*group, time) {
+                Some(asset) => return (Endpoint::Asset(asset), true),
+                None => true,
+            },
+            None => false,
+        };
+        let endpoint = if !is_public(addr) {
+            Endpoint::Address(addr)
+        } else if let Some(index) = aws_service.and_then(|s| self.service_index(s)) {
+            Endpoint::Service(index)
+        } else {
+            match self.aws_table.lookup(addr) {
+                Some(&index) => Endpoint::Service(index),
+                None => Endpoint::Internet,
             }
-            None => {}
-        }
-        if !is_public(addr) {
-            return Endpoint::Address(addr);
-        }
-        if let Some(index) = aws_service.and_then(|s| self.service_index(s)) {
-            return Endpoint::Service(index);
-        }
-        match self.aws_table.lookup(addr) {
-            Some(&index) => Endpoint::Service(index),
-            None => Endpoint::Internet,
-        }
+        };
+        (endpoint, by_time)
     }
 
     /// [`Inventory::resolve_at`] with the service name as the bytes of a record.
     pub fn resolve_raw(&self, addr: IpAddr, aws_service: Option<&[u8]>, time: Option<u64>) -> Endpoint {
         self.resolve_at(addr, aws_service.and_then(|s| std::str::from_utf8(s).ok()), time)
-    }
-
-    /// Whether what `addr` resolves to depends on the time (its prefix changed hands).
-    pub fn resolves_by_time(&self, addr: IpAddr) -> bool {
-        matches!(self.user_table.lookup(addr), Some(Owner::ByTime(_)))
     }
 
     fn owner_at(&self, group: u32, time: Option<u64>) -> Option<u32> {
@@ -730,7 +731,7 @@ mod tests {
         assert_eq!(name(inv.resolve_at(addr, None, Some(t("2025-12-09T23:59:59Z")))), "old-db");
         assert_eq!(name(inv.resolve_at(addr, None, Some(t("2025-12-10T00:00:00Z")))), "new-web");
         assert_eq!(name(inv.resolve(addr, None)), "new-web", "now: the present owner");
-        assert!(inv.resolves_by_time(addr) && !inv.resolves_by_time(ip("10.0.3.6")));
+        assert!(inv.resolve_timed(addr, None, None).1 && !inv.resolve_timed(ip("10.0.3.6"), None, None).1);
         assert_eq!(name(inv.resolve_at(ip("10.0.3.6"), None, Some(0))), "steady");
         // The validity tags are not tags.
         assert!(!inv.assets().iter().any(|a| a.tags.contains_key("valid_from") || a.tags.contains_key("valid_until")));
