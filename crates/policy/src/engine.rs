@@ -56,7 +56,7 @@ pub struct DecisionRequest {
 }
 
 /// What the gateway knows about a device's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Posture {
     /// Enrolled and managed.
     pub managed: bool,
@@ -70,7 +70,7 @@ pub struct Posture {
 
 /// The request context, typed: it matches `RequestContext` in [`crate::SCHEMA`] by construction,
 /// so building it costs no JSON parsing and no schema check on the decision path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestContext {
     /// `oidc`, `mtls` or `sigv4`.
     pub authn: String,
@@ -177,6 +177,43 @@ pub struct PolicyEngine {
     with_groups: Mutex<HashMap<GroupsKey, Arc<Entities>>>,
     group_type: EntityTypeName,
     memo: Memo,
+    /// Decisions already made, by everything Cedar decides on: principal, asserted groups,
+    /// action, resource and the whole context (its `time` only when a policy reads it). Cedar
+    /// is a pure function of these and of this engine's policies and entities, which never
+    /// change (a policy change builds a new engine), so a remembered decision is the decision.
+    /// Bounded, and cleared when full.
+    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+    /// Whether any policy's conditions mention `time` (then it is part of the decision key).
+    reads_time: bool,
+}
+
+/// Everything a Cedar decision depends on besides the engine itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal: String,
+    groups: Vec<String>,
+    action: String,
+    resource: String,
+    context: RequestContext,
+}
+
+/// Decisions remembered at most.
+const DECISION_CACHE: usize = 16_384;
+
+/// Whether any condition of `policies` can read the context's `time`. Cedar names attributes
+/// only literally (there is no computed attribute access), so a policy whose JSON form, less its
+/// annotations, holds no string `time` cannot depend on it. A policy that cannot be rendered
+/// counts as reading it.
+fn policies_read_time<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> bool {
+    policies.into_iter().any(|policy| match policy.to_json() {
+        Ok(mut json) => {
+            if let Some(fields) = json.as_object_mut() {
+                fields.remove("annotations");
+            }
+            json.to_string().contains("\"time\"")
+        }
+        Err(_) => true,
+    })
 }
 
 /// A principal and the groups its credential asserted (sorted).
@@ -325,6 +362,7 @@ impl PolicyEngine {
         }
         let unsliced = Arc::new(set(&everywhere)?);
         let count = all.policies().count();
+        let reads_time = policies_read_time(all.policies());
         Ok(Self {
             schema,
             entities,
@@ -337,6 +375,8 @@ impl PolicyEngine {
             with_groups: Mutex::new(HashMap::new()),
             group_type: EntityTypeName::from_str("Zerogate::Group").map_err(|e| PolicyError::Schema(e.to_string()))?,
             memo: Memo::default(),
+            decisions: Mutex::new(HashMap::new()),
+            reads_time,
         })
     }
 
@@ -394,9 +434,45 @@ impl PolicyEngine {
         resource: &str,
         context: &RequestContext,
     ) -> Decision {
+        let mut groups = principal.groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        let mut key_context = context.clone();
+        if !self.reads_time {
+            key_context.time = 0;
+        }
+        let key = DecisionKey {
+            principal: principal.uid.to_owned(),
+            groups,
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            context: key_context,
+        };
+        if let Some(hit) = self.decisions.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+            return hit;
+        }
+        let decision = self.decide_uncached(&key.principal, &key.groups, action, resource, context);
+        if let Ok(mut cache) = self.decisions.lock() {
+            if cache.len() >= DECISION_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, decision.clone());
+        }
+        decision
+    }
+
+    /// [`Self::decide_as`] without the decision cache; `groups` sorted and deduplicated.
+    fn decide_uncached(
+        &self,
+        principal: &str,
+        groups: &[String],
+        action: &str,
+        resource: &str,
+        context: &RequestContext,
+    ) -> Decision {
         let uids = (|| {
             Ok::<_, String>((
-                self.memo.uid("principal", principal.uid)?,
+                self.memo.uid("principal", principal)?,
                 self.memo.uid("action", action)?,
                 self.memo.uid("resource", resource)?,
             ))
@@ -405,14 +481,11 @@ impl PolicyEngine {
             Ok(uids) => uids,
             Err(e) => return Decision::deny(e),
         };
-        let mut groups = principal.groups.to_vec();
-        groups.sort();
-        groups.dedup();
         let dynamic;
         let entities = if groups.is_empty() {
             &self.entities
         } else {
-            match self.entities_with_groups(&principal_uid, &groups) {
+            match self.entities_with_groups(&principal_uid, groups) {
                 Ok(entities) => {
                     dynamic = entities;
                     &*dynamic
@@ -427,7 +500,7 @@ impl PolicyEngine {
         // The context fits the schema by construction; principal and resource types that the
         // action does not apply to match no validated policy, so they are denied by default.
         match Request::new(principal_uid.clone(), action, resource.clone(), context, None) {
-            Ok(r) => self.authorize_in(&r, (principal_uid, resource, groups), entities),
+            Ok(r) => self.authorize_in(&r, (principal_uid, resource, groups.to_vec()), entities),
             Err(e) => Decision::deny(format!("request: {e}")),
         }
     }

@@ -279,3 +279,54 @@ permit (principal in Zerogate::Group::"staff", action, resource == Zerogate::Rou
     let d = e.decide_as(Principal { uid: carol, groups: &many }, http, billing, &ctx);
     assert!(!d.allow && d.errors.len() == 1, "{d:?}");
 }
+
+/// The gateway asks the same question thousands of times a second and the engine remembers its
+/// answers: a remembered answer must never stand in for a request that differs in anything a
+/// policy can read — the time included, once a policy reads it, even though it changes every
+/// second.
+#[test]
+fn a_repeated_decision_changes_with_anything_a_policy_reads() {
+    let rules = r#"
+@id("until-deadline")
+permit (principal == Zerogate::User::"bob", action, resource == Zerogate::Application::"wiki")
+when { context.time < 1800000100 };
+@id("bob-no-posts")
+forbid (principal == Zerogate::User::"bob", action, resource)
+when { context has method && context.method == "POST" };
+@id("bob-not-from-outside")
+forbid (principal == Zerogate::User::"bob", action, resource)
+unless { context.source_ip.isInRange(ip("10.0.0.0/8")) };
+"#;
+    let e = PolicyEngine::load(&[("main.cedar".into(), rules.to_owned())], entities()).unwrap();
+    let (bob, http, wiki) =
+        ("Zerogate::User::\"bob\"", "Zerogate::Action::\"http\"", "Zerogate::Application::\"wiki\"");
+    let billing = "Zerogate::Application::\"billing\"";
+    let base = office_hours_context();
+    // Asked twice: the same answer.
+    for _ in 0..2 {
+        let d = e.decide_with(bob, http, wiki, &base);
+        assert!(d.allow && d.policies == vec!["until-deadline"], "{d:?}");
+    }
+    // Past the deadline (a later second, nothing else changed): refused.
+    let late = RequestContext { time: 1_800_000_100, ..base.clone() };
+    assert!(!e.decide_with(bob, http, wiki, &late).allow, "the time was read from a remembered answer");
+    assert!(e.decide_with(bob, http, wiki, &base).allow);
+    // Each other field a policy reads, changed alone: refused.
+    let post = RequestContext { method: Some("POST".into()), ..base.clone() };
+    assert!(!e.decide_with(bob, http, wiki, &post).allow, "method");
+    let outside = RequestContext { source_ip: "192.0.2.1".parse().unwrap(), ..base.clone() };
+    assert!(!e.decide_with(bob, http, wiki, &outside).allow, "source address");
+    assert!(!e.decide_with(bob, http, billing, &base).allow, "resource");
+    assert!(!e.decide_with("Zerogate::User::\"carol\"", http, wiki, &base).allow, "principal");
+    // And the first answer again.
+    assert!(e.decide_with(bob, http, wiki, &base).allow);
+
+    // The office-hours policy reads the hour, not the time: both decide by the hour.
+    let e = engine("");
+    let alice = "Zerogate::User::\"alice\"";
+    assert!(e.decide_with(alice, http, billing, &base).allow);
+    let evening = RequestContext { hour: 19, time: base.time + 9 * 3600, ..base.clone() };
+    assert!(!e.decide_with(alice, http, billing, &evening).allow, "hour");
+    let next_morning = RequestContext { time: base.time + 86_400, ..base.clone() };
+    assert!(e.decide_with(alice, http, billing, &next_morning).allow);
+}
