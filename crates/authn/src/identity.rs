@@ -173,6 +173,7 @@ pub struct Revocations {
 impl Revocations {
     /// Whether `who` may no longer be served.
     pub fn is_revoked(&self, who: &Authenticated) -> bool {
-        self.credentials.contains(&who.credential_id) || self.principals.contains(&who.cedar_uid())
+        self.credentials.contains(&who.credential_id)
+            || (!self.principals.is_empty() && self.principals.contains(&who.cedar_uid()))
     }
 }

@@ -142,7 +142,8 @@ pub fn decide(
             return refuse(record, 401, Some(format!("authentication: {}", failure.reason)));
         }
     };
-    record.principal = Some(who.cedar_uid());
+    let principal = who.cedar_uid();
+    record.principal = Some(principal.clone());
     record.credential = Some(Credential { kind: who.method.as_str().to_owned(), id: who.credential_id.clone() });
     if !attempt.app.methods.contains(&who.method) {
         return refuse(
@@ -169,7 +170,6 @@ pub fn decide(
         acr: who.acr.clone(),
         amr: (!who.amr.is_empty()).then(|| who.amr.clone()),
     };
-    let principal = who.cedar_uid();
     let decision =
         policy.decide_as(Principal { uid: &principal, groups: &who.groups }, &record.action, resource, &context);
     record.policies = decision.policies;
