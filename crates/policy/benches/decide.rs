@@ -70,7 +70,16 @@ fn bench(c: &mut Criterion) {
     };
     let decide = || engine.decide_with(&request.principal, &request.action, &request.resource, &context);
     assert!(decide().allow);
-    c.bench_function("cedar decision, 1000 policies (gateway path)", |b| b.iter(decide));
+    c.bench_function("cedar decision, 1000 policies (gateway path, asked before)", |b| b.iter(decide));
+    // The same request for a path not asked before: the decision cache misses and Cedar runs.
+    let mut n = 0u64;
+    c.bench_function("cedar decision, 1000 policies (gateway path, first time)", |b| {
+        b.iter(|| {
+            n += 1;
+            let fresh = RequestContext { path: Some(format!("/{n}")), ..context.clone() };
+            engine.decide_with(&request.principal, &request.action, &request.resource, &fresh)
+        })
+    });
     // An OIDC user known only by the token, whose groups claim places them.
     let groups = vec!["team7".to_owned(), "oncall".to_owned()];
     let carol = Principal { uid: "Zerogate::User::\"carol\"", groups: &groups };
