@@ -402,18 +402,8 @@ pub fn protocol_name(protocol: u8) -> String {
 
 /// Formats Unix seconds as RFC 3339 in UTC.
 pub fn rfc3339(ts: u64) -> String {
-    let days = ts / 86_400;
     let secs = ts % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = zerogate_civil::civil_from_days(i64::try_from(ts / 86_400).unwrap_or(i64::MAX));
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
@@ -429,14 +419,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = zerogate_civil::days_from_civil(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?);
     u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
 }
 

@@ -425,17 +425,8 @@ impl Writer {
 }
 
 fn civil(ts: u64) -> (i64, u32, u32, u64, u64) {
-    let days = (ts / 86_400) as i64;
     let secs = ts % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = zerogate_civil::civil_from_days(i64::try_from(ts / 86_400).unwrap_or(i64::MAX));
     (y, m, d, secs / 3600, (secs % 3600) / 60)
 }
 
