@@ -181,8 +181,9 @@ pub struct PolicyEngine {
     /// action, resource and the whole context (its `time` only when a policy reads it). Cedar
     /// is a pure function of these and of this engine's policies and entities, which never
     /// change (a policy change builds a new engine), so a remembered decision is the decision.
-    /// Bounded, and cleared when full.
-    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+    /// Bounded in entries and in bytes (a caller controls the path's length), and cleared when
+    /// full.
+    decisions: Mutex<DecisionCache>,
     /// Whether any policy's conditions mention `time` (then it is part of the decision key).
     reads_time: bool,
 }
@@ -199,6 +200,39 @@ struct DecisionKey {
 
 /// Decisions remembered at most.
 const DECISION_CACHE: usize = 16_384;
+/// Bytes of text the remembered decisions may hold at most (keys and answers).
+const DECISION_CACHE_BYTES: usize = 8 << 20;
+
+/// Remembered decisions and the bytes of text they hold.
+#[derive(Default)]
+struct DecisionCache {
+    entries: HashMap<DecisionKey, Decision>,
+    bytes: usize,
+}
+
+impl DecisionKey {
+    /// The bytes of text it holds, roughly (what a caller can make large).
+    fn text_bytes(&self) -> usize {
+        let context = &self.context;
+        let optional = [&context.method, &context.host, &context.path, &context.acr, &context.device]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        let posture = context
+            .posture
+            .as_ref()
+            .map_or(0, |p| p.os.as_ref().map_or(0, String::len) + p.os_version.as_ref().map_or(0, String::len));
+        self.principal.len()
+            + self.groups.iter().map(String::len).sum::<usize>()
+            + self.action.len()
+            + self.resource.len()
+            + context.authn.len()
+            + context.credential_id.len()
+            + context.amr.as_ref().map_or(0, |amr| amr.iter().map(String::len).sum())
+            + optional
+            + posture
+    }
+}
 
 /// Whether any condition of `policies` can read the context's `time`. Cedar names attributes
 /// only literally (there is no computed attribute access), so a policy whose JSON form, less its
@@ -375,7 +409,7 @@ impl PolicyEngine {
             with_groups: Mutex::new(HashMap::new()),
             group_type: EntityTypeName::from_str("Zerogate::Group").map_err(|e| PolicyError::Schema(e.to_string()))?,
             memo: Memo::default(),
-            decisions: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(DecisionCache::default()),
             reads_time,
         })
     }
@@ -448,15 +482,21 @@ impl PolicyEngine {
             resource: resource.to_owned(),
             context: key_context,
         };
-        if let Some(hit) = self.decisions.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+        if let Some(hit) = self.decisions.lock().ok().and_then(|cache| cache.entries.get(&key).cloned()) {
             return hit;
         }
         let decision = self.decide_uncached(&key.principal, &key.groups, action, resource, context);
+        let size = key.text_bytes()
+            + decision.policies.iter().chain(&decision.errors).map(String::len).sum::<usize>()
+            + std::mem::size_of::<(DecisionKey, Decision)>();
         if let Ok(mut cache) = self.decisions.lock() {
-            if cache.len() >= DECISION_CACHE {
-                cache.clear();
+            if cache.entries.len() >= DECISION_CACHE || cache.bytes + size > DECISION_CACHE_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
             }
-            cache.insert(key, decision.clone());
+            if size <= DECISION_CACHE_BYTES / 64 && cache.entries.insert(key, decision.clone()).is_none() {
+                cache.bytes += size;
+            }
         }
         decision
     }
@@ -610,4 +650,53 @@ fn parse_uids(principal: &str, action: &str, resource: &str) -> Result<(EntityUi
 /// Cedar's parse errors as text (each with its message and help).
 fn miette_text(errors: &cedar_policy::ParseErrors) -> String {
     errors.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller chooses the path: remembered decisions must not let it grow the gateway's memory
+    /// without bound, however long and however many its paths.
+    #[test]
+    fn remembered_decisions_stay_within_their_byte_bound() {
+        let policy =
+            r#"permit (principal, action == Zerogate::Action::"http", resource == Zerogate::Application::"wiki");"#;
+        let entities = serde_json::json!([
+            { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] }
+        ]);
+        let engine = PolicyEngine::load(&[("p.cedar".into(), policy.into())], entities).unwrap();
+        let mut context = RequestContext {
+            authn: "oidc".into(),
+            credential_id: "jti:1".into(),
+            source_ip: "10.0.0.1".parse().unwrap(),
+            time: 0,
+            hour: 0,
+            device: None,
+            posture: None,
+            method: Some("GET".into()),
+            host: Some("wiki.example.org".into()),
+            path: None,
+            acr: None,
+            amr: None,
+        };
+        let (user, http, wiki) =
+            ("Zerogate::User::\"u\"", "Zerogate::Action::\"http\"", "Zerogate::Application::\"wiki\"");
+        let long = "a".repeat(60 * 1024);
+        for n in 0..400 {
+            context.path = Some(format!("/{n}/{long}"));
+            assert!(engine.decide_with(user, http, wiki, &context).allow);
+            let cache = engine.decisions.lock().unwrap();
+            assert!(cache.bytes <= DECISION_CACHE_BYTES, "{} bytes remembered", cache.bytes);
+        }
+        // Short paths are remembered (the bound is not simply "never").
+        context.path = Some("/short".into());
+        engine.decide_with(user, http, wiki, &context);
+        assert!(engine.decisions.lock().unwrap().entries.keys().any(|k| k.context.path.as_deref() == Some("/short")));
+        for n in 0..(DECISION_CACHE + 10) {
+            context.path = Some(format!("/{n}"));
+            engine.decide_with(user, http, wiki, &context);
+            assert!(engine.decisions.lock().unwrap().entries.len() <= DECISION_CACHE);
+        }
+    }
 }
