@@ -187,7 +187,6 @@ fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
     upgrade && connection
 }
 
-/// Resolves once `shutdown` is true (or its sender is gone).
 /// Whether an HTTP/2 connection ended because the client broke the protocol (the h2 layer
 /// detected it and sent GOAWAY with an error), not because it went away or timed out.
 fn is_client_protocol_violation(error: &hyper::Error) -> bool {
@@ -201,6 +200,7 @@ fn is_client_protocol_violation(error: &hyper::Error) -> bool {
     false
 }
 
+/// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
