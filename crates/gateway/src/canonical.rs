@@ -335,6 +335,11 @@ pub fn is_identity_header(name: &str) -> bool {
     IDENTITY_NAMES.contains(&name) || IDENTITY_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
+/// Whether a header name (any case) belongs to one connection and is never forwarded.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+}
+
 /// Removes the headers that belong to one connection: those `Connection` names first, then the
 /// standard hop-by-hop set (requests to the upstream and responses to the client alike).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -11,4 +11,5 @@ pub mod canonical;
 pub mod config;
 pub mod decide;
 pub mod demo;
+mod h1;
 pub mod proxy;

@@ -66,15 +66,17 @@ pub enum GatewayError {
 }
 
 /// Where an application's requests go.
-struct Upstream {
-    host: String,
+pub(crate) struct Upstream {
+    pub(crate) host: String,
     port: u16,
-    authority: String,
-    tls: Option<TlsConnector>,
-    /// Pooled HTTP/1.1 connections.
+    pub(crate) authority: String,
+    pub(crate) tls: Option<TlsConnector>,
+    /// Idle HTTP/1.1 connections for the gateway's own HTTP/1.1 path (`h1`).
+    pub(crate) idle: std::sync::Mutex<Vec<crate::h1::UpstreamConnection>>,
+    /// Pooled hyper HTTP/1.1 connections, for HTTP/2 clients.
     pool: Arc<Pool>,
     /// With `upstream_protocol = "http2"`: the one multiplexed connection, replaced when it closes.
-    http2: Option<std::sync::Mutex<Option<http2::SendRequest<Body>>>>,
+    pub(crate) http2: Option<std::sync::Mutex<Option<http2::SendRequest<Body>>>>,
 }
 
 impl Upstream {
@@ -113,19 +115,19 @@ impl Upstream {
             None
         };
         let http2 = settings.upstream_http2.then(|| std::sync::Mutex::new(None));
-        Ok(Self { authority: rest.to_owned(), host, port, tls, pool: Arc::default(), http2 })
+        Ok(Self { authority: rest.to_owned(), host, port, tls, idle: Default::default(), pool: Arc::default(), http2 })
     }
 }
 
-struct AppRuntime {
-    settings: AppSettings,
-    upstream: Upstream,
+pub(crate) struct AppRuntime {
+    pub(crate) settings: AppSettings,
+    pub(crate) upstream: Upstream,
     /// For applications that accept SigV4: the verifier of their credential scope.
     sigv4: Option<Verifier<SharedKeys>>,
 }
 
 /// The largest body read to check a SigV4 payload signature.
-const MAX_SIGNED_BODY: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_SIGNED_BODY: usize = 8 * 1024 * 1024;
 
 /// Live access keys (id → (secret, client)), shared with the task that refreshes them.
 #[derive(Clone, Default)]
@@ -167,16 +169,46 @@ pub struct GatewayParts {
 }
 
 /// What a long-lived connection was authorized for, to authorize it again.
-struct Session {
-    request: CanonicalRequest,
-    method: String,
-    source: IpAddr,
-    who: Authenticated,
+pub(crate) struct Session {
+    pub(crate) request: CanonicalRequest,
+    pub(crate) method: String,
+    pub(crate) source: IpAddr,
+    pub(crate) who: Authenticated,
+}
+
+/// A refusal answered with a generic body: its status, and whether the connection closes after
+/// it (after an ambiguous request nothing else on the connection is trusted).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) close: bool,
+}
+
+/// A request past the checks that come before any credential.
+pub(crate) struct Screened<'g> {
+    pub(crate) app: &'g AppRuntime,
+    pub(crate) canonical: CanonicalRequest,
+    signed_with_sigv4: bool,
+}
+
+impl Screened<'_> {
+    /// Whether the body must be read before deciding: the application accepts SigV4 and the
+    /// request is signed with it (the signature covers the body).
+    pub(crate) fn needs_signed_body(&self) -> bool {
+        self.app.sigv4.is_some() && self.signed_with_sigv4
+    }
+}
+
+/// A request that may be forwarded: who asked (none for an application in shadow mode that
+/// let an unauthenticated request through), and the header that carried the credential.
+pub(crate) struct Admitted {
+    pub(crate) who: Option<Authenticated>,
+    pub(crate) credential_header: Option<HeaderName>,
 }
 
 /// A WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade`. Other
 /// upgrades (h2c, …) are not forwarded.
-fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
     let upgrade = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let connection = headers
         .get_all(header::CONNECTION)
@@ -201,7 +233,7 @@ fn is_client_protocol_violation(error: &hyper::Error) -> bool {
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
-async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
@@ -214,7 +246,7 @@ pub struct Metrics {
     malformed: AtomicU64,
     unknown_host: AtomicU64,
     audit_failures: AtomicU64,
-    upstream_failures: AtomicU64,
+    pub(crate) upstream_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -245,20 +277,20 @@ impl Metrics {
     }
 }
 
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The running gateway's shared state.
 pub struct Gateway {
-    parts: GatewayParts,
-    apps: HashMap<String, AppRuntime>,
-    metrics: Metrics,
+    pub(crate) parts: GatewayParts,
+    pub(crate) apps: HashMap<String, AppRuntime>,
+    pub(crate) metrics: Metrics,
 }
 
 /// What one TLS connection established.
-struct Connection {
-    peer: SocketAddr,
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
     port: u16,
     server_name: Option<String>,
     chain: Option<Vec<CertificateDer<'static>>>,
@@ -333,8 +365,9 @@ pub fn tls_config(
     Ok(config)
 }
 
-fn generic(status: StatusCode, close: bool) -> Response<Body> {
-    let text = match status.as_u16() {
+/// The body of a refusal: says what kind, never why (the audit record does).
+pub(crate) fn generic_text(status: StatusCode) -> &'static str {
+    match status.as_u16() {
         401 => "authentication required\n",
         403 => "access denied\n",
         404 => "no such application\n",
@@ -342,7 +375,11 @@ fn generic(status: StatusCode, close: bool) -> Response<Body> {
         502 => "upstream unavailable\n",
         503 => "service unavailable\n",
         _ => "bad request\n",
-    };
+    }
+}
+
+fn generic(status: StatusCode, close: bool) -> Response<Body> {
+    let text = generic_text(status);
     let mut response =
         Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
@@ -456,29 +493,9 @@ impl Gateway {
                     }
                     return;
                 }
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .with_upgrades();
-                tokio::pin!(served);
-                let outcome = tokio::select! {
-                    outcome = served.as_mut() => outcome,
-                    () = stopped(&mut stop) => {
-                        served.as_mut().graceful_shutdown();
-                        served.await
-                    }
-                };
-                // hyper answers a request it cannot parse (400, 431) and closes the connection
-                // itself, before any handler runs: record the attempt here, so every refusal
-                // is on record.
-                if let Err(error) = outcome
-                    && (error.is_parse() || error.is_parse_too_large())
-                {
-                    let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error, "HTTP/1.1");
-                    let _ = gateway_for_audit.audit(record).await;
-                }
+                // HTTP/1.1 on the gateway's own connection loop (h1.rs): it sees the request
+                // as sent, and forwards without a task or header map per request.
+                crate::h1::serve(gateway_for_audit, tls, connection_for_audit, stop).await;
             });
         }
         drop(listener);
@@ -488,14 +505,57 @@ impl Gateway {
         }
     }
 
+    /// One HTTP/2 stream: the shared steps ([`Gateway::screen`], [`Gateway::authorize`]), then
+    /// the upstream through hyper's client.
     async fn handle(self: Arc<Self>, request: Request<Incoming>, connection: &Connection) -> Response<Body> {
         let now = SystemTime::now();
-        let (mut parts, body) = request.into_parts();
-        let upgrade = if is_websocket_upgrade(&parts.headers) {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-        } else {
-            None
+        let (parts, body) = request.into_parts();
+        let screened = match self.screen(&parts, connection, now).await {
+            Ok(screened) => screened,
+            Err(refused) => return generic(refused.status, refused.close),
         };
+        let (signed_body, body) = if screened.needs_signed_body() {
+            // The signature covers the body: read it (bounded) before deciding.
+            match Limited::new(body, MAX_SIGNED_BODY).collect().await {
+                Ok(collected) => {
+                    let bytes = collected.to_bytes();
+                    (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed())
+                }
+                Err(_) => {
+                    let refused = self.refuse_unreadable_body(&parts, connection, &screened, now).await;
+                    return generic(refused.status, refused.close);
+                }
+            }
+        } else {
+            (None, boxed(body))
+        };
+        let admitted = match self.authorize(&screened, &parts, signed_body.as_ref(), connection, now).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return generic(refused.status, refused.close),
+        };
+        let Screened { app, canonical, .. } = screened;
+        let method = parts.method.as_str().to_owned();
+        let response = self.forward(app, parts, body, &canonical, &admitted, connection.peer.ip(), now).await;
+        match admitted.who {
+            // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
+            // stays subject to access: authorized again on the interval, cut when refused.
+            Some(who) => {
+                let session = Session { request: canonical, method, source: connection.peer.ip(), who };
+                let gateway = Arc::clone(&self);
+                response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
+            }
+            None => response,
+        }
+    }
+
+    /// The checks before any credential: one canonical request (else 400/421, recorded, and
+    /// the connection closes), for an application this gateway serves (else 404, recorded).
+    pub(crate) async fn screen(
+        &self,
+        parts: &hyper::http::request::Parts,
+        connection: &Connection,
+        now: SystemTime,
+    ) -> Result<Screened<'_>, Refused> {
         let canonical = canonical::canonicalize(
             parts.version,
             &parts.method,
@@ -511,53 +571,68 @@ impl Gateway {
                 let record = self.bare_record(now, &parts.method, connection, None, format!("request: {refusal}"));
                 let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
                 // After an ambiguous request nothing else on this connection is trusted.
-                return match self.audit(record).await {
-                    Ok(()) => generic(status, true),
-                    Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, true),
-                };
+                return Err(match self.audit(record).await {
+                    Ok(()) => Refused { status, close: true },
+                    Err(()) => Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: true },
+                });
             }
         };
         let Some(app) = self.apps.get(&canonical.host) else {
             bump(&self.metrics.unknown_host);
             let record = self.bare_record(now, &parts.method, connection, Some(&canonical), "no application".into());
-            return match self.audit(record).await {
-                Ok(()) => generic(StatusCode::NOT_FOUND, false),
-                Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, false),
-            };
+            return Err(match self.audit(record).await {
+                Ok(()) => Refused { status: StatusCode::NOT_FOUND, close: false },
+                Err(()) => Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false },
+            });
         };
         let signed_with_sigv4 =
             parts.headers.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes().starts_with(b"AWS4-HMAC-SHA256"))
                 || canonical.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("X-Amz-Signature=")));
-        let (authn, credential_header, body) = match (&app.sigv4, signed_with_sigv4) {
-            (Some(verifier), true) => {
-                // The signature covers the body: read it (bounded) before deciding.
-                let bytes = match Limited::new(body, MAX_SIGNED_BODY).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => {
-                        let record = self.bare_record(
-                            now,
-                            &parts.method,
-                            connection,
-                            Some(&canonical),
-                            "request: signed body too large or unreadable".into(),
-                        );
-                        return match self.audit(record).await {
-                            Ok(()) => generic(StatusCode::PAYLOAD_TOO_LARGE, true),
-                            Err(()) => generic(StatusCode::SERVICE_UNAVAILABLE, true),
-                        };
-                    }
-                };
-                let authn = self.verify_sigv4(verifier, &parts, &canonical, &bytes, now);
-                (authn, Some(header::AUTHORIZATION), Full::new(bytes).map_err(|never| match never {}).boxed())
+        Ok(Screened { app, canonical, signed_with_sigv4 })
+    }
+
+    /// A SigV4-signed body that is too large or could not be read: 413, recorded, closed.
+    pub(crate) async fn refuse_unreadable_body(
+        &self,
+        parts: &hyper::http::request::Parts,
+        connection: &Connection,
+        screened: &Screened<'_>,
+        now: SystemTime,
+    ) -> Refused {
+        let record = self.bare_record(
+            now,
+            &parts.method,
+            connection,
+            Some(&screened.canonical),
+            "request: signed body too large or unreadable".into(),
+        );
+        match self.audit(record).await {
+            Ok(()) => Refused { status: StatusCode::PAYLOAD_TOO_LARGE, close: true },
+            Err(()) => Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: true },
+        }
+    }
+
+    /// Authentication (the SigV4 signature over `signed_body`, a bearer token or the client
+    /// certificate), revocations, the Cedar decision and its audit record, durable: only an
+    /// `Ok` may be forwarded, and only after this returns.
+    pub(crate) async fn authorize(
+        &self,
+        screened: &Screened<'_>,
+        parts: &hyper::http::request::Parts,
+        signed_body: Option<&Bytes>,
+        connection: &Connection,
+        now: SystemTime,
+    ) -> Result<Admitted, Refused> {
+        let app = screened.app;
+        let (authn, credential_header) = match (&app.sigv4, signed_body) {
+            (Some(verifier), Some(body)) => {
+                (self.verify_sigv4(verifier, parts, &screened.canonical, body, now), Some(header::AUTHORIZATION))
             }
-            _ => {
-                let (authn, credential_header) = self.authenticate(&parts.headers, app, connection, now).await;
-                (authn, credential_header, boxed(body))
-            }
+            _ => self.authenticate(&parts.headers, app, connection, now).await,
         };
         let attempt = Attempt {
             app: &app.settings.app,
-            request: &canonical,
+            request: &screened.canonical,
             method: parts.method.as_str(),
             source: connection.peer.ip(),
             authn: authn.clone(),
@@ -578,7 +653,7 @@ impl Gateway {
         };
         let decision = outcome.record.decision;
         if self.audit(outcome.record).await.is_err() {
-            return generic(StatusCode::SERVICE_UNAVAILABLE, false);
+            return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
         }
         match decision {
             Decision::Allow => bump(&self.metrics.allowed),
@@ -586,36 +661,55 @@ impl Gateway {
             Decision::ShadowDeny => bump(&self.metrics.shadow_denied),
         }
         if !outcome.forward {
-            return generic(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN), false);
+            let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
+            return Err(Refused { status, close: false });
         }
-        let who = authn.ok();
-        if let (Some(client), Some(who)) = (upgrade, &who) {
-            let session = Session {
-                request: canonical.clone(),
-                method: parts.method.as_str().to_owned(),
-                source: connection.peer.ip(),
-                who: who.clone(),
-            };
-            return Arc::clone(&self).tunnel(app, parts, &canonical, session, client, credential_header, now).await;
+        Ok(Admitted { who: authn.ok(), credential_header })
+    }
+
+    /// The headers an upstream receives: hop-by-hop headers, identity headers of every family,
+    /// the credential header and client address claims removed (HTTP/2 cookies joined), then
+    /// the gateway's own: the signed identity assertion, `x-forwarded-for` and
+    /// `x-forwarded-proto`. `Host` is left to the caller (HTTP/1.1 and HTTP/2 differ).
+    pub(crate) fn upstream_headers(
+        &self,
+        app: &AppRuntime,
+        mut headers: hyper::HeaderMap,
+        version: Version,
+        admitted: &Admitted,
+        peer: IpAddr,
+        now: SystemTime,
+    ) -> Result<hyper::HeaderMap, Refused> {
+        canonical::clean_for_upstream(&mut headers, admitted.credential_header.as_ref());
+        if version == Version::HTTP_2 {
+            canonical::join_cookies(&mut headers);
         }
-        let method = parts.method.as_str().to_owned();
-        let response = self
-            .forward(app, parts, body, &canonical, who.as_ref(), credential_header, connection.peer.ip(), now)
-            .await;
-        match who {
-            // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
-            // stays subject to access: authorized again on the interval, cut when refused.
-            Some(who) => {
-                let session = Session { request: canonical, method, source: connection.peer.ip(), who };
-                let gateway = Arc::clone(&self);
-                response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
-            }
-            None => response,
+        if let Some(who) = &admitted.who {
+            let value = self
+                .parts
+                .assertion
+                .header_for(who, &app.settings.app.host, now)
+                .map_err(|_| Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false })?;
+            headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
         }
+        // Addresses the client claims are not evidence: the upstream gets the one the gateway saw.
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"] {
+            headers.remove(name);
+        }
+        if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+        Ok(headers)
     }
 
     /// A record for a request hyper could not parse (it answered 400 or 431 and closed).
-    fn unparsed_record(&self, connection: &Connection, error: &hyper::Error, protocol: &str) -> DecisionRecord {
+    pub(crate) fn unparsed_record(
+        &self,
+        connection: &Connection,
+        error: &dyn std::fmt::Display,
+        protocol: &str,
+    ) -> DecisionRecord {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         bump(&self.metrics.malformed);
         DecisionRecord {
@@ -667,7 +761,7 @@ impl Gateway {
     }
 
     /// Appends `record` and waits until it is durable.
-    async fn audit(&self, record: DecisionRecord) -> Result<(), ()> {
+    pub(crate) async fn audit(&self, record: DecisionRecord) -> Result<(), ()> {
         // (Taken by value: the record is the audit log's from here on.)
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.parts.audit.append_then(&record, move |result| {
@@ -787,91 +881,9 @@ impl Gateway {
         (Err(AuthnFailure { method: None, reason: "no_credential".into() }), None)
     }
 
-    /// A WebSocket: the upgrade goes to the upstream on a connection of its own; on 101 the two
-    /// upgraded streams are joined, and the session is authorized again every
-    /// `reauthorize_every` (credential expiry, revocations, policy) and cut when refused.
-    #[allow(clippy::too_many_arguments)]
-    async fn tunnel(
-        self: Arc<Self>,
-        app: &AppRuntime,
-        parts: hyper::http::request::Parts,
-        canonical: &CanonicalRequest,
-        session: Session,
-        client: hyper::upgrade::OnUpgrade,
-        credential_header: Option<HeaderName>,
-        now: SystemTime,
-    ) -> Response<Body> {
-        let mut headers = parts.headers;
-        canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
-        match self.parts.assertion.header_for(&session.who, &app.settings.app.host, now) {
-            Ok(value) => {
-                headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
-            }
-            Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
-        }
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(host) = HeaderValue::from_str(&app.upstream.authority) {
-            headers.insert(header::HOST, host);
-        }
-        let mut builder = Request::builder().method(parts.method).uri(canonical.target());
-        if let Some(target) = builder.headers_mut() {
-            *target = headers;
-        }
-        let empty = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
-        let Ok(request) = builder.body(empty) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        let sent = async {
-            let mut sender = app.upstream.connect_upgradable().await?;
-            sender.send_request(request).await.map_err(|e| e.to_string())
-        };
-        let mut response = match sent.await {
-            Ok(response) => response,
-            Err(reason) => {
-                bump(&self.metrics.upstream_failures);
-                tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream upgrade failed");
-                return generic(StatusCode::BAD_GATEWAY, false);
-            }
-        };
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            canonical::remove_hop_by_hop(response.headers_mut());
-            return response.map(boxed);
-        }
-        let upstream = hyper::upgrade::on(&mut response);
-        let mut answer = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
-        *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let mut headers = response.headers().clone();
-        canonical::remove_hop_by_hop(&mut headers);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        *answer.headers_mut() = headers;
-        let gateway = Arc::clone(&self);
-        let host = session.request.host.clone();
-        tokio::spawn(async move {
-            let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else { return };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
-            tick.tick().await;
-            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-            tokio::pin!(copy);
-            loop {
-                tokio::select! {
-                    _ = copy.as_mut() => return,
-                    _ = tick.tick() => {
-                        let Some(app) = gateway.apps.get(&host) else { return };
-                        if let Err(record) = gateway.reauthorize(app, &session) {
-                            let _ = gateway.audit(*record).await;
-                            return; // dropping both streams closes them
-                        }
-                    }
-                }
-            }
-        });
-        answer
-    }
-
     /// Whether a long-lived session may go on: the credential unexpired and unrevoked, and the
     /// policy still allowing it. A refusal comes with the record to write.
-    fn reauthorize(&self, app: &AppRuntime, session: &Session) -> Result<(), Box<DecisionRecord>> {
+    pub(crate) fn reauthorize(&self, app: &AppRuntime, session: &Session) -> Result<(), Box<DecisionRecord>> {
         let now = SystemTime::now();
         let seconds = i64::try_from(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(0);
         let who = &session.who;
@@ -917,39 +929,23 @@ impl Gateway {
         Err(Box::new(record))
     }
 
+    /// The request to the upstream through hyper's client: HTTP/2 streams, and HTTP/1.1
+    /// requests to an application whose upstream speaks HTTP/2.
     #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         app: &AppRuntime,
         parts: hyper::http::request::Parts,
         body: Body,
         canonical: &CanonicalRequest,
-        who: Option<&Authenticated>,
-        credential_header: Option<HeaderName>,
+        admitted: &Admitted,
         peer: IpAddr,
         now: SystemTime,
     ) -> Response<Body> {
-        let mut headers = parts.headers;
-        canonical::clean_for_upstream(&mut headers, credential_header.as_ref());
-        if parts.version == Version::HTTP_2 {
-            canonical::join_cookies(&mut headers);
-        }
-        if let Some(who) = who {
-            match self.parts.assertion.header_for(who, &app.settings.app.host, now) {
-                Ok(value) => {
-                    headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
-                }
-                Err(_) => return generic(StatusCode::SERVICE_UNAVAILABLE, false),
-            }
-        }
-        // Addresses the client claims are not evidence: the upstream gets the one the gateway saw.
-        for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"] {
-            headers.remove(name);
-        }
-        if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-        }
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+        let mut headers = match self.upstream_headers(app, parts.headers, parts.version, admitted, peer, now) {
+            Ok(headers) => headers,
+            Err(refused) => return generic(refused.status, refused.close),
+        };
         let mut upstream = if app.upstream.http2.is_some() {
             // HTTP/2 names the host in `:authority`, from an absolute URI.
             headers.remove(header::HOST);
@@ -1110,17 +1106,20 @@ impl Drop for PooledBody {
 }
 
 impl Upstream {
-    /// A pooled-kind connection.
+    /// A new hyper HTTP/1.1 connection (for HTTP/2 clients).
     async fn connect(&self) -> Result<SendRequest<Body>, String> {
-        self.connect_with(false).await
+        let tcp = self.tcp().await?;
+        match &self.tls {
+            Some(connector) => {
+                let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                handshake(TokioIo::new(tls)).await
+            }
+            None => handshake(TokioIo::new(tcp)).await,
+        }
     }
 
-    /// A connection of its own for an upgrade (never pooled).
-    async fn connect_upgradable(&self) -> Result<SendRequest<Body>, String> {
-        self.connect_with(true).await
-    }
-
-    async fn tcp(&self) -> Result<TcpStream, String> {
+    pub(crate) async fn tcp(&self) -> Result<TcpStream, String> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .map_err(|_| "connect timed out".to_owned())?
@@ -1156,32 +1155,21 @@ impl Upstream {
             }
         }
     }
-
-    async fn connect_with(&self, upgrades: bool) -> Result<SendRequest<Body>, String> {
-        let tcp = self.tcp().await?;
-        match &self.tls {
-            Some(connector) => {
-                let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
-                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                handshake(TokioIo::new(tls), upgrades).await
-            }
-            None => handshake(TokioIo::new(tcp), upgrades).await,
-        }
-    }
 }
 
-/// An HTTP/1.1 client connection on `io`; `upgrades` lets it hand itself over after a 101.
-async fn handshake<T>(io: T, upgrades: bool) -> Result<SendRequest<Body>, String>
+/// An HTTP/1.1 client connection on `io`.
+async fn handshake<T>(io: T) -> Result<SendRequest<Body>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    if upgrades {
-        tokio::spawn(connection.with_upgrades());
-    } else {
-        tokio::spawn(connection);
-    }
+    tokio::spawn(connection);
     Ok(sender)
+}
+
+/// `body`, re-authorized for `session` while it streams (see [`Reverified`]).
+pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) -> Body {
+    Reverified { inner: body, gateway, session, next_check: None, cut: false }.boxed()
 }
 
 /// A response body for an authenticated caller, authorized again every `reauthorize_every`

@@ -1,0 +1,1400 @@
+//! HTTP/1.1 from clients, on the gateway's own connection loop rather than hyper's: the request
+//! head is parsed by httparse (the parser hyper itself uses) into the same parts the HTTP/2 path
+//! checks, so [`canonical::canonicalize`] sees every header as sent — `Content-Length` beside
+//! `Transfer-Encoding`, a second `Host` — and refuses it, instead of a framework resolving it
+//! first. The framing of both bodies is this module's, and strict: one `Content-Length` or
+//! `chunked` alone, hexadecimal chunk sizes without signs or spaces, CRLF only; anything else
+//! ends the connection.
+//!
+//! The upstream leg runs in the request's own task, on an idle connection of the application's
+//! pool (checked alive before use) or a new one, written in one piece when the body is already
+//! here; the response head is parsed, cleaned of hop-by-hop headers and re-framed for the
+//! client, and the connection goes back to the pool once its response has been read to the end.
+//! No per-request task, channel or header map on the response side: this is the path the
+//! throughput of the gateway depends on.
+//!
+//! What the path keeps from the shared pipeline ([`Gateway::screen`], [`Gateway::authorize`]):
+//! audit before allow, every refusal recorded, the identity headers of every family removed and
+//! the signed assertion added after `Connection:` was applied. Long-lived responses and
+//! WebSockets are authorized again every `reauthorize_every` and cut (the connection closed, the
+//! chunked body never terminated) when access ends.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::canonical;
+use crate::proxy::{
+    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump,
+    generic_text, is_websocket_upgrade, stopped,
+};
+
+/// The largest request or response head, and the most header fields in one.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// How long a client may take to send a head once it has begun, and how long an idle
+/// keep-alive connection is kept.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// What one read asks for.
+const READ_SIZE: usize = 16 * 1024;
+/// A body this small, left unread by a refusal, is read and dropped so the connection can go
+/// on; a larger one closes the connection.
+const MAX_DRAIN: u64 = 64 * 1024;
+
+/// A stream and the bytes read from it that are not used yet.
+pub(crate) struct Buffered<S> {
+    io: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> Buffered<S> {
+    fn new(io: S) -> Self {
+        Self { io, buf: Vec::with_capacity(READ_SIZE) }
+    }
+
+    /// Reads more; `Ok(0)` at the end of the stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.buf.reserve(READ_SIZE);
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n.min(self.buf.len()));
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the upstream closes (a response without length or chunked coding).
+    UntilClose,
+}
+
+/// Why a body could not be carried on.
+#[derive(Debug)]
+enum Relay {
+    /// The client went away or broke the framing of its body: nothing more to say to it.
+    Client(String),
+    /// The upstream failed while the request was still being sent: 502 can still be answered.
+    UpstreamBeforeResponse(String),
+    /// The upstream failed while the response was relayed: the client's response is cut.
+    UpstreamDuringResponse(String),
+    /// Access ended while the response streamed: cut, and recorded.
+    Cut,
+}
+
+/// Where a connection goes after one exchange.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves HTTP/1.1 on one client connection until it closes, fails, idles out, or `stop` turns
+/// true between two requests.
+pub(crate) async fn serve<S>(
+    gateway: Arc<Gateway>,
+    io: S,
+    connection: Arc<Connection>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut client = Buffered::new(io);
+    let mut out = Vec::with_capacity(READ_SIZE);
+    loop {
+        let parts = match read_request_head(&mut client, &mut stop).await {
+            HeadRead::Head(parts) => parts,
+            HeadRead::Closed => break,
+            HeadRead::Unparsable(Unparsable { status, reason }) => {
+                let record = gateway.unparsed_record(&connection, &reason, "HTTP/1.1");
+                let status = match gateway.audit(record).await {
+                    Ok(()) => status,
+                    Err(()) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                out.clear();
+                write_generic(&mut out, status, true);
+                let _ = send(&mut client.io, &out).await;
+                break;
+            }
+        };
+        let next = exchange(&gateway, &mut client, &connection, parts, &mut out).await;
+        if matches!(next, Next::Close) || *stop.borrow() {
+            break;
+        }
+    }
+    let _ = client.io.shutdown().await;
+}
+
+enum HeadRead {
+    Head(hyper::http::request::Parts),
+    /// The client closed (or the gateway is stopping) between requests, or went quiet.
+    Closed,
+    Unparsable(Unparsable),
+}
+
+/// A head that could not be parsed: 400 or 431, and why.
+struct Unparsable {
+    status: StatusCode,
+    reason: String,
+}
+
+async fn read_request_head<S: AsyncRead + Unpin>(
+    client: &mut Buffered<S>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> HeadRead {
+    let mut deadline = None;
+    loop {
+        if !client.buf.is_empty() {
+            match parse_request_head(&client.buf) {
+                Ok(Some((parts, used))) => {
+                    client.consume(used);
+                    return HeadRead::Head(parts);
+                }
+                Ok(None) if client.buf.len() >= MAX_HEAD => {
+                    let reason = "message head is too large".to_owned();
+                    return HeadRead::Unparsable(Unparsable {
+                        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        reason,
+                    });
+                }
+                Ok(None) => {}
+                Err(unparsable) => return HeadRead::Unparsable(unparsable),
+            }
+        }
+        let read = if client.buf.is_empty() && deadline.is_none() {
+            // Between requests: wait for the next one, or for the gateway to stop.
+            tokio::select! {
+                read = tokio::time::timeout(IDLE_TIMEOUT, client.fill()) => read,
+                () = stopped(stop) => return HeadRead::Closed,
+            }
+        } else {
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+            tokio::time::timeout_at(until, client.fill()).await
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+            }
+            // The end of the stream, an error, or a head that takes too long: close.
+            _ => return HeadRead::Closed,
+        }
+    }
+}
+
+/// The request head at the start of `buf` as hyper's parts, and its length; `None` while it is
+/// incomplete.
+fn parse_request_head(buf: &[u8]) -> Result<Option<(hyper::http::request::Parts, usize)>, Unparsable> {
+    let unparsable = |reason: String| Unparsable { status: StatusCode::BAD_REQUEST, reason };
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut fields);
+    let used = match head.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            let reason = "message head is too large (header fields)".to_owned();
+            return Err(Unparsable { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason });
+        }
+        Err(error) => return Err(unparsable(format!("invalid HTTP/1.1 head: {error}"))),
+    };
+    let method = head.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = method.ok_or_else(|| unparsable("invalid method".into()))?;
+    let version = match head.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(unparsable("unsupported HTTP version".into())),
+    };
+    let uri: Uri = head.path.unwrap_or_default().parse().map_err(|_| unparsable("invalid request target".into()))?;
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    for field in head.headers.iter() {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| unparsable("invalid header name".into()))?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| unparsable("invalid header value".into()))?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((parts, used)))
+}
+
+/// How the client frames the body of a request that passed [`canonical::canonicalize`] (so
+/// `Content-Length` is one run of digits and `Transfer-Encoding`, if present, is `chunked`
+/// alone and without a length).
+fn request_framing(parts: &hyper::http::request::Parts) -> Result<Framing, &'static str> {
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        if parts.version == Version::HTTP_10 {
+            return Err("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        return Ok(Framing::Chunked);
+    }
+    match parts.headers.get(header::CONTENT_LENGTH) {
+        None => Ok(Framing::Empty),
+        Some(value) => {
+            let length: u64 = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or("malformed Content-Length")?;
+            Ok(if length == 0 { Framing::Empty } else { Framing::Length(length) })
+        }
+    }
+}
+
+/// One request and its response.
+async fn exchange<S>(
+    gateway: &Arc<Gateway>,
+    client: &mut Buffered<S>,
+    connection: &Connection,
+    mut parts: hyper::http::request::Parts,
+    out: &mut Vec<u8>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let now = SystemTime::now();
+    let screened = match gateway.screen(&parts, connection, now).await {
+        Ok(screened) => screened,
+        Err(refused) => {
+            // The framing is unknown if the request was refused as ambiguous: always closed then.
+            let framing = request_framing(&parts).unwrap_or(Framing::Chunked);
+            return refuse(client, refused, framing, expects_continue(&parts), out).await;
+        }
+    };
+    let framing = match request_framing(&parts) {
+        Ok(framing) => framing,
+        Err(reason) => {
+            let record = gateway.unparsed_record(connection, &reason, "HTTP/1.1");
+            let status = if gateway.audit(record).await.is_ok() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return refuse(client, Refused { status, close: true }, Framing::Chunked, false, out).await;
+        }
+    };
+    let continues = expects_continue(&parts);
+    let signed_body = if screened.needs_signed_body() && framing != Framing::Empty {
+        if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return Next::Close;
+        }
+        match read_whole_body(client, framing, MAX_SIGNED_BODY).await {
+            Ok(body) => Some(Bytes::from(body)),
+            Err(_) => {
+                let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, now).await;
+                return refuse(client, refused, Framing::Chunked, false, out).await;
+            }
+        }
+    } else if screened.needs_signed_body() {
+        Some(Bytes::new())
+    } else {
+        None
+    };
+    // What is still to be read of the request body from the client.
+    let pending = if signed_body.is_some() { Framing::Empty } else { framing };
+    let admitted = match gateway.authorize(&screened, &parts, signed_body.as_ref(), connection, now).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refuse(client, refused, pending, continues, out).await,
+    };
+    let Screened { app, canonical, .. } = screened;
+    let session = admitted.who.clone().map(|who| Session {
+        request: canonical.clone(),
+        method: parts.method.as_str().to_owned(),
+        source: connection.peer.ip(),
+        who,
+    });
+    let websocket = session.is_some() && is_websocket_upgrade(&parts.headers);
+    if continues {
+        parts.headers.remove(header::EXPECT);
+        if pending != Framing::Empty && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return Next::Close;
+        }
+    }
+    if app.upstream.http2.is_some() {
+        return through_hyper(
+            gateway,
+            client,
+            app,
+            parts,
+            pending,
+            signed_body,
+            &canonical,
+            &admitted,
+            connection,
+            now,
+        )
+        .await;
+    }
+    let keep_client = parts.version == Version::HTTP_11;
+    let head_only = parts.method == Method::HEAD;
+    let method = parts.method.clone();
+    let headers =
+        match gateway.upstream_headers(app, parts.headers, parts.version, &admitted, connection.peer.ip(), now) {
+            Ok(headers) => headers,
+            Err(refused) => return refuse(client, refused, pending, false, out).await,
+        };
+    // The request head (and the body, as far as it is here), for the upstream.
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(canonical.path.as_bytes());
+    if let Some(query) = &canonical.query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(app.upstream.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &headers {
+        if matches!(*name, header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING) {
+            continue;
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
+    let mut rest = pending;
+    match (&signed_body, pending) {
+        (Some(body), _) if !body.is_empty() => {
+            push_length(out, body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
+        (_, Framing::Length(length)) => {
+            push_length(out, length);
+            out.extend_from_slice(b"\r\n");
+            let here = client.buf.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+            out.extend_from_slice(client.buf.get(..here).unwrap_or_default());
+            client.consume(here);
+            let left = length - here as u64;
+            rest = if left == 0 { Framing::Empty } else { Framing::Length(left) };
+        }
+        (_, Framing::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        _ => out.extend_from_slice(b"\r\n"),
+    }
+    if websocket {
+        return upgrade(gateway, client, app, out, session).await;
+    }
+    // Sent whole (no body still to come): safe to send again on a fresh connection if a pooled
+    // one turns out to have been closed by the upstream before it answered.
+    let retriable = rest == Framing::Empty && is_idempotent(&method);
+    let mut upstream = match app.upstream.request_connection(out, retriable).await {
+        Ok(upstream) => upstream,
+        Err(reason) => return upstream_failed(gateway, client, app, &reason, rest, out).await,
+    };
+    if let Err(failure) = relay_request_body(client, &mut upstream, rest, out).await {
+        return match failure {
+            Relay::UpstreamBeforeResponse(reason) => upstream_failed(gateway, client, app, &reason, rest, out).await,
+            Relay::Client(reason) | Relay::UpstreamDuringResponse(reason) => {
+                // The client's body broke off or broke its framing: nothing more is read from it.
+                tracing::debug!(%reason, "request body not completed");
+                Next::Close
+            }
+            Relay::Cut => Next::Close,
+        };
+    }
+    let (head, framing) = match read_response_head(&mut upstream, head_only).await {
+        Ok(read) => read,
+        Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+    };
+    let close_after = !keep_client;
+    out.clear();
+    let to_client = write_response_head(out, &upstream.buf, &head, framing, keep_client, close_after);
+    upstream.consume(head.len);
+    let mut reauthorize = session.map(|session| Reauthorize::new(gateway, session));
+    match relay_response_body(client, &mut upstream, framing, to_client, out, reauthorize.as_mut()).await {
+        Ok(()) => {
+            if head.reusable && framing != Framing::UntilClose {
+                app.upstream.put_idle(upstream);
+            }
+            if close_after { Next::Close } else { Next::KeepAlive }
+        }
+        Err(Relay::Cut) => {
+            if let Some(reauthorize) = reauthorize {
+                reauthorize.record_cut().await;
+            }
+            Next::Close
+        }
+        Err(Relay::UpstreamDuringResponse(reason)) => {
+            bump(&gateway.metrics.upstream_failures);
+            tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream response failed");
+            Next::Close
+        }
+        Err(Relay::Client(reason) | Relay::UpstreamBeforeResponse(reason)) => {
+            tracing::debug!(%reason, "response not completed");
+            Next::Close
+        }
+    }
+}
+
+fn expects_continue(parts: &hyper::http::request::Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_length(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(length.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A generic refusal (the body says nothing the audit record does not).
+fn write_generic(out: &mut Vec<u8>, status: StatusCode, close: bool) {
+    let text = generic_text(status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n");
+    push_length(out, text.len() as u64);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(text.as_bytes());
+}
+
+async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Answers a refusal; the connection goes on only if the refusal allows it and the unread body
+/// (if any) is small enough to read past.
+async fn refuse<S>(
+    client: &mut Buffered<S>,
+    refused: Refused,
+    unread: Framing,
+    expects_continue: bool,
+    out: &mut Vec<u8>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut close = refused.close;
+    match unread {
+        Framing::Empty => {}
+        // A client waiting for `100 Continue` has not sent its body: nothing to read past.
+        _ if expects_continue => close = true,
+        Framing::Length(length) if length <= MAX_DRAIN => {
+            if tokio::time::timeout(HEAD_TIMEOUT, discard(client, length)).await.map_or(true, |read| read.is_err()) {
+                close = true;
+            }
+        }
+        _ => close = true,
+    }
+    out.clear();
+    write_generic(out, refused.status, close);
+    match send(&mut client.io, out).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+async fn discard<S: AsyncRead + Unpin>(client: &mut Buffered<S>, mut length: u64) -> io::Result<()> {
+    loop {
+        let here = client.buf.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+        client.consume(here);
+        length -= here as u64;
+        if length == 0 {
+            return Ok(());
+        }
+        if client.fill().await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// 502 for an upstream that could not be reached or failed before it answered.
+async fn upstream_failed<S>(
+    gateway: &Gateway,
+    client: &mut Buffered<S>,
+    app: &AppRuntime,
+    reason: &str,
+    unread: Framing,
+    out: &mut Vec<u8>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    bump(&gateway.metrics.upstream_failures);
+    tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
+    refuse(client, Refused { status: StatusCode::BAD_GATEWAY, close: false }, unread, false, out).await
+}
+
+/// Reads a whole request body (a signed one, or one for an HTTP/2 upstream) of at most `limit`
+/// bytes.
+async fn read_whole_body<S: AsyncRead + Unpin>(
+    client: &mut Buffered<S>,
+    framing: Framing,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    match framing {
+        Framing::Empty => {}
+        Framing::Length(length) => {
+            if length > limit as u64 {
+                return Err("body too large".into());
+            }
+            let mut left = usize::try_from(length).map_err(|_| "body too large")?;
+            while left > 0 {
+                if client.buf.is_empty() && client.fill().await.map_err(|e| e.to_string())? == 0 {
+                    return Err("the body ended early".into());
+                }
+                let here = client.buf.len().min(left);
+                body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
+                client.consume(here);
+                left -= here;
+            }
+        }
+        Framing::Chunked => {
+            let mut decoder = Chunked::default();
+            while decoder.next(client, &mut body).await? {
+                if body.len() > limit {
+                    return Err("body too large".into());
+                }
+            }
+        }
+        Framing::UntilClose => return Err("a request body must have a length".into()),
+    }
+    Ok(body)
+}
+
+/// Carries what is left of the request body to the upstream, as it arrives.
+async fn relay_request_body<S: AsyncRead + Unpin>(
+    client: &mut Buffered<S>,
+    upstream: &mut Buffered<UpstreamIo>,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) -> Result<(), Relay> {
+    let write = |e: io::Error| Relay::UpstreamBeforeResponse(format!("write: {e}"));
+    match framing {
+        Framing::Empty | Framing::UntilClose => Ok(()),
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if client.buf.is_empty() && client.fill().await.map_err(|e| Relay::Client(e.to_string()))? == 0 {
+                    return Err(Relay::Client("the request body ended early".into()));
+                }
+                let here = client.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                upstream.io.write_all(client.buf.get(..here).unwrap_or_default()).await.map_err(write)?;
+                client.consume(here);
+                left -= here as u64;
+            }
+            upstream.io.flush().await.map_err(write)
+        }
+        Framing::Chunked => {
+            let mut decoder = Chunked::default();
+            loop {
+                out.clear();
+                let more = decoder.next(client, out).await.map_err(Relay::Client)?;
+                let mut chunk = Vec::with_capacity(out.len() + 16);
+                if !out.is_empty() {
+                    chunk.extend_from_slice(format!("{:x}\r\n", out.len()).as_bytes());
+                    chunk.extend_from_slice(out);
+                    chunk.extend_from_slice(b"\r\n");
+                }
+                if !more {
+                    chunk.extend_from_slice(b"0\r\n\r\n");
+                }
+                upstream.io.write_all(&chunk).await.map_err(write)?;
+                if !more {
+                    return upstream.io.flush().await.map_err(write);
+                }
+            }
+        }
+    }
+}
+
+/// The decoder of a chunked body: strict hexadecimal sizes, extensions allowed but ignored,
+/// trailers read and dropped, CRLF only.
+#[derive(Default)]
+struct Chunked {
+    /// Bytes left in the current chunk.
+    left: u64,
+    /// The CRLF after a chunk's data is still to come.
+    after_data: bool,
+}
+
+/// The longest chunk-size line and the most trailer bytes accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Chunked {
+    /// Appends the next piece of the body to `out`: `Ok(true)` while more may follow,
+    /// `Ok(false)` once the last chunk and its trailers have been read.
+    async fn next<S: AsyncRead + Unpin>(&mut self, from: &mut Buffered<S>, out: &mut Vec<u8>) -> Result<bool, String> {
+        loop {
+            if self.left > 0 {
+                if from.buf.is_empty() && from.fill().await.map_err(|e| e.to_string())? == 0 {
+                    return Err("the chunked body ended early".into());
+                }
+                let here = from.buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                out.extend_from_slice(from.buf.get(..here).unwrap_or_default());
+                from.consume(here);
+                self.left -= here as u64;
+                self.after_data = self.left == 0;
+                return Ok(true);
+            }
+            if self.after_data {
+                let line = read_line(from).await?;
+                if !line.is_empty() {
+                    return Err("chunk data longer than its size".into());
+                }
+                self.after_data = false;
+                if from.buf.is_empty() {
+                    // A chunk boundary with nothing more here yet: the caller decides how to wait.
+                    return Ok(true);
+                }
+                continue;
+            }
+            let line = read_line(from).await?;
+            let size = line.split(|&b| b == b';').next().unwrap_or_default();
+            if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+                return Err("malformed chunk size".into());
+            }
+            let size = std::str::from_utf8(size).ok().and_then(|s| u64::from_str_radix(s, 16).ok());
+            let size = size.ok_or("malformed chunk size")?;
+            if size == 0 {
+                // Trailers, up to the empty line: read and dropped (never forwarded as headers).
+                let mut trailer_bytes = 0;
+                loop {
+                    let line = read_line(from).await?;
+                    if line.is_empty() {
+                        return Ok(false);
+                    }
+                    trailer_bytes += line.len();
+                    if trailer_bytes > MAX_HEAD {
+                        return Err("trailers too large".into());
+                    }
+                }
+            }
+            self.left = size;
+        }
+    }
+}
+
+/// One CRLF-terminated line (without the CRLF); a bare LF or CR is refused.
+async fn read_line<S: AsyncRead + Unpin>(from: &mut Buffered<S>) -> Result<Vec<u8>, String> {
+    loop {
+        if let Some(end) = from.buf.iter().position(|&b| b == b'\n') {
+            let line = from.buf.get(..end).unwrap_or_default();
+            let Some(line) = line.strip_suffix(b"\r") else { return Err("bare LF in chunked framing".into()) };
+            if line.contains(&b'\r') {
+                return Err("bare CR in chunked framing".into());
+            }
+            let line = line.to_vec();
+            from.consume(end + 1);
+            return Ok(line);
+        }
+        if from.buf.len() > MAX_CHUNK_LINE {
+            return Err("chunk line too long".into());
+        }
+        if from.fill().await.map_err(|e| e.to_string())? == 0 {
+            return Err("the chunked body ended early".into());
+        }
+    }
+}
+
+/// A parsed response head: where its fields are in the buffer, and what they say.
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    /// (name start, name end, value start, value end) in the buffer.
+    fields: Vec<(usize, usize, usize, usize)>,
+    /// Names the `Connection` header lists (lowercase), to be removed.
+    connection_names: Vec<String>,
+    /// Whether the upstream lets the connection be used again.
+    reusable: bool,
+}
+
+/// Reads the upstream's final response head (interim 1xx responses other than 101 are read and
+/// dropped) and how its body is framed.
+async fn read_response_head(
+    upstream: &mut Buffered<UpstreamIo>,
+    head_only: bool,
+) -> Result<(ResponseHead, Framing), String> {
+    loop {
+        match parse_response_head(&upstream.buf, head_only)? {
+            Some((head, _)) if (100..200).contains(&head.status) && head.status != 101 => {
+                upstream.consume(head.len);
+                continue;
+            }
+            Some(parsed) => return Ok(parsed),
+            None if upstream.buf.len() >= MAX_HEAD => return Err("response head too large".into()),
+            None => {}
+        }
+        if upstream.fill().await.map_err(|e| format!("read: {e}"))? == 0 {
+            return Err("the upstream closed the connection before answering".into());
+        }
+    }
+}
+
+fn parse_response_head(buf: &[u8], head_only: bool) -> Result<Option<(ResponseHead, Framing)>, String> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(format!("invalid response head: {error}")),
+    };
+    let status = parsed.code.ok_or("response without a status")?;
+    let base = buf.as_ptr() as usize;
+    let offset = |part: &[u8]| part.as_ptr() as usize - base;
+    let mut head = ResponseHead {
+        len,
+        status,
+        fields: Vec::with_capacity(parsed.headers.len()),
+        connection_names: Vec::new(),
+        reusable: parsed.version == Some(1),
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        let (start, value_start) = (offset(name), offset(field.value));
+        head.fields.push((start, start + name.len(), value_start, value_start + field.value.len()));
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in field.value.split(|&b| b == b',') {
+                let token = String::from_utf8_lossy(token).trim().to_ascii_lowercase();
+                if token == "close" {
+                    head.reusable = false;
+                }
+                head.connection_names.push(token);
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let value = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            let value: u64 = value.and_then(|v| v.parse().ok()).ok_or("malformed Content-Length in the response")?;
+            if length.is_some_and(|known| known != value) {
+                return Err("conflicting Content-Length in the response".into());
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(String::from_utf8_lossy(last).trim().eq_ignore_ascii_case("chunked"));
+        }
+    }
+    let framing = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        Framing::Empty
+    } else if let Some(chunked) = chunked {
+        // With a transfer coding a length means nothing (RFC 9112 §6.3), and the connection
+        // is not trusted with another request.
+        if length.is_some() {
+            head.reusable = false;
+        }
+        if chunked { Framing::Chunked } else { Framing::UntilClose }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(length) => Framing::Length(length),
+            None => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        head.reusable = false;
+    }
+    Ok(Some((head, framing)))
+}
+
+/// How the response body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ToClient {
+    /// As it comes (a length, no body, or until close for an HTTP/1.0 client).
+    AsIs,
+    /// Re-chunked (chunked from the upstream, or until close to an HTTP/1.1 client).
+    Chunked,
+}
+
+/// The response head for the client: the status, the upstream's fields less hop-by-hop ones,
+/// those its `Connection` names, and its own framing, which the gateway sets.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    framing: Framing,
+    keep_client: bool,
+    close: bool,
+) -> ToClient {
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for &(name_start, name_end, value_start, value_end) in &head.fields {
+        let name = buf.get(name_start..name_end).unwrap_or_default();
+        let framing_field =
+            name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding");
+        if (framing_field && framing != Framing::Empty)
+            || canonical::is_hop_by_hop(name)
+            || head.connection_names.iter().any(|listed| name.eq_ignore_ascii_case(listed.as_bytes()))
+        {
+            continue;
+        }
+        push_field(out, name, buf.get(value_start..value_end).unwrap_or_default());
+    }
+    let to_client = match framing {
+        Framing::Length(length) => {
+            push_length(out, length);
+            ToClient::AsIs
+        }
+        Framing::Chunked => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ToClient::Chunked
+        }
+        Framing::UntilClose if keep_client => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ToClient::Chunked
+        }
+        Framing::UntilClose | Framing::Empty => ToClient::AsIs,
+    };
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    to_client
+}
+
+/// Re-authorization of a streaming response: the timer is armed the first time the relay has to
+/// wait for the upstream, so short responses never arm one.
+struct Reauthorize<'g> {
+    gateway: &'g Arc<Gateway>,
+    session: Session,
+    next_check: Option<Pin<Box<tokio::time::Sleep>>>,
+    refused: Option<Box<zerogate_audit::DecisionRecord>>,
+}
+
+impl<'g> Reauthorize<'g> {
+    fn new(gateway: &'g Arc<Gateway>, session: Session) -> Self {
+        Self { gateway, session, next_check: None, refused: None }
+    }
+
+    /// Reads more from the upstream, authorizing the session again whenever the interval
+    /// passes while waiting; `Err(Relay::Cut)` when access ended.
+    async fn fill(&mut self, upstream: &mut Buffered<UpstreamIo>) -> Result<usize, Relay> {
+        let every = self.gateway.parts.reauthorize_every;
+        loop {
+            let sleep = self.next_check.get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            tokio::select! {
+                biased;
+                read = upstream.fill() => return read.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
+                () = sleep.as_mut() => {
+                    let refused = match self.gateway.apps.get(&self.session.request.host) {
+                        Some(app) => self.gateway.reauthorize(app, &self.session).err(),
+                        None => None,
+                    };
+                    if let Some(record) = refused {
+                        self.refused = Some(record);
+                        return Err(Relay::Cut);
+                    }
+                    sleep.as_mut().reset(tokio::time::Instant::now() + every);
+                }
+            }
+        }
+    }
+
+    async fn record_cut(self) {
+        if let Some(record) = self.refused {
+            let _ = self.gateway.audit(*record).await;
+        }
+    }
+}
+
+/// Carries the response body to the client, re-chunking where the client's framing differs.
+async fn relay_response_body<S: AsyncWrite + Unpin>(
+    client: &mut Buffered<S>,
+    upstream: &mut Buffered<UpstreamIo>,
+    framing: Framing,
+    to_client: ToClient,
+    out: &mut Vec<u8>,
+    mut reauthorize: Option<&mut Reauthorize<'_>>,
+) -> Result<(), Relay> {
+    let to_client_error = |e: io::Error| Relay::Client(e.to_string());
+    match framing {
+        Framing::Empty => send(&mut client.io, out).await.map_err(to_client_error),
+        Framing::Length(mut left) => loop {
+            let here = upstream.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            out.extend_from_slice(upstream.buf.get(..here).unwrap_or_default());
+            upstream.consume(here);
+            left -= here as u64;
+            if !out.is_empty() {
+                send(&mut client.io, out).await.map_err(to_client_error)?;
+                out.clear();
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            let read = match reauthorize.as_deref_mut() {
+                Some(reauthorize) => reauthorize.fill(upstream).await?,
+                None => upstream.fill().await.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}")))?,
+            };
+            if read == 0 {
+                return Err(Relay::UpstreamDuringResponse("the response body ended early".into()));
+            }
+        },
+        Framing::Chunked | Framing::UntilClose => {
+            let mut decoder = Chunked::default();
+            let mut piece = Vec::new();
+            loop {
+                piece.clear();
+                let more = if framing == Framing::Chunked {
+                    // Everything already here is decoded without waiting; a wait is where the
+                    // session is authorized again.
+                    if upstream.buf.is_empty() && decoder.left == 0 && !decoder.after_data {
+                        wait_for_upstream(upstream, reauthorize.as_deref_mut()).await?;
+                    }
+                    decoder.next(upstream, &mut piece).await.map_err(Relay::UpstreamDuringResponse)?
+                } else {
+                    if upstream.buf.is_empty() {
+                        wait_for_upstream(upstream, reauthorize.as_deref_mut()).await?;
+                    }
+                    piece.extend_from_slice(&upstream.buf);
+                    let taken = upstream.buf.len();
+                    upstream.consume(taken);
+                    !piece.is_empty()
+                };
+                if !piece.is_empty() {
+                    if to_client == ToClient::Chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                        out.extend_from_slice(&piece);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&piece);
+                    }
+                }
+                if !more && to_client == ToClient::Chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                if !out.is_empty() {
+                    send(&mut client.io, out).await.map_err(to_client_error)?;
+                    out.clear();
+                }
+                if !more {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the upstream has sent more (the end of the stream leaves the buffer empty).
+async fn wait_for_upstream(
+    upstream: &mut Buffered<UpstreamIo>,
+    reauthorize: Option<&mut Reauthorize<'_>>,
+) -> Result<(), Relay> {
+    match reauthorize {
+        Some(reauthorize) => reauthorize.fill(upstream).await.map(drop),
+        None => upstream.fill().await.map(drop).map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
+    }
+}
+
+/// A WebSocket: the upgrade on a connection of its own; on 101 the two streams are joined and
+/// the session is authorized again every `reauthorize_every`, cut (and recorded) when refused.
+async fn upgrade<S>(
+    gateway: &Arc<Gateway>,
+    client: &mut Buffered<S>,
+    app: &AppRuntime,
+    out: &mut Vec<u8>,
+    session: Option<Session>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let sent = async {
+        let mut upstream = app.upstream.connect_raw().await?;
+        upstream.io.write_all(out).await.map_err(|e| format!("write: {e}"))?;
+        upstream.io.flush().await.map_err(|e| format!("write: {e}"))?;
+        let (head, framing) = read_response_head(&mut upstream, false).await?;
+        Ok::<_, String>((upstream, head, framing))
+    };
+    let (mut upstream, head, framing) = match sent.await {
+        Ok(answered) => answered,
+        Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+    };
+    out.clear();
+    if head.status != 101 {
+        let to_client = write_response_head(out, &upstream.buf, &head, framing, true, false);
+        upstream.consume(head.len);
+        return match relay_response_body(client, &mut upstream, framing, to_client, out, None).await {
+            Ok(()) => Next::KeepAlive,
+            Err(_) => Next::Close,
+        };
+    }
+    write_response_head(out, &upstream.buf, &head, Framing::Empty, true, false);
+    // The head ends with an empty line; the upgrade fields go before it.
+    out.truncate(out.len().saturating_sub(2));
+    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+    upstream.consume(head.len);
+    out.extend_from_slice(&upstream.buf);
+    upstream.buf.clear();
+    if send(&mut client.io, out).await.is_err() {
+        return Next::Close;
+    }
+    if !client.buf.is_empty() {
+        if upstream.io.write_all(&client.buf).await.is_err() {
+            return Next::Close;
+        }
+        client.buf.clear();
+    }
+    let Some(session) = session else { return Next::Close };
+    let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
+    tick.tick().await;
+    let copy = tokio::io::copy_bidirectional(&mut client.io, &mut upstream.io);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = copy.as_mut() => return Next::Close,
+            _ = tick.tick() => {
+                let Some(app) = gateway.apps.get(&session.request.host) else { return Next::Close };
+                if let Err(record) = gateway.reauthorize(app, &session) {
+                    let _ = gateway.audit(*record).await;
+                    return Next::Close; // both streams close when the connection ends
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 request for an application whose upstream speaks HTTP/2: the body is read here
+/// (at most [`MAX_SIGNED_BODY`]), the request goes through hyper's HTTP/2 client, and the
+/// response (re-authorized while it streams) is written back as HTTP/1.1.
+#[allow(clippy::too_many_arguments)]
+async fn through_hyper<S>(
+    gateway: &Arc<Gateway>,
+    client: &mut Buffered<S>,
+    app: &AppRuntime,
+    parts: hyper::http::request::Parts,
+    pending: Framing,
+    signed_body: Option<Bytes>,
+    canonical: &canonical::CanonicalRequest,
+    admitted: &Admitted,
+    connection: &Connection,
+    now: SystemTime,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let keep_client = parts.version == Version::HTTP_11;
+    let head_only = parts.method == Method::HEAD;
+    let body = match signed_body {
+        Some(body) => body,
+        None => match read_whole_body(client, pending, MAX_SIGNED_BODY).await {
+            Ok(body) => Bytes::from(body),
+            Err(_) => return Next::Close,
+        },
+    };
+    let method = parts.method.as_str().to_owned();
+    let body = Full::new(body).map_err(|never| match never {}).boxed();
+    let response = gateway.forward(app, parts, body, canonical, admitted, connection.peer.ip(), now).await;
+    let (head, body) = response.into_parts();
+    let mut body = match &admitted.who {
+        Some(who) => {
+            let session =
+                Session { request: canonical.clone(), method, source: connection.peer.ip(), who: who.clone() };
+            crate::proxy::reverified(Arc::clone(gateway), session, body)
+        }
+        None => body,
+    };
+    let mut out = Vec::with_capacity(READ_SIZE);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let no_body = head_only || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    let exact = hyper::body::Body::size_hint(&body).exact();
+    for (name, value) in &head.headers {
+        if !no_body && matches!(*name, header::CONTENT_LENGTH | header::TRANSFER_ENCODING) {
+            continue;
+        }
+        push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let chunked = !no_body && exact.is_none() && keep_client;
+    if !no_body {
+        match exact {
+            Some(length) => push_length(&mut out, length),
+            None if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            None => {}
+        }
+    }
+    let close = !keep_client;
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !no_body {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return Next::Close };
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                if chunked {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.extend_from_slice(&data);
+                }
+                if send(&mut client.io, &out).await.is_err() {
+                    return Next::Close;
+                }
+                out.clear();
+            }
+        }
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    match send(&mut client.io, &out).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// A connection to an HTTP/1.1 upstream: plain TCP or verified TLS.
+pub(crate) enum UpstreamIo {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamIo {
+    /// Whether an idle connection is still open: the upstream has sent nothing (an idle
+    /// connection that has something to read was closed, or is broken).
+    fn is_idle_and_open(&self) -> bool {
+        let tcp = match self {
+            Self::Tcp(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream connection with its read buffer, as kept in the pool.
+pub(crate) type UpstreamConnection = Buffered<UpstreamIo>;
+
+/// Idle HTTP/1.1 upstream connections kept per application at most.
+const MAX_IDLE: usize = 256;
+
+impl Upstream {
+    /// A new connection (TCP, then TLS verified against the configured roots).
+    pub(crate) async fn connect_raw(&self) -> Result<UpstreamConnection, String> {
+        let tcp = self.tcp().await?;
+        let io = match &self.tls {
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+                UpstreamIo::Tls(Box::new(connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?))
+            }
+            None => UpstreamIo::Tcp(tcp),
+        };
+        Ok(Buffered::new(io))
+    }
+
+    /// Sends `request` (a head, and the body as far as it is here) on an idle connection that is
+    /// still open, else on a new one. When `retriable`, a pooled connection the upstream closed
+    /// before answering is replaced once and the request sent again.
+    async fn request_connection(&self, request: &[u8], retriable: bool) -> Result<UpstreamConnection, String> {
+        let pooled = loop {
+            let Some(candidate) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) else { break None };
+            if candidate.buf.is_empty() && candidate.io.is_idle_and_open() {
+                break Some(candidate);
+            }
+        };
+        if let Some(mut upstream) = pooled {
+            let sent = async {
+                upstream.io.write_all(request).await?;
+                upstream.io.flush().await
+            };
+            match sent.await {
+                Ok(()) if !retriable => return Ok(upstream),
+                Ok(()) => {
+                    // Wait for the first byte of the answer: an upstream that closed the idle
+                    // connection meanwhile shows up here, and the request can go again.
+                    match upstream.fill().await {
+                        Ok(n) if n > 0 => return Ok(upstream),
+                        _ => {}
+                    }
+                }
+                Err(_) if retriable => {}
+                Err(error) => return Err(format!("write: {error}")),
+            }
+        }
+        let mut upstream = self.connect_raw().await?;
+        upstream.io.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+        upstream.io.flush().await.map_err(|e| format!("write: {e}"))?;
+        Ok(upstream)
+    }
+
+    /// Returns a connection whose exchange is complete to the pool.
+    fn put_idle(&self, upstream: UpstreamConnection) {
+        if !upstream.buf.is_empty() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(upstream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_head_keeps_every_field_as_sent() {
+        let raw =
+            b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nHost: y\r\n\r\nabc";
+        let Ok(Some((parts, used))) = parse_request_head(raw) else { panic!("parses") };
+        assert_eq!(used, raw.len() - 3);
+        assert_eq!(parts.headers.get_all(header::HOST).iter().count(), 2);
+        assert!(parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(parts.headers.contains_key(header::TRANSFER_ENCODING));
+        assert_eq!(parts.uri.path_and_query().map(|pq| pq.as_str()), Some("/a?b=1"));
+    }
+
+    #[test]
+    fn malformed_heads_are_refused_not_guessed() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n folded: value\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo\x00st: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\x01\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(parse_request_head(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+        }
+        assert!(matches!(parse_request_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+    }
+
+    fn response(raw: &[u8], head_only: bool) -> Result<Option<(ResponseHead, Framing)>, String> {
+        parse_response_head(raw, head_only)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let framing = |raw: &[u8]| response(raw, false).ok().flatten().map(|(_, f)| f);
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Some(Framing::Length(5)));
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(Framing::Chunked));
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), Some(Framing::UntilClose));
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n"), Some(Framing::UntilClose));
+        assert_eq!(framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"), Some(Framing::Empty));
+        assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
+        assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false).is_err());
+        let Ok(Some((head, framing))) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true) else {
+            panic!("parses")
+        };
+        assert_eq!(framing, Framing::Empty);
+        assert!(head.reusable);
+        let Ok(Some((head, _))) =
+            response(b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nContent-Length: 1\r\n\r\n", false)
+        else {
+            panic!("parses")
+        };
+        assert!(!head.reusable);
+        assert_eq!(head.connection_names, ["close", "x-secret"]);
+    }
+
+    #[test]
+    fn the_client_sees_the_gateways_framing_and_no_hop_by_hop_field() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-internal\r\nKeep-Alive: timeout=5\r\nX-Internal: 1\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n";
+        let Ok(Some((head, framing))) = response(raw, false) else { panic!("parses") };
+        let mut out = Vec::new();
+        let to_client = write_response_head(&mut out, raw, &head, framing, true, false);
+        assert_eq!(to_client, ToClient::Chunked);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    async fn decode(raw: &[u8]) -> Result<Vec<u8>, String> {
+        let mut from = Buffered::new(raw);
+        let mut body = Vec::new();
+        let mut decoder = Chunked::default();
+        while decoder.next(&mut from, &mut body).await? {}
+        if !from.buf.is_empty() {
+            return Err("left over".into());
+        }
+        Ok(body)
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_strictly() {
+        assert_eq!(
+            decode(b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-trailer: 1\r\n\r\n").await.as_deref(),
+            Ok(&b"abcde"[..])
+        );
+        for bad in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"+3\r\nabc\r\n0\r\n\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabcd\r\n0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+            b"3\r\nab",
+            b"3\r\nabc\r\n0\r\n",
+        ] {
+            assert!(decode(bad).await.is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
