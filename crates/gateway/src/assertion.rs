@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::header::HeaderValue;
 use serde_json::json;
-use zerogate_authn::identity::Authenticated;
+use zerogate_authn::identity::{Authenticated, Method, PrincipalKind};
 
 /// The header that carries the assertion to the upstream.
 pub const ASSERTION_HEADER: &str = "x-zerogate-identity";
@@ -33,11 +33,34 @@ pub struct AssertionSigner {
     /// Assertions already signed, by (principal, credential, groups, audience), with when they
     /// were issued: reused for half their lifetime, so a busy client costs one signature per
     /// 30 s instead of one per request.
-    recent: Mutex<HashMap<AssertionKey, (HeaderValue, u64)>>,
+    recent: Mutex<Recent>,
 }
 
 /// Principal, credential id, groups and audience: what an assertion says.
-type AssertionKey = (String, String, Vec<String>, String);
+/// Assertions signed lately, by credential id: everything else an assertion says is compared
+/// field by field, so a lookup borrows the caller's identity and allocates nothing.
+type Recent = HashMap<String, Vec<RecentAssertion>>;
+
+/// One signed assertion and what it was signed for.
+struct RecentAssertion {
+    kind: PrincipalKind,
+    id: String,
+    method: Method,
+    groups: Vec<String>,
+    audience: String,
+    value: HeaderValue,
+    issued: u64,
+}
+
+impl RecentAssertion {
+    fn is_for(&self, who: &Authenticated, audience: &str) -> bool {
+        self.kind == who.kind
+            && self.method == who.method
+            && self.id == who.id
+            && self.groups == who.groups
+            && self.audience == audience
+    }
+}
 
 /// Signed assertions remembered at most.
 const RECENT_CAPACITY: usize = 16 * 1024;
@@ -92,12 +115,14 @@ impl AssertionSigner {
         now: SystemTime,
     ) -> Result<HeaderValue, AssertionKeyError> {
         let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let key = (who.cedar_uid(), who.credential_id.clone(), who.groups.clone(), audience.to_owned());
-        if let Some((value, issued)) = self.recent.lock().ok().and_then(|recent| recent.get(&key).cloned())
-            && seconds >= issued
-            && seconds - issued < ASSERTION_TTL_SECONDS / 2
+        let fresh = |issued: u64| seconds >= issued && seconds - issued < ASSERTION_TTL_SECONDS / 2;
+        if let Ok(recent) = self.recent.lock()
+            && let Some(entry) = recent
+                .get(who.credential_id.as_str())
+                .and_then(|entries| entries.iter().find(|entry| entry.is_for(who, audience)))
+            && fresh(entry.issued)
         {
-            return Ok(value);
+            return Ok(entry.value.clone());
         }
         let token = self.sign(who, audience, now)?;
         let value = HeaderValue::from_str(&token).map_err(|_| AssertionKeyError("assertion is not a header value"))?;
@@ -105,7 +130,17 @@ impl AssertionSigner {
             if recent.len() >= RECENT_CAPACITY {
                 recent.clear();
             }
-            recent.insert(key, (value.clone(), seconds));
+            let entries = recent.entry(who.credential_id.clone()).or_default();
+            entries.retain(|entry| !entry.is_for(who, audience) && fresh(entry.issued));
+            entries.push(RecentAssertion {
+                kind: who.kind,
+                id: who.id.clone(),
+                method: who.method,
+                groups: who.groups.clone(),
+                audience: audience.to_owned(),
+                value: value.clone(),
+                issued: seconds,
+            });
         }
         Ok(value)
     }

@@ -373,20 +373,44 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Cleans the headers for the upstream: hop-by-hop headers and those the client's `Connection`
-/// names are removed, then every identity header; `credentials` (the header that carried the
-/// caller's credential to the gateway, such as `authorization`) is removed unless the application
-/// asks for it to be forwarded. Returns the number of identity headers removed (for the audit
-/// record).
+/// Client address claims: the upstream gets the address the gateway saw instead.
+const ADDRESS_CLAIMS: [&str; 5] =
+    ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"];
+
+/// The request headers an upstream may receive, in the order received: not hop-by-hop, not
+/// named by the client's `Connection`, not `credentials` (the header that carried the caller's
+/// credential to the gateway), not an identity header of any family and not a client address
+/// claim. The one rule both of the gateway's paths forward by; the gateway adds its own headers
+/// after it, so `Connection:` can never remove them.
+pub fn forwardable<'h>(
+    headers: &'h HeaderMap,
+    credentials: Option<&'h HeaderName>,
+) -> impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)> + 'h {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    headers.iter().filter(move |(name, _)| {
+        let text = name.as_str();
+        !is_hop_by_hop(text.as_bytes())
+            && !named.contains(name)
+            && credentials != Some(*name)
+            && !is_identity_header(text)
+            && !ADDRESS_CLAIMS.contains(&text)
+    })
+}
+
+/// Cleans the headers for the upstream: keeps only what [`forwardable`] lets through. Returns
+/// the number of headers removed.
 pub fn clean_for_upstream(headers: &mut HeaderMap, credentials: Option<&HeaderName>) -> usize {
-    remove_hop_by_hop(headers);
-    if let Some(name) = credentials {
-        headers.remove(name);
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in forwardable(headers, credentials) {
+        kept.append(name.clone(), value.clone());
     }
-    let identity: Vec<HeaderName> = headers.keys().filter(|name| is_identity_header(name.as_str())).cloned().collect();
-    let removed = identity.len();
-    for name in identity {
-        headers.remove(name);
-    }
+    let removed = headers.len() - kept.len();
+    *headers = kept;
     removed
 }

@@ -19,7 +19,7 @@
 //! WebSockets are authorized again every `reauthorize_every` and cut (the connection closed, the
 //! chunked body never terminated) when access ends.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,6 +32,7 @@ use hyper::{Method, Request, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
     Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump,
@@ -341,12 +342,12 @@ where
     let keep_client = parts.version == Version::HTTP_11;
     let head_only = parts.method == Method::HEAD;
     let method = parts.method.clone();
-    let headers =
-        match gateway.upstream_headers(app, parts.headers, parts.version, &admitted, connection.peer.ip(), now) {
-            Ok(headers) => headers,
-            Err(refused) => return refuse(client, refused, pending, false, out).await,
-        };
-    // The request head (and the body, as far as it is here), for the upstream.
+    let assertion = match gateway.assertion_for(app, &admitted, now) {
+        Ok(assertion) => assertion,
+        Err(refused) => return refuse(client, refused, pending, false, out).await,
+    };
+    // The request head (and the body, as far as it is here), for the upstream: the headers the
+    // shared rule lets through (canonical::forwardable), then the gateway's own.
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -358,12 +359,18 @@ where
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(app.upstream.authority.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &headers {
+    for (name, value) in canonical::forwardable(&parts.headers, admitted.credential_header.as_ref()) {
         if matches!(*name, header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING) {
             continue;
         }
         push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    if let Some(assertion) = &assertion {
+        push_field(out, ASSERTION_HEADER.as_bytes(), assertion.as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let _ = write!(out, "{}", connection.peer.ip());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: https\r\n");
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }

@@ -667,6 +667,21 @@ impl Gateway {
         Ok(Admitted { who: authn.ok(), credential_header })
     }
 
+    /// The signed identity assertion for an authenticated caller (503 if it cannot be signed).
+    pub(crate) fn assertion_for(
+        &self,
+        app: &AppRuntime,
+        admitted: &Admitted,
+        now: SystemTime,
+    ) -> Result<Option<HeaderValue>, Refused> {
+        let Some(who) = &admitted.who else { return Ok(None) };
+        self.parts
+            .assertion
+            .header_for(who, &app.settings.app.host, now)
+            .map(Some)
+            .map_err(|_| Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false })
+    }
+
     /// The headers an upstream receives: hop-by-hop headers, identity headers of every family,
     /// the credential header and client address claims removed (HTTP/2 cookies joined), then
     /// the gateway's own: the signed identity assertion, `x-forwarded-for` and
@@ -684,18 +699,11 @@ impl Gateway {
         if version == Version::HTTP_2 {
             canonical::join_cookies(&mut headers);
         }
-        if let Some(who) = &admitted.who {
-            let value = self
-                .parts
-                .assertion
-                .header_for(who, &app.settings.app.host, now)
-                .map_err(|_| Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false })?;
+        if let Some(value) = self.assertion_for(app, admitted, now)? {
             headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
         }
-        // Addresses the client claims are not evidence: the upstream gets the one the gateway saw.
-        for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"] {
-            headers.remove(name);
-        }
+        // Addresses the client claims are not evidence (clean_for_upstream removed them): the
+        // upstream gets the one the gateway saw.
         if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
             headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }

@@ -50,6 +50,15 @@ fn the_assertion_verifies_for_its_audience_and_lifetime_only() {
     let mut other_token = alice();
     other_token.credential_id = "jti:def".into();
     assert_ne!(signer.header_for(&other_token, "billing", now).unwrap(), first);
+    // The same credential asserting other groups, or naming another principal, is another
+    // assertion: a remembered one is only reused for exactly what it says.
+    let mut other_groups = alice();
+    other_groups.groups.push("admins".into());
+    assert_ne!(signer.header_for(&other_groups, "billing", now).unwrap(), first);
+    let mut other_principal = alice();
+    other_principal.id = "mallory".into();
+    assert_ne!(signer.header_for(&other_principal, "billing", now).unwrap(), first);
+    assert_eq!(signer.header_for(&alice(), "billing", now + Duration::from_secs(1)).unwrap(), first);
     let later = signer.header_for(&alice(), "billing", now + Duration::from_secs(31)).unwrap();
     assert_ne!(later, first, "a new assertion after half the lifetime");
 
