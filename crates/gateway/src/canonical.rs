@@ -9,10 +9,9 @@
 //! percent-encoded slashes, backslashes, control characters or unreserved characters, bad
 //! percent-encoding; a missing, repeated or malformed `Host`; a `Host` that is not the TLS server
 //! name (421); conflicting `Content-Length`, or `Content-Length` with `Transfer-Encoding`; a
-//! transfer coding other than `chunked`; header names with underscores. (On HTTP/1.1, hyper
-//! refuses conflicting lengths itself, and resolves `Content-Length` with `Transfer-Encoding` by
-//! dropping the length, reading the body as chunked and closing the connection after it: one
-//! framing, nothing smuggled. The checks here hold for any parser in front of them.)
+//! transfer coding other than `chunked`; header names with underscores. On HTTP/1.1 the gateway's
+//! own loop (`h1.rs`) hands every field over as the client sent it, so each of these is seen and
+//! refused here rather than resolved by a parser in front.
 //!
 //! On HTTP/2 the target comes as `:scheme` (https only), `:authority` and `:path`: the authority
 //! takes the place of `Host` (both present: they must be equal), and `:path` gets the same checks
