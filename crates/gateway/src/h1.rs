@@ -213,6 +213,11 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<(hyper::http::request::Parts,
         }
         Err(error) => return Err(unparsable(format!("invalid HTTP/1.1 head: {error}"))),
     };
+    // httparse accepts a bare LF as a line end (RFC 9112 allows it); a proxy in front of or
+    // behind the gateway may not, and two readings of one head are how requests are smuggled.
+    if has_bare_lf(buf.get(..used).unwrap_or_default()) {
+        return Err(unparsable("a line in the head ends in LF without CR".into()));
+    }
     let method = head.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let method = method.ok_or_else(|| unparsable("invalid method".into()))?;
     let version = match head.version {
@@ -236,6 +241,17 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<(hyper::http::request::Parts,
     Ok(Some((parts, used)))
 }
 
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &byte in head {
+        if byte == b'\n' && previous != b'\r' {
+            return true;
+        }
+        previous = byte;
+    }
+    false
+}
+
 /// How the client frames the body of a request that passed [`canonical::canonicalize`] (so
 /// `Content-Length` is one run of digits and `Transfer-Encoding`, if present, is `chunked`
 /// alone and without a length).
@@ -249,6 +265,11 @@ fn request_framing(parts: &hyper::http::request::Parts) -> Result<Framing, &'sta
     match parts.headers.get(header::CONTENT_LENGTH) {
         None => Ok(Framing::Empty),
         Some(value) => {
+            // Digits only: `u64::from_str` would also take a leading `+`.
+            let digits = value.as_bytes();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err("malformed Content-Length");
+            }
             let length: u64 = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or("malformed Content-Length")?;
             Ok(if length == 0 { Framing::Empty } else { Framing::Length(length) })
         }
@@ -406,8 +427,18 @@ where
     if let Err(failure) = relay_request_body(client, &mut upstream, rest, out).await {
         return match failure {
             Relay::UpstreamBeforeResponse(reason) => upstream_failed(gateway, client, app, &reason, rest, out).await,
-            Relay::Client(reason) | Relay::UpstreamDuringResponse(reason) => {
-                // The client's body broke off or broke its framing: nothing more is read from it.
+            Relay::Client(reason) => {
+                // The client's body broke off or broke its framing: the upstream connection (which
+                // holds half a request) is dropped, nothing more is read from the client, and it
+                // is told why in general terms.
+                tracing::debug!(%reason, "request body not completed");
+                drop(upstream);
+                out.clear();
+                write_generic(out, StatusCode::BAD_REQUEST, true);
+                let _ = send(&mut client.io, out).await;
+                Next::Close
+            }
+            Relay::UpstreamDuringResponse(reason) => {
                 tracing::debug!(%reason, "request body not completed");
                 Next::Close
             }
@@ -418,7 +449,7 @@ where
         Ok(read) => read,
         Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
     };
-    let close_after = !keep_client;
+    let close_after = !keep_client || asks_to_close(&parts);
     out.clear();
     let to_client = write_response_head(out, &upstream.buf, &head, framing, keep_client, close_after);
     upstream.consume(head.len);
@@ -451,6 +482,13 @@ where
 fn expects_continue(parts: &hyper::http::request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The client's `Connection` names `close`: this is its last request on the connection.
+fn asks_to_close(parts: &hyper::http::request::Parts) -> bool {
+    parts.headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -505,6 +543,8 @@ where
 {
     let mut close = refused.close;
     match unread {
+        // Closing anyway: nothing more is read from a client whose request was refused.
+        _ if close => {}
         Framing::Empty => {}
         // A client waiting for `100 Continue` has not sent its body: nothing to read past.
         _ if expects_continue => close = true,
@@ -554,24 +594,40 @@ where
     refuse(client, Refused { status: StatusCode::BAD_GATEWAY, close: false }, unread, false, out).await
 }
 
+/// Why a whole request body could not be read.
+enum BodyUnread {
+    TooLarge,
+    /// It ended early or broke its framing.
+    Broken,
+}
+
+impl BodyUnread {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Broken => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
 /// Reads a whole request body (a signed one, or one for an HTTP/2 upstream) of at most `limit`
 /// bytes.
 async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BodyUnread> {
     let mut body = Vec::new();
     match framing {
         Framing::Empty => {}
         Framing::Length(length) => {
             if length > limit as u64 {
-                return Err("body too large".into());
+                return Err(BodyUnread::TooLarge);
             }
-            let mut left = usize::try_from(length).map_err(|_| "body too large")?;
+            let mut left = usize::try_from(length).map_err(|_| BodyUnread::TooLarge)?;
             while left > 0 {
-                if client.buf.is_empty() && client.fill().await.map_err(|e| e.to_string())? == 0 {
-                    return Err("the body ended early".into());
+                if client.buf.is_empty() && client.fill().await.map_err(|_| BodyUnread::Broken)? == 0 {
+                    return Err(BodyUnread::Broken);
                 }
                 let here = client.buf.len().min(left);
                 body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
@@ -581,13 +637,13 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
         }
         Framing::Chunked => {
             let mut decoder = Chunked::default();
-            while decoder.next(client, &mut body).await? {
+            while decoder.next(client, &mut body).await.map_err(|_| BodyUnread::Broken)? {
                 if body.len() > limit {
-                    return Err("body too large".into());
+                    return Err(BodyUnread::TooLarge);
                 }
             }
         }
-        Framing::UntilClose => return Err("a request body must have a length".into()),
+        Framing::UntilClose => return Err(BodyUnread::Broken),
     }
     Ok(body)
 }
@@ -1107,12 +1163,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let keep_client = parts.version == Version::HTTP_11;
+    let close_asked = asks_to_close(&parts);
     let head_only = parts.method == Method::HEAD;
     let body = match signed_body {
         Some(body) => body,
         None => match read_whole_body(client, pending, MAX_SIGNED_BODY).await {
             Ok(body) => Bytes::from(body),
-            Err(_) => return Next::Close,
+            Err(unread) => {
+                // Admitted, but the body cannot be carried: nothing reaches the upstream.
+                let mut out = Vec::new();
+                write_generic(&mut out, unread.status(), true);
+                let _ = send(&mut client.io, &out).await;
+                return Next::Close;
+            }
         },
     };
     let method = parts.method.as_str().to_owned();
@@ -1149,7 +1212,7 @@ where
             None => {}
         }
     }
-    let close = !keep_client;
+    let close = !keep_client || close_asked;
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -1327,6 +1390,9 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: x\x01\r\n\r\n",
             b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
             b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
         ] {
             assert!(parse_request_head(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
         }

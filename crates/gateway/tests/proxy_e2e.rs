@@ -669,9 +669,9 @@ async fn shutdown_finishes_the_request_in_flight_and_accepts_no_more() {
     assert_eq!(after, 0, "no connection is accepted after shutdown");
 }
 
-/// A WebSocket handshake through the gateway with the device certificate, over rustls.
-async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A TLS connection to the gateway for `billing.example.org` with the device certificate, over
+/// rustls, speaking HTTP/1.1 (no ALPN).
+async fn device_connection(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let root = std::fs::read(setup.dir.join("root.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&root) {
@@ -690,7 +690,32 @@ async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net:
         .unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// Sends `raw` bytes as they are on a device connection and returns everything the gateway
+/// answers until it closes the connection; `None` if it kept the connection open for 5 s.
+async fn raw_http1(setup: &Setup, raw: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = device_connection(setup).await;
+    tls.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await {
+        // A reset after the answer (the gateway closing with unread bytes) still ends it.
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// The status codes of every response in `answer`, in order.
+fn statuses(answer: &str) -> Vec<u16> {
+    answer.split("HTTP/1.1 ").skip(1).filter_map(|rest| rest.get(..3).and_then(|code| code.parse().ok())).collect()
+}
+
+/// A WebSocket handshake through the gateway with the device certificate.
+async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = device_connection(setup).await;
     let handshake = format!(
         "GET /reports/live HTTP/1.1\r\nHost: billing.example.org:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         setup.port
@@ -744,6 +769,102 @@ async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
     assert!(revoked_at.elapsed() < Duration::from_secs(2), "cut after {:?}", revoked_at.elapsed());
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert!(log.contains("long-lived connection cut"), "the cut is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_attempts_over_raw_http1_never_reach_the_upstream() {
+    let setup = setup("smuggling").await;
+    let host = "Host: billing.example.org\r\n";
+    let smuggled = "GET /reports/smuggled HTTP/1.1\r\nHost: billing.example.org\r\n\r\n";
+    // Each is one way two HTTP parsers can read one byte stream differently; each must end in a
+    // 400 and a closed connection, with the request behind it never forwarded.
+    let attempts: Vec<(&str, String)> = vec![
+        (
+            "CL.TE",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE.CL",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nContent-Length: 70\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE.TE",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE list",
+            format!("POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "xchunked",
+            format!("POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "two lengths",
+            format!("POST /reports/a HTTP/1.1\r\n{host}Content-Length: 0\r\nContent-Length: 61\r\n\r\n{smuggled}"),
+        ),
+        ("signed length", format!("POST /reports/a HTTP/1.1\r\n{host}Content-Length: +0\r\n\r\n{smuggled}")),
+        ("length list", format!("POST /reports/a HTTP/1.1\r\n{host}Content-Length: 0, 0\r\n\r\n{smuggled}")),
+        ("bare LF", format!("POST /reports/a HTTP/1.1\n{host}Content-Length: 0\n\n{smuggled}")),
+        (
+            "folded header",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Content-Length: 0\r\n Transfer-Encoding: chunked\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "space before colon",
+            format!("POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "TE in HTTP/1.0",
+            format!("POST /reports/a HTTP/1.0\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "chunk size +3",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n+3\r\nabc\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "chunk data too long",
+            format!(
+                "POST /reports/a HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        ("absolute form", format!("GET https://billing.example.org/reports/a HTTP/1.1\r\n{host}\r\n{smuggled}")),
+    ];
+    for (name, raw) in &attempts {
+        let answer = raw_http1(&setup, raw.as_bytes()).await;
+        let answer = answer.unwrap_or_else(|| panic!("{name}: the connection stayed open"));
+        assert_eq!(statuses(&answer), [400], "{name}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{name}: {answer}");
+    }
+    let targets: Vec<String> =
+        setup.seen.lock().unwrap().iter().map(|entry| entry["target"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(targets.iter().all(|target| !target.contains("smuggled")), "{targets:?}");
+
+    // Pipelined requests are answered one after the other, in order, and both reach the upstream.
+    let pipelined = format!(
+        "GET /reports/first HTTP/1.1\r\n{host}\r\nGET /reports/second HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+    );
+    let answer = raw_http1(&setup, pipelined.as_bytes()).await.expect("closed after the second");
+    assert_eq!(statuses(&answer), [200, 200], "{answer}");
+    let first = answer.find("/reports/first").expect("first answered");
+    let second = answer.find("/reports/second").expect("second answered");
+    assert!(first < second, "{answer}");
+
+    // Every refusal is on record with its reason, and the log verifies.
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    for reason in ["Content-Length together with Transfer-Encoding", "LF without CR", "transfer coding"] {
+        assert!(log.contains(reason), "no record says {reason:?}");
+    }
 }
 
 fn curl_status_only(port: u16) -> u16 {
