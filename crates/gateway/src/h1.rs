@@ -315,8 +315,12 @@ where
         }
         match read_whole_body(client, framing, MAX_SIGNED_BODY).await {
             Ok(body) => Some(Bytes::from(body)),
-            Err(_) => {
-                let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, now).await;
+            Err(unread) => {
+                let mut refused = gateway.refuse_unreadable_body(&parts, connection, &screened, now).await;
+                if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
+                    // Recorded; a body that broke off is the client's error, not its size.
+                    refused.status = unread.status();
+                }
                 return refuse(client, refused, Framing::Chunked, false, out).await;
             }
         }
@@ -610,8 +614,7 @@ impl BodyUnread {
     }
 }
 
-/// Reads a whole request body (a signed one, or one for an HTTP/2 upstream) of at most `limit`
-/// bytes.
+/// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes.
 async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
@@ -1143,9 +1146,10 @@ where
     }
 }
 
-/// An HTTP/1.1 request for an application whose upstream speaks HTTP/2: the body is read here
-/// (at most [`MAX_SIGNED_BODY`]), the request goes through hyper's HTTP/2 client, and the
-/// response (re-authorized while it streams) is written back as HTTP/1.1.
+/// An HTTP/1.1 request for an application whose upstream speaks HTTP/2: the request goes
+/// through hyper's HTTP/2 client with its body streamed from the client as it arrives (a signed
+/// body was read whole already), and the response (re-authorized while it streams) is written
+/// back as HTTP/1.1 once the request body is through.
 #[allow(clippy::too_many_arguments)]
 async fn through_hyper<S>(
     gateway: &Arc<Gateway>,
@@ -1163,24 +1167,58 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let keep_client = parts.version == Version::HTTP_11;
-    let close_asked = asks_to_close(&parts);
+    let mut close = !keep_client || asks_to_close(&parts);
     let head_only = parts.method == Method::HEAD;
-    let body = match signed_body {
-        Some(body) => body,
-        None => match read_whole_body(client, pending, MAX_SIGNED_BODY).await {
-            Ok(body) => Bytes::from(body),
-            Err(unread) => {
-                // Admitted, but the body cannot be carried: nothing reaches the upstream.
-                let mut out = Vec::new();
-                write_generic(&mut out, unread.status(), true);
-                let _ = send(&mut client.io, &out).await;
-                return Next::Close;
-            }
-        },
-    };
     let method = parts.method.as_str().to_owned();
-    let body = Full::new(body).map_err(|never| match never {}).boxed();
-    let response = gateway.forward(app, parts, body, canonical, admitted, connection.peer.ip(), now).await;
+    let (body, pieces) = match signed_body {
+        Some(body) => (Full::new(body).map_err(|never| match never {}).boxed(), None),
+        None if pending == Framing::Empty => (Full::new(Bytes::new()).map_err(|never| match never {}).boxed(), None),
+        None => {
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            let length = match pending {
+                Framing::Length(length) => Some(length),
+                _ => None,
+            };
+            (FedBody { pieces: receiver, left: length, ended: false }.boxed(), Some(sender))
+        }
+    };
+    let forward = gateway.forward(app, parts, body, canonical, admitted, connection.peer.ip(), now);
+    let response = match pieces {
+        None => Some(forward.await),
+        Some(pieces) => {
+            let feeding = feed_body(client, pending, pieces);
+            tokio::pin!(forward, feeding);
+            let mut fed = None;
+            let response = loop {
+                tokio::select! {
+                    response = &mut forward => break response,
+                    result = &mut feeding, if fed.is_none() => fed = Some(result),
+                }
+            };
+            let fed = match fed {
+                Some(fed) => fed,
+                // The upstream answered first: the rest of the body is still read (the upstream
+                // may want it), for a while; then the connection closes after the answer.
+                None => tokio::time::timeout(HEAD_TIMEOUT, &mut feeding).await.unwrap_or(Err(FeedStop::Upstream)),
+            };
+            match fed {
+                Ok(()) => Some(response),
+                Err(FeedStop::Upstream) => {
+                    close = true;
+                    Some(response)
+                }
+                Err(FeedStop::Client) => None,
+            }
+        }
+    };
+    let Some(response) = response else {
+        // The body broke off or broke its framing; the upstream's stream was failed with it, so
+        // what it saw was never a complete request.
+        let mut out = Vec::new();
+        write_generic(&mut out, StatusCode::BAD_REQUEST, true);
+        let _ = send(&mut client.io, &out).await;
+        return Next::Close;
+    };
     let (head, body) = response.into_parts();
     let mut body = match &admitted.who {
         Some(who) => {
@@ -1212,7 +1250,6 @@ where
             None => {}
         }
     }
-    let close = !keep_client || close_asked;
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -1244,6 +1281,115 @@ where
         Ok(()) if !close => Next::KeepAlive,
         _ => Next::Close,
     }
+}
+
+/// A piece of a request body on its way from the client's connection to hyper's HTTP/2 client.
+enum Piece {
+    Data(Bytes),
+    /// The whole body was read: the only way the upstream sees it end cleanly.
+    End,
+}
+
+/// Why feeding a request body stopped before its end.
+enum FeedStop {
+    /// The client broke the body off, broke its framing, or stalled.
+    Client,
+    /// The upstream no longer takes it (it answered and reset the stream, or failed).
+    Upstream,
+}
+
+/// The request body of an HTTP/1.1 client bound for an HTTP/2 upstream, as it arrives. It ends
+/// cleanly only after [`Piece::End`]: a feeder that stops without it fails the body, which
+/// resets the upstream's stream, so a truncated body never passes as complete.
+struct FedBody {
+    pieces: tokio::sync::mpsc::Receiver<Piece>,
+    /// Bytes still to come of a body with a length.
+    left: Option<u64>,
+    ended: bool,
+}
+
+impl hyper::body::Body for FedBody {
+    type Data = Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.pieces.poll_recv(cx) {
+            Poll::Ready(Some(Piece::Data(data))) => {
+                if let Some(left) = &mut self.left {
+                    *left = left.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+            }
+            Poll::Ready(Some(Piece::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err("the client's request body broke off".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.left.map_or_else(hyper::body::SizeHint::default, hyper::body::SizeHint::with_exact)
+    }
+}
+
+/// Reads a request body from the client and hands it on in pieces, then [`Piece::End`].
+async fn feed_body<S: AsyncRead + Unpin>(
+    client: &mut Buffered<S>,
+    framing: Framing,
+    pieces: tokio::sync::mpsc::Sender<Piece>,
+) -> Result<(), FeedStop> {
+    match framing {
+        Framing::Empty | Framing::UntilClose => {}
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if client.buf.is_empty() {
+                    match tokio::time::timeout(IDLE_TIMEOUT, client.fill()).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return Err(FeedStop::Client),
+                    }
+                }
+                let here = client.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let data = Bytes::copy_from_slice(client.buf.get(..here).unwrap_or_default());
+                client.consume(here);
+                left -= here as u64;
+                pieces.send(Piece::Data(data)).await.map_err(|_| FeedStop::Upstream)?;
+            }
+        }
+        Framing::Chunked => {
+            let mut decoder = Chunked::default();
+            let mut piece = Vec::new();
+            loop {
+                piece.clear();
+                let more = match tokio::time::timeout(IDLE_TIMEOUT, decoder.next(client, &mut piece)).await {
+                    Ok(Ok(more)) => more,
+                    _ => return Err(FeedStop::Client),
+                };
+                if !piece.is_empty() {
+                    let data = Bytes::copy_from_slice(&piece);
+                    pieces.send(Piece::Data(data)).await.map_err(|_| FeedStop::Upstream)?;
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+    pieces.send(Piece::End).await.map_err(|_| FeedStop::Upstream)
 }
 
 /// A connection to an HTTP/1.1 upstream: plain TCP or verified TLS.

@@ -138,13 +138,18 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                             .iter()
                             .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
                             .collect();
-                        let entry = json!({
+                        let mut entry = json!({
                             "method": request.method().as_str(),
                             "target": request.uri().path_and_query().map(|t| t.as_str()),
                             "version": format!("{:?}", request.version()),
                             "authority": request.uri().authority().map(|a| a.as_str()),
                             "headers": headers,
                         });
+                        // The body as it arrived: its length, or how it failed.
+                        entry["body"] = match request.into_body().collect().await {
+                            Ok(body) => json!(body.to_bytes().len()),
+                            Err(error) => json!(format!("failed: {error}")),
+                        };
                         seen.lock().unwrap().push(entry.clone());
                         let body: TestBody = Full::new(Bytes::from(entry.to_string())).boxed();
                         Ok::<_, Infallible>(Response::new(body))
@@ -671,7 +676,7 @@ async fn shutdown_finishes_the_request_in_flight_and_accepts_no_more() {
 
 /// A TLS connection to the gateway for `billing.example.org` with the device certificate, over
 /// rustls, speaking HTTP/1.1 (no ALPN).
-async fn device_connection(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn device_connection(setup: &Setup, name: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let root = std::fs::read(setup.dir.join("root.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&root) {
@@ -689,16 +694,25 @@ async fn device_connection(setup: &Setup) -> tokio_rustls::client::TlsStream<tok
         .with_client_auth_cert(chain, key)
         .unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
 }
 
 /// Sends `raw` bytes as they are on a device connection and returns everything the gateway
 /// answers until it closes the connection; `None` if it kept the connection open for 5 s.
 async fn raw_http1(setup: &Setup, raw: &[u8]) -> Option<String> {
+    raw_http1_to(setup, "billing.example.org", raw, false).await
+}
+
+/// [`raw_http1`] to the application `name`; with `end_after`, the client ends its side of the
+/// connection (TLS close_notify) after the bytes, as a client that breaks off does.
+async fn raw_http1_to(setup: &Setup, name: &str, raw: &[u8], end_after: bool) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = device_connection(setup).await;
+    let mut tls = device_connection(setup, name).await;
     tls.write_all(raw).await.unwrap();
+    if end_after {
+        tls.shutdown().await.unwrap();
+    }
     let mut answer = Vec::new();
     match tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await {
         // A reset after the answer (the gateway closing with unread bytes) still ends it.
@@ -715,7 +729,7 @@ fn statuses(answer: &str) -> Vec<u16> {
 /// A WebSocket handshake through the gateway with the device certificate.
 async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = device_connection(setup).await;
+    let mut tls = device_connection(setup, "billing.example.org").await;
     let handshake = format!(
         "GET /reports/live HTTP/1.1\r\nHost: billing.example.org:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         setup.port
@@ -865,6 +879,47 @@ async fn smuggling_attempts_over_raw_http1_never_reach_the_upstream() {
     for reason in ["Content-Length together with Transfer-Encoding", "LF without CR", "transfer coding"] {
         assert!(log.contains(reason), "no record says {reason:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_from_http1_clients_reach_an_http2_upstream_whole_or_not_at_all() {
+    let setup = setup("upload").await;
+    let grpc = "grpc.example.org";
+    // Larger than any buffer of the gateway: streamed, with a length and chunked.
+    let size = 9 * 1024 * 1024 + 7;
+    let file = setup.dir.join("upload.bin");
+    std::fs::write(&file, vec![b'u'; size]).unwrap();
+    let data = format!("@{}", file.display());
+    for (path, extra) in [("/upload-length", vec![]), ("/upload-chunked", vec!["-H", "Transfer-Encoding: chunked"])] {
+        let mut args = vec!["-X", "POST", "--data-binary", data.as_str()];
+        args.extend(extra);
+        let (status, body) = tokio::task::block_in_place(|| curl(&setup, grpc, path, true, &args));
+        assert_eq!(status, 200, "{path}: {body}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["version"], "HTTP/2.0", "{path}");
+        assert_eq!(seen["body"], size, "{path}: the upstream got the whole body");
+    }
+
+    // A client that breaks its body off: a 400, and the upstream's stream fails rather than
+    // ending as if the five bytes were the whole body.
+    let broken =
+        "POST /upload-broken HTTP/1.1\r\nHost: grpc.example.org\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let answer = raw_http1_to(&setup, grpc, broken.as_bytes(), true).await.expect("closed");
+    assert_eq!(statuses(&answer), [400], "{answer}");
+    let mut outcome = None;
+    for _ in 0..50 {
+        let seen = setup.seen.lock().unwrap().clone();
+        outcome = seen.into_iter().find(|entry| entry["target"] == "/upload-broken").map(|entry| entry["body"].clone());
+        if outcome.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let outcome = outcome.expect("the upstream saw the request head");
+    assert!(
+        outcome.as_str().is_some_and(|text| text.starts_with("failed")),
+        "the upstream saw a complete body: {outcome}"
+    );
 }
 
 fn curl_status_only(port: u16) -> u16 {
