@@ -430,7 +430,11 @@ where
     };
     if let Err(failure) = relay_request_body(client, &mut upstream, rest, out).await {
         return match failure {
-            Relay::UpstreamBeforeResponse(reason) => upstream_failed(gateway, client, app, &reason, rest, out).await,
+            Relay::UpstreamBeforeResponse(reason) => {
+                // How much of the body was read is unknown here: reading past "the rest" could
+                // eat the next request, so the connection closes after the 502.
+                upstream_failed(gateway, client, app, &reason, Framing::UntilClose, out).await
+            }
             Relay::Client(reason) => {
                 // The client's body broke off or broke its framing: the upstream connection (which
                 // holds half a request) is dropped, nothing more is read from the client, and it
