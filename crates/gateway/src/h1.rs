@@ -72,6 +72,15 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
     fn consume(&mut self, n: usize) {
         self.buf.drain(..n.min(self.buf.len()));
     }
+
+    /// How many of the `left` bytes still due of a body are in the buffer (at least one), read
+    /// first if it is empty; an error if the stream ends before them.
+    async fn due(&mut self, left: u64) -> io::Result<usize> {
+        if self.buf.is_empty() && self.fill().await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)))
+    }
 }
 
 /// How a message's body is delimited.
@@ -265,11 +274,6 @@ fn request_framing(parts: &hyper::http::request::Parts) -> Result<Framing, &'sta
     match parts.headers.get(header::CONTENT_LENGTH) {
         None => Ok(Framing::Empty),
         Some(value) => {
-            // Digits only: `u64::from_str` would also take a leading `+`.
-            let digits = value.as_bytes();
-            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                return Err("malformed Content-Length");
-            }
             let length: u64 = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or("malformed Content-Length")?;
             Ok(if length == 0 { Framing::Empty } else { Framing::Length(length) })
         }
@@ -316,11 +320,8 @@ where
         match read_whole_body(client, framing, MAX_SIGNED_BODY).await {
             Ok(body) => Some(Bytes::from(body)),
             Err(unread) => {
-                let mut refused = gateway.refuse_unreadable_body(&parts, connection, &screened, now).await;
-                if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
-                    // Recorded; a body that broke off is the client's error, not its size.
-                    refused.status = unread.status();
-                }
+                let too_large = matches!(unread, BodyUnread::TooLarge);
+                let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, too_large, now).await;
                 return refuse(client, refused, Framing::Chunked, false, out).await;
             }
         }
@@ -440,11 +441,8 @@ where
                 // holds half a request) is dropped, nothing more is read from the client, and it
                 // is told why in general terms.
                 tracing::debug!(%reason, "request body not completed");
-                drop(upstream);
-                out.clear();
-                write_generic(out, StatusCode::BAD_REQUEST, true);
-                let _ = send(&mut client.io, out).await;
-                Next::Close
+                refuse(client, Refused { status: StatusCode::BAD_REQUEST, close: true }, Framing::Empty, false, out)
+                    .await
             }
             Relay::UpstreamDuringResponse(reason) => {
                 tracing::debug!(%reason, "request body not completed");
@@ -572,17 +570,12 @@ where
 }
 
 async fn discard<S: AsyncRead + Unpin>(client: &mut Buffered<S>, mut length: u64) -> io::Result<()> {
-    loop {
-        let here = client.buf.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+    while length > 0 {
+        let here = client.due(length).await?;
         client.consume(here);
         length -= here as u64;
-        if length == 0 {
-            return Ok(());
-        }
-        if client.fill().await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
     }
+    Ok(())
 }
 
 /// 502 for an upstream that could not be reached or failed before it answered.
@@ -609,15 +602,6 @@ enum BodyUnread {
     Broken,
 }
 
-impl BodyUnread {
-    fn status(&self) -> StatusCode {
-        match self {
-            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Broken => StatusCode::BAD_REQUEST,
-        }
-    }
-}
-
 /// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes.
 async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
@@ -631,15 +615,12 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
             if length > limit as u64 {
                 return Err(BodyUnread::TooLarge);
             }
-            let mut left = usize::try_from(length).map_err(|_| BodyUnread::TooLarge)?;
+            let mut left = length;
             while left > 0 {
-                if client.buf.is_empty() && client.fill().await.map_err(|_| BodyUnread::Broken)? == 0 {
-                    return Err(BodyUnread::Broken);
-                }
-                let here = client.buf.len().min(left);
+                let here = client.due(left).await.map_err(|_| BodyUnread::Broken)?;
                 body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
                 client.consume(here);
-                left -= here;
+                left -= here as u64;
             }
         }
         Framing::Chunked => {
@@ -667,10 +648,7 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
         Framing::Empty | Framing::UntilClose => Ok(()),
         Framing::Length(mut left) => {
             while left > 0 {
-                if client.buf.is_empty() && client.fill().await.map_err(|e| Relay::Client(e.to_string()))? == 0 {
-                    return Err(Relay::Client("the request body ended early".into()));
-                }
-                let here = client.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let here = client.due(left).await.map_err(|e| Relay::Client(format!("the request body: {e}")))?;
                 upstream.io.write_all(client.buf.get(..here).unwrap_or_default()).await.map_err(write)?;
                 client.consume(here);
                 left -= here as u64;
@@ -719,10 +697,7 @@ impl Chunked {
     async fn next<S: AsyncRead + Unpin>(&mut self, from: &mut Buffered<S>, out: &mut Vec<u8>) -> Result<bool, String> {
         loop {
             if self.left > 0 {
-                if from.buf.is_empty() && from.fill().await.map_err(|e| e.to_string())? == 0 {
-                    return Err("the chunked body ended early".into());
-                }
-                let here = from.buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                let here = from.due(self.left).await.map_err(|e| format!("the chunked body: {e}"))?;
                 out.extend_from_slice(from.buf.get(..here).unwrap_or_default());
                 from.consume(here);
                 self.left -= here as u64;
@@ -1174,9 +1149,9 @@ where
     let mut close = !keep_client || asks_to_close(&parts);
     let head_only = parts.method == Method::HEAD;
     let method = parts.method.as_str().to_owned();
-    let (body, pieces) = match signed_body {
+    let whole = signed_body.or_else(|| (pending == Framing::Empty).then(Bytes::new));
+    let (body, pieces) = match whole {
         Some(body) => (Full::new(body).map_err(|never| match never {}).boxed(), None),
-        None if pending == Framing::Empty => (Full::new(Bytes::new()).map_err(|never| match never {}).boxed(), None),
         None => {
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             let length = match pending {
@@ -1215,13 +1190,12 @@ where
             }
         }
     };
+    let mut out = Vec::with_capacity(READ_SIZE);
     let Some(response) = response else {
         // The body broke off or broke its framing; the upstream's stream was failed with it, so
         // what it saw was never a complete request.
-        let mut out = Vec::new();
-        write_generic(&mut out, StatusCode::BAD_REQUEST, true);
-        let _ = send(&mut client.io, &out).await;
-        return Next::Close;
+        let refused = Refused { status: StatusCode::BAD_REQUEST, close: true };
+        return refuse(client, refused, Framing::Empty, false, &mut out).await;
     };
     let (head, body) = response.into_parts();
     let mut body = match &admitted.who {
@@ -1232,7 +1206,6 @@ where
         }
         None => body,
     };
-    let mut out = Vec::with_capacity(READ_SIZE);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
@@ -1361,13 +1334,10 @@ async fn feed_body<S: AsyncRead + Unpin>(
         Framing::Empty | Framing::UntilClose => {}
         Framing::Length(mut left) => {
             while left > 0 {
-                if client.buf.is_empty() {
-                    match tokio::time::timeout(IDLE_TIMEOUT, client.fill()).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return Err(FeedStop::Client),
-                    }
-                }
-                let here = client.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let here = match tokio::time::timeout(IDLE_TIMEOUT, client.due(left)).await {
+                    Ok(Ok(here)) => here,
+                    _ => return Err(FeedStop::Client),
+                };
                 let data = Bytes::copy_from_slice(client.buf.get(..here).unwrap_or_default());
                 client.consume(here);
                 left -= here as u64;

@@ -521,8 +521,9 @@ impl Gateway {
                     let bytes = collected.to_bytes();
                     (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed())
                 }
-                Err(_) => {
-                    let refused = self.refuse_unreadable_body(&parts, connection, &screened, now).await;
+                Err(error) => {
+                    let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                    let refused = self.refuse_unreadable_body(&parts, connection, &screened, too_large, now).await;
                     return generic(refused.status, refused.close);
                 }
             }
@@ -591,23 +592,24 @@ impl Gateway {
         Ok(Screened { app, canonical, signed_with_sigv4 })
     }
 
-    /// A SigV4-signed body that is too large or could not be read: 413, recorded, closed.
+    /// A SigV4-signed body that is too large (413) or broke off or broke its framing (400):
+    /// recorded, closed.
     pub(crate) async fn refuse_unreadable_body(
         &self,
         parts: &hyper::http::request::Parts,
         connection: &Connection,
         screened: &Screened<'_>,
+        too_large: bool,
         now: SystemTime,
     ) -> Refused {
-        let record = self.bare_record(
-            now,
-            &parts.method,
-            connection,
-            Some(&screened.canonical),
-            "request: signed body too large or unreadable".into(),
-        );
+        let (status, reason) = if too_large {
+            (StatusCode::PAYLOAD_TOO_LARGE, "request: signed body too large")
+        } else {
+            (StatusCode::BAD_REQUEST, "request: signed body unreadable")
+        };
+        let record = self.bare_record(now, &parts.method, connection, Some(&screened.canonical), reason.into());
         match self.audit(record).await {
-            Ok(()) => Refused { status: StatusCode::PAYLOAD_TOO_LARGE, close: true },
+            Ok(()) => Refused { status, close: true },
             Err(()) => Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: true },
         }
     }
