@@ -51,6 +51,8 @@ const READ_SIZE: usize = 16 * 1024;
 /// A body this small, left unread by a refusal, is read and dropped so the connection can go
 /// on; a larger one closes the connection.
 const MAX_DRAIN: u64 = 64 * 1024;
+/// How long an upstream that stopped taking the request body has to have its answer read.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// A stream and the bytes read from it that are not used yet.
 pub(crate) struct Buffered<S> {
@@ -429,40 +431,58 @@ where
         Ok(upstream) => upstream,
         Err(reason) => return upstream_failed(gateway, client, app, &reason, rest, out).await,
     };
+    // An upstream may answer before it has read the whole body (a 413, a 401) and close: then
+    // writing the rest fails, and its answer, if it came, is what the client gets.
+    let mut answered_early = None;
     if let Err(failure) = relay_request_body(client, &mut upstream, rest, out).await {
-        return match failure {
+        match failure {
             Relay::UpstreamBeforeResponse(reason) => {
-                // How much of the body was read is unknown here: reading past "the rest" could
-                // eat the next request, so the connection closes after the 502.
-                upstream_failed(gateway, client, app, &reason, Framing::UntilClose, out).await
+                match tokio::time::timeout(EARLY_ANSWER_WAIT, read_response_head(&mut upstream, head_only)).await {
+                    Ok(Ok(read)) => answered_early = Some(read),
+                    // How much of the body was read is unknown here: reading past "the rest"
+                    // could eat the next request, so the connection closes after the 502.
+                    _ => return upstream_failed(gateway, client, app, &reason, Framing::UntilClose, out).await,
+                }
             }
             Relay::Client(reason) => {
                 // The client's body broke off or broke its framing: the upstream connection (which
                 // holds half a request) is dropped, nothing more is read from the client, and it
                 // is told why in general terms.
                 tracing::debug!(%reason, "request body not completed");
-                refuse(client, Refused { status: StatusCode::BAD_REQUEST, close: true }, Framing::Empty, false, out)
-                    .await
+                return refuse(
+                    client,
+                    Refused { status: StatusCode::BAD_REQUEST, close: true },
+                    Framing::Empty,
+                    false,
+                    out,
+                )
+                .await;
             }
             Relay::UpstreamDuringResponse(reason) => {
                 tracing::debug!(%reason, "request body not completed");
-                Next::Close
+                return Next::Close;
             }
-            Relay::Cut => Next::Close,
-        };
+            Relay::Cut => return Next::Close,
+        }
     }
-    let (head, framing) = match read_response_head(&mut upstream, head_only).await {
-        Ok(read) => read,
-        Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+    let body_unfinished = answered_early.is_some();
+    let (head, framing) = match answered_early {
+        Some(read) => read,
+        None => match read_response_head(&mut upstream, head_only).await {
+            Ok(read) => read,
+            Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+        },
     };
-    let close_after = !keep_client || asks_to_close(&parts);
+    // The rest of a body the upstream did not take is unread: the client connection cannot be
+    // used again, and it is told so.
+    let close_after = body_unfinished || !keep_client || asks_to_close(&parts);
     out.clear();
     let to_client = write_response_head(out, &upstream.buf, &head, framing, keep_client, close_after);
     upstream.consume(head.len);
     let mut reauthorize = session.map(|session| Reauthorize::new(gateway, session));
     match relay_response_body(client, &mut upstream, framing, to_client, out, reauthorize.as_mut()).await {
         Ok(()) => {
-            if head.reusable && framing != Framing::UntilClose {
+            if head.reusable && framing != Framing::UntilClose && !body_unfinished {
                 app.upstream.put_idle(upstream);
             }
             if close_after { Next::Close } else { Next::KeepAlive }

@@ -130,6 +130,16 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                             let ticks = tokio::time::interval(Duration::from_millis(100));
                             return Ok(Response::new(Ticker(ticks).boxed()));
                         }
+                        if request.uri().path().ends_with("/refused-upload") {
+                            // Answers before reading the body, as an application that refuses
+                            // an upload by its size does; hyper then closes the connection.
+                            seen.lock().unwrap().push(json!({ "target": request.uri().path(), "body": "unread" }));
+                            let response = Response::builder()
+                                .status(413)
+                                .body(Full::new(Bytes::from_static(b"too large for this application")).boxed())
+                                .unwrap();
+                            return Ok(response);
+                        }
                         if request.uri().path() == "/reports/slow" {
                             tokio::time::sleep(Duration::from_millis(1500)).await;
                         }
@@ -920,6 +930,35 @@ async fn uploads_from_http1_clients_reach_an_http2_upstream_whole_or_not_at_all(
         outcome.as_str().is_some_and(|text| text.starts_with("failed")),
         "the upstream saw a complete body: {outcome}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
+    let setup = setup("early-answer").await;
+    let size = 9 * 1024 * 1024;
+    let file = setup.dir.join("upload.bin");
+    std::fs::write(&file, vec![b'u'; size]).unwrap();
+    let data = format!("@{}", file.display());
+    // Without `Expect: 100-continue` the body is on its way when the upstream answers and
+    // closes; with it, curl waits for the go-ahead the upstream never gives.
+    for (path, extra) in [
+        ("/reports/refused-upload", vec!["-H", "Expect:"]),
+        ("/reports/chunked/refused-upload", vec!["-H", "Expect:", "-H", "Transfer-Encoding: chunked"]),
+        ("/reports/expecting/refused-upload", vec![]),
+    ] {
+        let mut args = vec!["-X", "POST", "--data-binary", data.as_str(), "-D", "-"];
+        args.extend(extra);
+        let (status, body) = tokio::task::block_in_place(|| curl(&setup, "billing.example.org", path, true, &args));
+        assert_eq!(status, 413, "{path}: the upstream's answer, not a 502: {body}");
+        assert!(body.contains("too large for this application"), "{path}: {body}");
+        assert!(
+            body.to_ascii_lowercase().contains("connection: close"),
+            "{path}: the rest of the body is unread: {body}"
+        );
+    }
+    // And the gateway still serves the next client.
+    let (status, _) = tokio::task::block_in_place(|| curl(&setup, "billing.example.org", "/reports/after", true, &[]));
+    assert_eq!(status, 200);
 }
 
 fn curl_status_only(port: u16) -> u16 {
