@@ -53,6 +53,9 @@ const READ_SIZE: usize = 16 * 1024;
 const MAX_DRAIN: u64 = 64 * 1024;
 /// How long an upstream that stopped taking the request body has to have its answer read.
 const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// After closing with the client's request unread: how long, and how much, is read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
+const MAX_LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// A stream and the bytes read from it that are not used yet.
 pub(crate) struct Buffered<S> {
@@ -115,6 +118,10 @@ enum Relay {
 enum Next {
     KeepAlive,
     Close,
+    /// Close, with some of the client's request still unread: the gateway half-closes, then
+    /// reads and drops what keeps coming for a short while (RFC 9112 §9.6), so that closing with
+    /// unread bytes (a TCP reset) does not destroy the answer before the client has read it.
+    CloseUnread,
 }
 
 /// Serves HTTP/1.1 on one client connection until it closes, fails, idles out, or `stop` turns
@@ -129,6 +136,7 @@ pub(crate) async fn serve<S>(
 {
     let mut client = Buffered::new(io);
     let mut out = Vec::with_capacity(READ_SIZE);
+    let mut linger = false;
     loop {
         let parts = match read_request_head(&mut client, &mut stop).await {
             HeadRead::Head(parts) => parts,
@@ -142,15 +150,32 @@ pub(crate) async fn serve<S>(
                 out.clear();
                 write_generic(&mut out, status, true);
                 let _ = send(&mut client.io, &out).await;
+                linger = true;
                 break;
             }
         };
         let next = exchange(&gateway, &mut client, &connection, parts, &mut out).await;
-        if matches!(next, Next::Close) || *stop.borrow() {
+        if matches!(next, Next::CloseUnread) {
+            linger = true;
+        }
+        if !matches!(next, Next::KeepAlive) || *stop.borrow() {
             break;
         }
     }
     let _ = client.io.shutdown().await;
+    if linger {
+        let drop_the_rest = async {
+            let mut scratch = vec![0u8; READ_SIZE];
+            let mut dropped = 0usize;
+            while dropped < MAX_LINGER_BYTES {
+                match client.io.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dropped += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drop_the_rest).await;
+    }
 }
 
 enum HeadRead {
@@ -485,7 +510,13 @@ where
             if head.reusable && framing != Framing::UntilClose && !body_unfinished {
                 app.upstream.put_idle(upstream);
             }
-            if close_after { Next::Close } else { Next::KeepAlive }
+            if body_unfinished {
+                Next::CloseUnread
+            } else if close_after {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
         }
         Err(Relay::Cut) => {
             if let Some(reauthorize) = reauthorize {
@@ -585,6 +616,7 @@ where
     write_generic(out, refused.status, close);
     match send(&mut client.io, out).await {
         Ok(()) if !close => Next::KeepAlive,
+        Ok(()) if unread != Framing::Empty => Next::CloseUnread,
         _ => Next::Close,
     }
 }

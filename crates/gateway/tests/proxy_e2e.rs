@@ -961,6 +961,34 @@ async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
     assert_eq!(status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_still_gets_its_answer_while_the_body_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("refused-upload").await;
+    // Not permitted (no route for /admin): refused before any of the body is read, which keeps
+    // coming, as it does from a client that writes and reads at the same time.
+    for _ in 0..5 {
+        let tls = device_connection(&setup, "billing.example.org").await;
+        let (mut read, mut write) = tokio::io::split(tls);
+        let size = 8 * 1024 * 1024;
+        let sender = tokio::spawn(async move {
+            let head = format!("POST /admin HTTP/1.1\r\nHost: billing.example.org\r\nContent-Length: {size}\r\n\r\n");
+            write.write_all(head.as_bytes()).await?;
+            let block = vec![b'x'; 64 * 1024];
+            for _ in 0..size / block.len() {
+                write.write_all(&block).await?;
+            }
+            std::io::Result::Ok(())
+        });
+        let mut answer = Vec::new();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(outcome.is_ok(), "the connection stayed open");
+        assert_eq!(statuses(&answer), [403], "{outcome:?}: {answer}");
+        sender.abort();
+    }
+}
+
 fn curl_status_only(port: u16) -> u16 {
     let out = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"])
