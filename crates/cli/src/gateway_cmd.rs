@@ -132,6 +132,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 require_client_certificate: false,
                 sigv4_region: "us-east-1".into(),
                 sigv4_service: "execute-api".into(),
+                upstream_timeout: Duration::from_secs(60),
             }],
         };
         let names = vec![host.clone(), "127.0.0.1".to_owned()];

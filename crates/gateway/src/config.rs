@@ -31,6 +31,8 @@
 //! routes = { "/admin" = 'Zerogate::Route::"billing-admin"' }
 //! # sigv4_region = "us-east-1"     # the scope SigV4 clients sign for (with authn = ["sigv4"])
 //! # sigv4_service = "execute-api"
+//! upstream_timeout_seconds = 60    # connect + answer, and the longest stall while the request
+//!                                  # body is sent: 504 past it
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -126,6 +128,12 @@ struct RawApp {
     sigv4_region: String,
     #[serde(default = "default_service")]
     sigv4_service: String,
+    #[serde(default = "default_upstream_timeout")]
+    upstream_timeout_seconds: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    60
 }
 
 fn http1() -> String {
@@ -186,6 +194,9 @@ pub struct AppSettings {
     pub sigv4_region: String,
     /// …and service (default `execute-api`, as for API Gateway's IAM authorization).
     pub sigv4_service: String,
+    /// How long the upstream has to accept the connection and answer, and the longest it may
+    /// stall while the request body is sent (default 60 s): 504 past it.
+    pub upstream_timeout: std::time::Duration,
 }
 
 /// The whole configuration, checked.
@@ -367,6 +378,9 @@ impl GatewayConfig {
                 }
                 routes.push((prefix.clone(), route.clone()));
             }
+            if !(1..=3600).contains(&raw.upstream_timeout_seconds) {
+                return Err(error(&key("upstream_timeout_seconds"), "must be between 1 and 3600".into()));
+            }
             apps.push(AppSettings {
                 app: App { host, resource: raw.resource.clone(), routes, methods, mode },
                 upstream: raw.upstream.clone(),
@@ -375,6 +389,7 @@ impl GatewayConfig {
                 require_client_certificate,
                 sigv4_region: raw.sigv4_region.clone(),
                 sigv4_service: raw.sigv4_service.clone(),
+                upstream_timeout: std::time::Duration::from_secs(raw.upstream_timeout_seconds),
             });
         }
         if apps.is_empty() {

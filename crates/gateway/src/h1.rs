@@ -452,14 +452,16 @@ where
     // Sent whole (no body still to come): safe to send again on a fresh connection if a pooled
     // one turns out to have been closed by the upstream before it answered.
     let retriable = rest == Framing::Empty && is_idempotent(&method);
-    let mut upstream = match app.upstream.request_connection(out, retriable).await {
-        Ok(upstream) => upstream,
-        Err(reason) => return upstream_failed(gateway, client, app, &reason, rest, out).await,
+    let deadline = app.settings.upstream_timeout;
+    let mut upstream = match tokio::time::timeout(deadline, app.upstream.request_connection(out, retriable)).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(reason)) => return upstream_failed(gateway, client, app, &reason, rest, out).await,
+        Err(_) => return upstream_timed_out(gateway, client, app, rest, out).await,
     };
     // An upstream may answer before it has read the whole body (a 413, a 401) and close: then
     // writing the rest fails, and its answer, if it came, is what the client gets.
     let mut answered_early = None;
-    if let Err(failure) = relay_request_body(client, &mut upstream, rest, out).await {
+    if let Err(failure) = relay_request_body(client, &mut upstream, rest, out, deadline).await {
         match failure {
             Relay::UpstreamBeforeResponse(reason) => {
                 match tokio::time::timeout(EARLY_ANSWER_WAIT, read_response_head(&mut upstream, head_only)).await {
@@ -493,9 +495,11 @@ where
     let body_unfinished = answered_early.is_some();
     let (head, framing) = match answered_early {
         Some(read) => read,
-        None => match read_response_head(&mut upstream, head_only).await {
-            Ok(read) => read,
-            Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+        None => match tokio::time::timeout(deadline, read_response_head(&mut upstream, head_only)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(reason)) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+            // The connection, which may still answer late, is dropped with this request.
+            Err(_) => return upstream_timed_out(gateway, client, app, Framing::Empty, out).await,
         },
     };
     // The rest of a body the upstream did not take is unread: the client connection cannot be
@@ -647,6 +651,22 @@ where
     refuse(client, Refused { status: StatusCode::BAD_GATEWAY, close: false }, unread, false, out).await
 }
 
+/// 504 for an upstream that did not accept the connection or answer within its timeout.
+async fn upstream_timed_out<S>(
+    gateway: &Gateway,
+    client: &mut Buffered<S>,
+    app: &AppRuntime,
+    unread: Framing,
+    out: &mut Vec<u8>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    bump(&gateway.metrics.upstream_failures);
+    tracing::warn!(upstream = %app.settings.upstream, timeout = ?app.settings.upstream_timeout, "upstream did not answer in time");
+    refuse(client, Refused { status: StatusCode::GATEWAY_TIMEOUT, close: false }, unread, false, out).await
+}
+
 /// Why a whole request body could not be read.
 enum BodyUnread {
     TooLarge,
@@ -694,14 +714,22 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
     upstream: &mut Buffered<UpstreamIo>,
     framing: Framing,
     out: &mut Vec<u8>,
+    stall: Duration,
 ) -> Result<(), Relay> {
     let write = |e: io::Error| Relay::UpstreamBeforeResponse(format!("write: {e}"));
+    // An upstream that takes nothing for `stall` is treated as one that stopped reading (it may
+    // have answered already); a client that sends nothing for IDLE_TIMEOUT has broken off.
+    let stalled = |_| Relay::UpstreamBeforeResponse(format!("took no body for {stall:?}"));
     match framing {
         Framing::Empty | Framing::UntilClose => Ok(()),
         Framing::Length(mut left) => {
             while left > 0 {
-                let here = client.due(left).await.map_err(|e| Relay::Client(format!("the request body: {e}")))?;
-                upstream.io.write_all(client.buf.get(..here).unwrap_or_default()).await.map_err(write)?;
+                let here = match tokio::time::timeout(IDLE_TIMEOUT, client.due(left)).await {
+                    Ok(read) => read.map_err(|e| Relay::Client(format!("the request body: {e}")))?,
+                    Err(_) => return Err(Relay::Client("the request body stalled".into())),
+                };
+                let piece = client.buf.get(..here).unwrap_or_default();
+                tokio::time::timeout(stall, upstream.io.write_all(piece)).await.map_err(stalled)?.map_err(write)?;
                 client.consume(here);
                 left -= here as u64;
             }
@@ -711,7 +739,10 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
             let mut decoder = Chunked::default();
             loop {
                 out.clear();
-                let more = decoder.next(client, out).await.map_err(Relay::Client)?;
+                let more = match tokio::time::timeout(IDLE_TIMEOUT, decoder.next(client, out)).await {
+                    Ok(more) => more.map_err(Relay::Client)?,
+                    Err(_) => return Err(Relay::Client("the request body stalled".into())),
+                };
                 let mut chunk = Vec::with_capacity(out.len() + 16);
                 if !out.is_empty() {
                     chunk.extend_from_slice(format!("{:x}\r\n", out.len()).as_bytes());
@@ -721,7 +752,7 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
                 if !more {
                     chunk.extend_from_slice(b"0\r\n\r\n");
                 }
-                upstream.io.write_all(&chunk).await.map_err(write)?;
+                tokio::time::timeout(stall, upstream.io.write_all(&chunk)).await.map_err(stalled)?.map_err(write)?;
                 if !more {
                     return upstream.io.flush().await.map_err(write);
                 }

@@ -972,12 +972,17 @@ impl Gateway {
             *target = headers;
         }
         let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        match self.send(app, request).await {
-            Ok(mut response) => {
+        match tokio::time::timeout(app.settings.upstream_timeout, self.send(app, request)).await {
+            Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
                 response
             }
-            Err(reason) => {
+            Err(_) => {
+                bump(&self.metrics.upstream_failures);
+                tracing::warn!(upstream = %app.settings.upstream, "upstream did not answer in time");
+                generic(StatusCode::GATEWAY_TIMEOUT, false)
+            }
+            Ok(Err(reason)) => {
                 bump(&self.metrics.upstream_failures);
                 tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
                 generic(StatusCode::BAD_GATEWAY, false)

@@ -241,6 +241,7 @@ upstream = "http://127.0.0.1:{upstream}"
 resource = 'Zerogate::Application::"wiki"'
 authn = ["mtls"]
 mode = "shadow"
+upstream_timeout_seconds = 1
 [[oidc]]
 issuer = "{OIDC_ISSUER}"
 audiences = ["zerogate-gateway"]
@@ -959,6 +960,23 @@ async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
     // And the gateway still serves the next client.
     let (status, _) = tokio::task::block_in_place(|| curl(&setup, "billing.example.org", "/reports/after", true, &[]));
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_in_time_gets_a_504_on_http1_and_http2() {
+    let setup = setup("upstream-timeout").await;
+    // wiki's upstream timeout is 1 s; /reports/slow takes 1.5 s at the upstream.
+    for version in ["--http1.1", "--http2"] {
+        let (status, _, spoken) = tokio::task::block_in_place(|| {
+            curl_versioned(&setup, "wiki.example.org", "/reports/slow", true, &[version])
+        });
+        assert_eq!(status, 504, "{version}");
+        assert_eq!(spoken, if version == "--http2" { "2" } else { "1.1" });
+        // The next request is served.
+        let (status, _, _) =
+            tokio::task::block_in_place(|| curl_versioned(&setup, "wiki.example.org", "/page", true, &[version]));
+        assert_eq!(status, 200, "{version}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
