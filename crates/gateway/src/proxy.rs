@@ -53,6 +53,8 @@ fn boxed(body: Incoming) -> Body {
 
 /// Streams open at once on one HTTP/2 connection from a client.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Requests with bodies up to this size are bounded by the upstream timeout as a whole.
+const TIMED_BODY_LIMIT: u64 = 1024 * 1024;
 
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -972,7 +974,17 @@ impl Gateway {
             *target = headers;
         }
         let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        match tokio::time::timeout(app.settings.upstream_timeout, self.send(app, request)).await {
+        // The timeout runs from the start of the exchange: it cannot tell a slow upload from a
+        // silent upstream, so a body that streams (or is large) is left to the stall timeouts of
+        // its own relay.
+        let bounded =
+            hyper::body::Body::size_hint(request.body()).upper().is_some_and(|upper| upper <= TIMED_BODY_LIMIT);
+        let sent = if bounded {
+            tokio::time::timeout(app.settings.upstream_timeout, self.send(app, request)).await
+        } else {
+            Ok(self.send(app, request).await)
+        };
+        match sent {
             Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
                 response
