@@ -455,8 +455,10 @@ where
     let deadline = app.settings.upstream_timeout;
     let mut upstream = match tokio::time::timeout(deadline, app.upstream.request_connection(out, retriable)).await {
         Ok(Ok(upstream)) => upstream,
-        Ok(Err(reason)) => return upstream_failed(gateway, client, app, &reason, rest, out).await,
-        Err(_) => return upstream_timed_out(gateway, client, app, rest, out).await,
+        Ok(Err(reason)) => {
+            return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), rest, out).await;
+        }
+        Err(_) => return upstream_failed(gateway, client, app, UpstreamFault::TimedOut, rest, out).await,
     };
     // An upstream may answer before it has read the whole body (a 413, a 401) and close: then
     // writing the rest fails, and its answer, if it came, is what the client gets.
@@ -468,7 +470,17 @@ where
                     Ok(Ok(read)) => answered_early = Some(read),
                     // How much of the body was read is unknown here: reading past "the rest"
                     // could eat the next request, so the connection closes after the 502.
-                    _ => return upstream_failed(gateway, client, app, &reason, Framing::UntilClose, out).await,
+                    _ => {
+                        return upstream_failed(
+                            gateway,
+                            client,
+                            app,
+                            UpstreamFault::Failed(&reason),
+                            Framing::UntilClose,
+                            out,
+                        )
+                        .await;
+                    }
                 }
             }
             Relay::Client(reason) => {
@@ -497,9 +509,11 @@ where
         Some(read) => read,
         None => match tokio::time::timeout(deadline, read_response_head(&mut upstream, head_only)).await {
             Ok(Ok(read)) => read,
-            Ok(Err(reason)) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+            Ok(Err(reason)) => {
+                return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), Framing::Empty, out).await;
+            }
             // The connection, which may still answer late, is dropped with this request.
-            Err(_) => return upstream_timed_out(gateway, client, app, Framing::Empty, out).await,
+            Err(_) => return upstream_failed(gateway, client, app, UpstreamFault::TimedOut, Framing::Empty, out).await,
         },
     };
     // The rest of a body the upstream did not take is unread: the client connection cannot be
@@ -634,12 +648,20 @@ async fn discard<S: AsyncRead + Unpin>(client: &mut Buffered<S>, mut length: u64
     Ok(())
 }
 
-/// 502 for an upstream that could not be reached or failed before it answered.
+/// How an upstream failed before it answered.
+enum UpstreamFault<'r> {
+    /// It could not be reached, or failed: 502.
+    Failed(&'r str),
+    /// It did not accept the connection or answer within its timeout: 504.
+    TimedOut,
+}
+
+/// The refusal for an upstream that failed before it answered.
 async fn upstream_failed<S>(
     gateway: &Gateway,
     client: &mut Buffered<S>,
     app: &AppRuntime,
-    reason: &str,
+    fault: UpstreamFault<'_>,
     unread: Framing,
     out: &mut Vec<u8>,
 ) -> Next
@@ -647,24 +669,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     bump(&gateway.metrics.upstream_failures);
-    tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
-    refuse(client, Refused { status: StatusCode::BAD_GATEWAY, close: false }, unread, false, out).await
-}
-
-/// 504 for an upstream that did not accept the connection or answer within its timeout.
-async fn upstream_timed_out<S>(
-    gateway: &Gateway,
-    client: &mut Buffered<S>,
-    app: &AppRuntime,
-    unread: Framing,
-    out: &mut Vec<u8>,
-) -> Next
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    bump(&gateway.metrics.upstream_failures);
-    tracing::warn!(upstream = %app.settings.upstream, timeout = ?app.settings.upstream_timeout, "upstream did not answer in time");
-    refuse(client, Refused { status: StatusCode::GATEWAY_TIMEOUT, close: false }, unread, false, out).await
+    let status = match fault {
+        UpstreamFault::Failed(reason) => {
+            tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
+            StatusCode::BAD_GATEWAY
+        }
+        UpstreamFault::TimedOut => {
+            let timeout = app.settings.upstream_timeout;
+            tracing::warn!(upstream = %app.settings.upstream, ?timeout, "upstream did not answer in time");
+            StatusCode::GATEWAY_TIMEOUT
+        }
+    };
+    refuse(client, Refused { status, close: false }, unread, false, out).await
 }
 
 /// Why a whole request body could not be read.
@@ -1162,7 +1178,9 @@ where
     };
     let (mut upstream, head, framing) = match sent.await {
         Ok(answered) => answered,
-        Err(reason) => return upstream_failed(gateway, client, app, &reason, Framing::Empty, out).await,
+        Err(reason) => {
+            return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), Framing::Empty, out).await;
+        }
     };
     out.clear();
     if head.status != 101 {

@@ -984,22 +984,17 @@ impl Gateway {
         } else {
             Ok(self.send(app, request).await)
         };
-        match sent {
+        let (status, reason) = match sent {
             Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
-                response
+                return response;
             }
-            Err(_) => {
-                bump(&self.metrics.upstream_failures);
-                tracing::warn!(upstream = %app.settings.upstream, "upstream did not answer in time");
-                generic(StatusCode::GATEWAY_TIMEOUT, false)
-            }
-            Ok(Err(reason)) => {
-                bump(&self.metrics.upstream_failures);
-                tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
-                generic(StatusCode::BAD_GATEWAY, false)
-            }
-        }
+            Ok(Err(reason)) => (StatusCode::BAD_GATEWAY, reason),
+            Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {:?}", app.settings.upstream_timeout)),
+        };
+        bump(&self.metrics.upstream_failures);
+        tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
+        generic(status, false)
     }
 
     /// Sends `request` upstream on an idle pooled connection when one is ready, else on a new
