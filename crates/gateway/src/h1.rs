@@ -510,7 +510,8 @@ where
         None => match tokio::time::timeout(deadline, read_response_head(&mut upstream, head_only)).await {
             Ok(Ok(read)) => read,
             Ok(Err(reason)) => {
-                return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), Framing::Empty, out).await;
+                return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), Framing::Empty, out)
+                    .await;
             }
             // The connection, which may still answer late, is dropped with this request.
             Err(_) => return upstream_failed(gateway, client, app, UpstreamFault::TimedOut, Framing::Empty, out).await,
