@@ -524,7 +524,8 @@ where
     let to_client = write_response_head(out, &upstream.buf, &head, framing, keep_client, close_after);
     upstream.consume(head.len);
     let mut reauthorize = session.map(|session| Reauthorize::new(gateway, session));
-    match relay_response_body(client, &mut upstream, framing, to_client, out, reauthorize.as_mut()).await {
+    let relayed = relay_response_body(client, &mut upstream, framing, to_client, out, reauthorize.as_mut(), deadline);
+    match relayed.await {
         Ok(()) => {
             if head.reusable && framing != Framing::UntilClose && !body_unfinished {
                 app.upstream.put_idle(upstream);
@@ -600,9 +601,14 @@ fn write_generic(out: &mut Vec<u8>, status: StatusCode, close: bool) {
     out.extend_from_slice(text.as_bytes());
 }
 
+/// Writes `bytes` whole; a peer that takes none of them for the idle timeout (a client that
+/// stops reading) has broken off.
 async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
-    io.write_all(bytes).await?;
-    io.flush().await
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    tokio::time::timeout(IDLE_TIMEOUT, write).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Answers a refusal; the connection goes on only if the refusal allows it and the unread body
@@ -1070,7 +1076,17 @@ impl<'g> Reauthorize<'g> {
     }
 }
 
-/// Carries the response body to the client, re-chunking where the client's framing differs.
+/// Bounds one wait for more of the response: an upstream that sends nothing for `idle` (the
+/// application's upstream timeout) in the middle of a body has failed, as nginx's
+/// `proxy_read_timeout` has it.
+async fn within<T>(idle: Duration, read: impl Future<Output = Result<T, Relay>>) -> Result<T, Relay> {
+    tokio::time::timeout(idle, read)
+        .await
+        .unwrap_or_else(|_| Err(Relay::UpstreamDuringResponse(format!("no response data for {idle:?}"))))
+}
+
+/// Carries the response body to the client, re-chunking where the client's framing differs;
+/// the upstream may pause for at most `idle` between two reads.
 async fn relay_response_body<S: AsyncWrite + Unpin>(
     client: &mut Buffered<S>,
     upstream: &mut Buffered<UpstreamIo>,
@@ -1078,6 +1094,7 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
     to_client: ToClient,
     out: &mut Vec<u8>,
     mut reauthorize: Option<&mut Reauthorize<'_>>,
+    idle: Duration,
 ) -> Result<(), Relay> {
     let to_client_error = |e: io::Error| Relay::Client(e.to_string());
     match framing {
@@ -1094,10 +1111,7 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
             if left == 0 {
                 return Ok(());
             }
-            let read = match reauthorize.as_deref_mut() {
-                Some(reauthorize) => reauthorize.fill(upstream).await?,
-                None => upstream.fill().await.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}")))?,
-            };
+            let read = within(idle, wait_for_upstream(upstream, reauthorize.as_deref_mut())).await?;
             if read == 0 {
                 return Err(Relay::UpstreamDuringResponse("the response body ended early".into()));
             }
@@ -1111,12 +1125,14 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
                     // Everything already here is decoded without waiting; a wait is where the
                     // session is authorized again.
                     if upstream.buf.is_empty() && decoder.left == 0 && !decoder.after_data {
-                        wait_for_upstream(upstream, reauthorize.as_deref_mut()).await?;
+                        within(idle, wait_for_upstream(upstream, reauthorize.as_deref_mut())).await?;
                     }
-                    decoder.next(upstream, &mut piece).await.map_err(Relay::UpstreamDuringResponse)?
+                    let decoded =
+                        async { decoder.next(upstream, &mut piece).await.map_err(Relay::UpstreamDuringResponse) };
+                    within(idle, decoded).await?
                 } else {
                     if upstream.buf.is_empty() {
-                        wait_for_upstream(upstream, reauthorize.as_deref_mut()).await?;
+                        within(idle, wait_for_upstream(upstream, reauthorize.as_deref_mut())).await?;
                     }
                     piece.extend_from_slice(&upstream.buf);
                     let taken = upstream.buf.len();
@@ -1147,14 +1163,14 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Waits until the upstream has sent more (the end of the stream leaves the buffer empty).
+/// Waits until the upstream has sent more; how much (0 at the end of the stream).
 async fn wait_for_upstream(
     upstream: &mut Buffered<UpstreamIo>,
     reauthorize: Option<&mut Reauthorize<'_>>,
-) -> Result<(), Relay> {
+) -> Result<usize, Relay> {
     match reauthorize {
-        Some(reauthorize) => reauthorize.fill(upstream).await.map(drop),
-        None => upstream.fill().await.map(drop).map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
+        Some(reauthorize) => reauthorize.fill(upstream).await,
+        None => upstream.fill().await.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
     }
 }
 
@@ -1187,7 +1203,8 @@ where
     if head.status != 101 {
         let to_client = write_response_head(out, &upstream.buf, &head, framing, true, false);
         upstream.consume(head.len);
-        return match relay_response_body(client, &mut upstream, framing, to_client, out, None).await {
+        let idle = app.settings.upstream_timeout;
+        return match relay_response_body(client, &mut upstream, framing, to_client, out, None, idle).await {
             Ok(()) => Next::KeepAlive,
             Err(_) => Next::Close,
         };

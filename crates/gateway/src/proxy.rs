@@ -945,7 +945,7 @@ impl Gateway {
     /// requests to an application whose upstream speaks HTTP/2.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward(
-        &self,
+        self: &Arc<Self>,
         app: &AppRuntime,
         parts: hyper::http::request::Parts,
         body: Body,
@@ -973,24 +973,40 @@ impl Gateway {
         if let Some(target) = upstream.headers_mut() {
             *target = headers;
         }
-        let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        // The timeout runs from the start of the exchange: it cannot tell a slow upload from a
-        // silent upstream, so a body that streams (or is large) is left to the stall timeouts of
-        // its own relay.
-        let bounded =
-            hyper::body::Body::size_hint(request.body()).upper().is_some_and(|upper| upper <= TIMED_BODY_LIMIT);
-        let sent = if bounded {
-            tokio::time::timeout(app.settings.upstream_timeout, self.send(app, request)).await
+        // For a small body the timeout runs from the start of the exchange. A body that streams
+        // (or is large) may take its time to arrive, which is not the upstream's fault: there
+        // the timeout runs from the moment the whole body has been sent.
+        let bounded = hyper::body::Body::size_hint(&body).upper().is_some_and(|upper| upper <= TIMED_BODY_LIMIT);
+        let timeout = app.settings.upstream_timeout;
+        let (body, sent_whole) = if bounded {
+            (body, None)
         } else {
-            Ok(self.send(app, request).await)
+            let (signal, sent_whole) = tokio::sync::oneshot::channel();
+            (EndSignalled { inner: body, signal: Some(signal) }.boxed(), Some(sent_whole))
+        };
+        let Ok(request) = upstream.body(body) else { return generic(StatusCode::BAD_GATEWAY, false) };
+        let sent = match sent_whole {
+            None => tokio::time::timeout(timeout, self.send(app, request)).await.map_err(drop),
+            Some(sent_whole) => {
+                let answer_due = async {
+                    // (Also when the body is dropped unsent: then the exchange is ending anyway.)
+                    let _ = sent_whole.await;
+                    tokio::time::sleep(timeout).await;
+                };
+                tokio::select! {
+                    sent = self.send(app, request) => Ok(sent),
+                    () = answer_due => Err(()),
+                }
+            }
         };
         let (status, reason) = match sent {
             Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
-                return response;
+                let gateway = Arc::clone(self);
+                return response.map(|inner| IdleBounded { inner, idle: timeout, pause: None, gateway }.boxed());
             }
             Ok(Err(reason)) => (StatusCode::BAD_GATEWAY, reason),
-            Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {:?}", app.settings.upstream_timeout)),
+            Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {timeout:?}")),
         };
         bump(&self.metrics.upstream_failures);
         tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
@@ -1187,6 +1203,84 @@ where
     let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// A request body that says when it has been sent whole (see [`Gateway::forward`]).
+struct EndSignalled {
+    inner: Body,
+    signal: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for EndSignalled {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if (matches!(polled, std::task::Poll::Ready(None)) || hyper::body::Body::is_end_stream(&self.inner))
+            && let Some(signal) = self.signal.take()
+        {
+            let _ = signal.send(());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
+/// A response body from the upstream that may pause for at most `idle` (the application's
+/// upstream timeout) between two frames; past that the upstream has failed and the body fails,
+/// which resets an HTTP/2 stream and closes an HTTP/1.1 connection (nginx's
+/// `proxy_read_timeout`). The timer is armed only when the body has to wait.
+struct IdleBounded {
+    inner: Body,
+    idle: Duration,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    gateway: Arc<Gateway>,
+}
+
+impl hyper::body::Body for IdleBounded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.pause = None;
+            return polled;
+        }
+        let idle = this.idle;
+        let pause = this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if pause.as_mut().poll(cx).is_ready() {
+            bump(&this.gateway.metrics.upstream_failures);
+            tracing::warn!(?idle, "upstream sent nothing in the middle of a response: cut");
+            return Poll::Ready(Some(Err(format!("no response data for {idle:?}").into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
 }
 
 /// `body`, re-authorized for `session` while it streams (see [`Reverified`]).

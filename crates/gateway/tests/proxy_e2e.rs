@@ -94,6 +94,39 @@ impl hyper::body::Body for Ticker {
     }
 }
 
+/// A response that sends its first line, falls silent for 3 s, then sends the last.
+struct Stalling {
+    lines_sent: u8,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match self.lines_sent {
+            0 => {
+                self.lines_sent = 1;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"first line\n")))))
+            }
+            1 => match self.pause.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => {
+                    self.lines_sent = 2;
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"last line\n")))))
+                }
+            },
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
 type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// An upstream that records what reaches it (HTTP/1.1, or HTTP/2 with prior knowledge).
@@ -140,6 +173,10 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                 .unwrap();
                             return Ok(response);
                         }
+                        if request.uri().path().ends_with("/stalls") {
+                            let pause = Box::pin(tokio::time::sleep(Duration::from_secs(3)));
+                            return Ok(Response::new(Stalling { lines_sent: 0, pause }.boxed()));
+                        }
                         if request.uri().path() == "/reports/slow" {
                             tokio::time::sleep(Duration::from_millis(1500)).await;
                         }
@@ -156,10 +193,15 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                             "headers": headers,
                         });
                         // The body as it arrived: its length, or how it failed.
+                        let late = entry["target"].as_str().is_some_and(|t| t.ends_with("/answers-late"));
                         entry["body"] = match request.into_body().collect().await {
                             Ok(body) => json!(body.to_bytes().len()),
                             Err(error) => json!(format!("failed: {error}")),
                         };
+                        if late {
+                            // Takes the whole upload, then thinks for longer than wiki's timeout.
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        }
                         seen.lock().unwrap().push(entry.clone());
                         let body: TestBody = Full::new(Bytes::from(entry.to_string())).boxed();
                         Ok::<_, Infallible>(Response::new(body))
@@ -977,6 +1019,44 @@ async fn an_upstream_that_does_not_answer_in_time_gets_a_504_on_http1_and_http2(
             tokio::task::block_in_place(|| curl_versioned(&setup, "wiki.example.org", "/page", true, &[version]));
         assert_eq!(status, 200, "{version}");
     }
+    // A large upload (not timed while it streams in) is timed from its end: the upstream that
+    // takes it all and then does not answer in time is a 504 too.
+    let upload = setup.dir.join("upload");
+    std::fs::write(&upload, "u".repeat(3 * 1024 * 1024)).unwrap();
+    let data = format!("@{}", upload.display());
+    for version in ["--http1.1", "--http2"] {
+        let args = [version, "-X", "POST", "-H", "Expect:", "--data-binary", data.as_str()];
+        let (status, body, _) = tokio::task::block_in_place(|| {
+            curl_versioned(&setup, "wiki.example.org", "/reports/answers-late", true, &args)
+        });
+        assert_eq!(status, 504, "{version}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_falls_silent_in_the_middle_of_a_response_is_cut() {
+    let setup = setup("upstream-silent").await;
+    // wiki's upstream timeout is 1 s; /reports/stalls sends a line, then nothing for 3 s, then
+    // the last line. Without a bound between reads the client would get both lines after 3 s.
+    for version in ["--http1.1", "--http2"] {
+        let (status, body, spoken) = tokio::task::block_in_place(|| {
+            curl_versioned(&setup, "wiki.example.org", "/reports/stalls", true, &[version])
+        });
+        assert_eq!(spoken, if version == "--http2" { "2" } else { "1.1" });
+        assert_eq!(status, 200, "{version}: the response had begun");
+        assert!(body.contains("first line"), "{version}: {body}");
+        assert!(!body.contains("last line"), "{version}: the silent upstream was waited for: {body}");
+        // The next request is served.
+        let (status, _, _) =
+            tokio::task::block_in_place(|| curl_versioned(&setup, "wiki.example.org", "/page", true, &[version]));
+        assert_eq!(status, 200, "{version}");
+    }
+    // An upstream that keeps talking is not cut: /stream ticks every 100 ms for longer than
+    // the timeout, until curl gives up after 2.5 s.
+    let (_, body, _) = tokio::task::block_in_place(|| {
+        curl_versioned(&setup, "wiki.example.org", "/reports/stream", true, &["--max-time", "2.5"])
+    });
+    assert!(body.matches("tick").count() >= 15, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
