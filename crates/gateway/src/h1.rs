@@ -28,14 +28,14 @@ use std::time::{Duration, SystemTime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
-    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump,
+    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump, generic,
     generic_text, is_websocket_upgrade, stopped,
 };
 
@@ -399,31 +399,9 @@ where
         Ok(assertion) => assertion,
         Err(refused) => return refuse(client, refused, pending, false, out).await,
     };
-    // The request head (and the body, as far as it is here), for the upstream: the headers the
-    // shared rule lets through (canonical::forwardable), then the gateway's own.
+    // The request head (and the body, as far as it is here), for the upstream.
     out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(canonical.path.as_bytes());
-    if let Some(query) = &canonical.query {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(app.upstream.authority.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in canonical::forwardable(&parts.headers, admitted.credential_header.as_ref()) {
-        if matches!(*name, header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING) {
-            continue;
-        }
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if let Some(assertion) = &assertion {
-        push_field(out, ASSERTION_HEADER.as_bytes(), assertion.as_bytes());
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    let _ = write!(out, "{}", connection.peer.ip());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: https\r\n");
+    push_upstream_head(out, &method, &canonical, app, &parts.headers, &admitted, assertion.as_ref(), connection);
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
@@ -554,6 +532,44 @@ where
             Next::Close
         }
     }
+}
+
+/// The upstream's request head up to its framing fields: the request line, `host`, the headers
+/// the shared rule lets through (canonical::forwardable), then the gateway's own (the identity
+/// assertion, `x-forwarded-for`, `x-forwarded-proto`). The caller ends it.
+#[allow(clippy::too_many_arguments)]
+fn push_upstream_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    canonical: &canonical::CanonicalRequest,
+    app: &AppRuntime,
+    headers: &HeaderMap,
+    admitted: &Admitted,
+    assertion: Option<&HeaderValue>,
+    connection: &Connection,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(canonical.path.as_bytes());
+    if let Some(query) = &canonical.query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(app.upstream.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in canonical::forwardable(headers, admitted.credential_header.as_ref()) {
+        if matches!(*name, header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING) {
+            continue;
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(assertion) = assertion {
+        push_field(out, ASSERTION_HEADER.as_bytes(), assertion.as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let _ = write!(out, "{}", connection.peer.ip());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: https\r\n");
 }
 
 fn expects_continue(parts: &hyper::http::request::Parts) -> bool {
@@ -1225,23 +1241,155 @@ where
         }
         client.buf.clear();
     }
-    let Some(session) = session else { return Next::Close };
+    if let Some(session) = session {
+        tunnel(gateway, &mut client.io, &mut upstream.io, &session).await;
+    }
+    Next::Close
+}
+
+/// Joins an upgraded client connection (or HTTP/2 stream) and its upstream connection until
+/// either ends, authorizing `session` again on the interval; when access ends the tunnel is
+/// cut and the cut recorded.
+async fn tunnel<C, U>(gateway: &Arc<Gateway>, client: &mut C, upstream: &mut U, session: &Session)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
     tick.tick().await;
-    let copy = tokio::io::copy_bidirectional(&mut client.io, &mut upstream.io);
+    let copy = tokio::io::copy_bidirectional(client, upstream);
     tokio::pin!(copy);
     loop {
         tokio::select! {
-            _ = copy.as_mut() => return Next::Close,
+            _ = copy.as_mut() => return,
             _ = tick.tick() => {
-                let Some(app) = gateway.apps.get(&session.request.host) else { return Next::Close };
-                if let Err(record) = gateway.reauthorize(app, &session) {
+                let Some(app) = gateway.apps.get(&session.request.host) else { return };
+                if let Err(record) = gateway.reauthorize(app, session) {
                     let _ = gateway.audit(*record).await;
-                    return Next::Close; // both streams close when the connection ends
+                    return; // both sides close when they are dropped
                 }
             }
         }
     }
+}
+
+/// The GUID of RFC 6455 §1.3, from which an upstream derives `Sec-WebSocket-Accept`.
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A WebSocket opened over HTTP/2 (RFC 8441: an extended CONNECT with `:protocol` websocket,
+/// already decided and recorded), to an HTTP/1.1 upstream: the upstream gets the HTTP/1.1
+/// upgrade handshake of RFC 6455 with a key of the gateway's (and its answer is checked), the
+/// client a 200 once the upstream has switched protocols; then the stream and the upstream
+/// connection are joined by [`tunnel`], re-authorized and cut when access ends. Without an
+/// identity to re-verify no tunnel is opened (403).
+pub(crate) async fn websocket_over_http2(
+    gateway: &Arc<Gateway>,
+    app: &AppRuntime,
+    mut parts: hyper::http::request::Parts,
+    canonical: &canonical::CanonicalRequest,
+    admitted: &Admitted,
+    connection: &Connection,
+    now: SystemTime,
+) -> Response<crate::proxy::Body> {
+    use base64::Engine as _;
+    let Some(who) = admitted.who.clone() else { return generic(StatusCode::FORBIDDEN, false) };
+    let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return generic(StatusCode::BAD_REQUEST, false);
+    };
+    if app.upstream.http2.is_some() {
+        tracing::warn!(upstream = %app.settings.upstream, "a WebSocket over HTTP/2 to an HTTP/2 upstream is not supported");
+        return generic(StatusCode::NOT_IMPLEMENTED, false);
+    }
+    let assertion = match gateway.assertion_for(app, admitted, now) {
+        Ok(assertion) => assertion,
+        Err(refused) => return generic(refused.status, false),
+    };
+    canonical::join_cookies(&mut parts.headers);
+    parts.headers.remove(header::SEC_WEBSOCKET_KEY);
+    parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    let mut nonce = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        return generic(StatusCode::SERVICE_UNAVAILABLE, false);
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let mut out = Vec::with_capacity(1024);
+    push_upstream_head(
+        &mut out,
+        &Method::GET,
+        canonical,
+        app,
+        &parts.headers,
+        admitted,
+        assertion.as_ref(),
+        connection,
+    );
+    if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        out.extend_from_slice(b"sec-websocket-version: 13\r\n");
+    }
+    push_field(&mut out, b"sec-websocket-key", key.as_bytes());
+    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+    let opened = async {
+        let mut upstream = app.upstream.connect_raw().await?;
+        send(&mut upstream.io, &out).await.map_err(|e| format!("write: {e}"))?;
+        let (head, _) = read_response_head(&mut upstream, false).await?;
+        Ok::<_, String>((upstream, head))
+    };
+    let failed = |reason: &str, status: StatusCode| {
+        bump(&gateway.metrics.upstream_failures);
+        tracing::warn!(upstream = %app.settings.upstream, %reason, "WebSocket handshake with the upstream failed");
+        generic(status, false)
+    };
+    let (mut upstream, head) = match tokio::time::timeout(app.settings.upstream_timeout, opened).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(reason)) => return failed(&reason, StatusCode::BAD_GATEWAY),
+        Err(_) => return failed("no answer in time", StatusCode::GATEWAY_TIMEOUT),
+    };
+    if head.status != 101 {
+        // The upstream refused the upgrade: its status, with the gateway's generic body.
+        return generic(StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY), false);
+    }
+    let expected_accept = {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            format!("{key}{WEBSOCKET_GUID}").as_bytes(),
+        );
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    };
+    let mut accepted = false;
+    let mut response = Response::builder().status(StatusCode::OK);
+    for &(name_start, name_end, value_start, value_end) in &head.fields {
+        let (Some(name), Some(value)) =
+            (upstream.buf.get(name_start..name_end), upstream.buf.get(value_start..value_end))
+        else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case(b"sec-websocket-accept") {
+            accepted = value == expected_accept.as_bytes();
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-protocol")
+            || name.eq_ignore_ascii_case(b"sec-websocket-extensions")
+        {
+            response = response.header(name, value);
+        }
+    }
+    if !accepted {
+        return failed("no valid sec-websocket-accept in its 101", StatusCode::BAD_GATEWAY);
+    }
+    let Ok(response) = response.body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed()) else {
+        return failed("an unusable field in its 101", StatusCode::BAD_GATEWAY);
+    };
+    upstream.consume(head.len);
+    let early = std::mem::take(&mut upstream.buf);
+    let session = Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
+    let gateway = Arc::clone(gateway);
+    tokio::spawn(async move {
+        let Ok(upgraded) = client.await else { return };
+        let mut client = hyper_util::rt::TokioIo::new(upgraded);
+        if !early.is_empty() && send(&mut client, &early).await.is_err() {
+            return;
+        }
+        tunnel(&gateway, &mut client, &mut upstream.io, &session).await;
+    });
+    response
 }
 
 /// An HTTP/1.1 request for an application whose upstream speaks HTTP/2: the request goes

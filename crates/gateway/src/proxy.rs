@@ -380,7 +380,7 @@ pub(crate) fn generic_text(status: StatusCode) -> &'static str {
     }
 }
 
-fn generic(status: StatusCode, close: bool) -> Response<Body> {
+pub(crate) fn generic(status: StatusCode, close: bool) -> Response<Body> {
     let text = generic_text(status);
     let mut response =
         Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
@@ -476,6 +476,8 @@ impl Gateway {
                         .timer(TokioTimer::new())
                         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                         .max_header_list_size(64 * 1024)
+                        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT.
+                        .enable_connect_protocol()
                         .serve_connection(TokioIo::new(tls), service);
                     tokio::pin!(served);
                     let outcome = tokio::select! {
@@ -511,7 +513,18 @@ impl Gateway {
     /// the upstream through hyper's client.
     async fn handle(self: Arc<Self>, request: Request<Incoming>, connection: &Connection) -> Response<Body> {
         let now = SystemTime::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // A WebSocket over HTTP/2 (RFC 8441) is an extended CONNECT; it is screened, decided
+        // and recorded as the GET of the HTTP/1.1 handshake is, so that one policy covers both.
+        // Any other CONNECT stays a CONNECT, which an application does not serve.
+        let websocket = parts.method == hyper::Method::CONNECT
+            && parts
+                .extensions
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if websocket {
+            parts.method = hyper::Method::GET;
+        }
         let screened = match self.screen(&parts, connection, now).await {
             Ok(screened) => screened,
             Err(refused) => return generic(refused.status, refused.close),
@@ -537,6 +550,9 @@ impl Gateway {
             Err(refused) => return generic(refused.status, refused.close),
         };
         let Screened { app, canonical, .. } = screened;
+        if websocket {
+            return crate::h1::websocket_over_http2(&self, app, parts, &canonical, &admitted, connection, now).await;
+        }
         let method = parts.method.as_str().to_owned();
         let response = self.forward(app, parts, body, &canonical, &admitted, connection.peer.ip(), now).await;
         match admitted.who {

@@ -143,7 +143,26 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                     let seen = Arc::clone(&seen);
                     async move {
                         if request.headers().get("upgrade").is_some() {
-                            // A WebSocket-style upgrade: after 101, echo whatever arrives.
+                            // A WebSocket upgrade (RFC 6455): after 101, echo whatever arrives.
+                            let headers: serde_json::Map<String, Value> = request
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
+                                .collect();
+                            seen.lock().unwrap().push(json!({
+                                "method": request.method().as_str(),
+                                "target": request.uri().path(),
+                                "upgrade": true,
+                                "headers": headers,
+                            }));
+                            let key = request.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
+                            let accept = key.map(|mut key| {
+                                use base64::Engine as _;
+                                key.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+                                let digest =
+                                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &key);
+                                base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+                            });
                             let upgrade = hyper::upgrade::on(&mut request);
                             tokio::spawn(async move {
                                 if let Ok(upgraded) = upgrade.await {
@@ -155,6 +174,8 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                 .status(101)
                                 .header("upgrade", "websocket")
                                 .header("connection", "upgrade")
+                                .header("sec-websocket-accept", accept.unwrap_or_default())
+                                .header("sec-websocket-protocol", "chat")
                                 .body(Full::new(Bytes::new()).boxed())
                                 .unwrap();
                             return Ok::<_, Infallible>(response);
@@ -730,6 +751,15 @@ async fn shutdown_finishes_the_request_in_flight_and_accepts_no_more() {
 /// A TLS connection to the gateway for `billing.example.org` with the device certificate, over
 /// rustls, speaking HTTP/1.1 (no ALPN).
 async fn device_connection(setup: &Setup, name: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    device_connection_speaking(setup, name, &[]).await
+}
+
+/// [`device_connection`], offering the `alpn` protocols.
+async fn device_connection_speaking(
+    setup: &Setup,
+    name: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let root = std::fs::read(setup.dir.join("root.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&root) {
@@ -740,12 +770,14 @@ async fn device_connection(setup: &Setup, name: &str) -> tokio_rustls::client::T
             .collect::<Result<_, _>>()
             .unwrap();
     let key = PrivateKeyDer::from_pem_slice(&std::fs::read(setup.dir.join("device.key")).unwrap()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
@@ -836,6 +868,79 @@ async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
     assert!(revoked_at.elapsed() < Duration::from_secs(2), "cut after {:?}", revoked_at.elapsed());
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert!(log.contains("long-lived connection cut"), "the cut is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_is_decided_tunnelled_and_cut_when_access_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("websocket-h2").await;
+    let tls = device_connection_speaking(&setup, "billing.example.org", &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let authority = format!("billing.example.org:{}", setup.port);
+    // One ordinary request first: the gateway's SETTINGS (which allow extended CONNECT) have
+    // arrived once it is answered.
+    let get = Request::get(format!("https://{authority}/reports/first")).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(sender.send_request(get).await.unwrap().status(), 200);
+    let connect = |path: &str| {
+        let mut request = Request::builder()
+            .method("CONNECT")
+            .uri(format!("https://{authority}{path}"))
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat")
+            .header("x-zerogate-identity", "forged")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    // Not permitted (no route for /admin): refused, recorded, never forwarded.
+    let before = setup.seen.lock().unwrap().len();
+    let refused = sender.send_request(connect("/admin/live")).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(setup.seen.lock().unwrap().len(), before, "a refused WebSocket reached the upstream");
+    // Permitted: the upstream sees the HTTP/1.1 handshake, with the gateway's identity assertion
+    // and not the client's; the client gets 200 and a tunnel.
+    let opened = sender.send_request(connect("/reports/live")).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(b"chat".as_slice()));
+    let seen = setup.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen["method"], "GET", "{seen}");
+    assert_eq!(seen["target"], "/reports/live", "{seen}");
+    assert_eq!(seen["headers"]["upgrade"], "websocket", "{seen}");
+    assert_eq!(seen["headers"]["sec-websocket-version"], "13", "{seen}");
+    let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap_or_default();
+    assert!(assertion.starts_with("eyJ"), "the gateway's assertion, not the client's: {seen}");
+    let mut socket = TokioIo::new(hyper::upgrade::on(opened).await.unwrap());
+    for round in 0..3 {
+        let message = format!("ping {round}");
+        socket.write_all(message.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        socket.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, message.as_bytes());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Revoked: the stream is cut within the re-authorization interval, and the cut recorded.
+    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket over HTTP/2 was still open 3 s after the revocation");
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(log.contains("long-lived connection cut"), "the cut is recorded");
+    let refusal = log.lines().find(|line| line.contains("/admin/live")).expect("the refusal is recorded");
+    assert!(refusal.contains(r#""decision":"deny""#), "{refusal}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
