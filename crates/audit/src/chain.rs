@@ -15,11 +15,13 @@ pub(crate) fn line_hash(line: &[u8]) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let digit = |nibble: u8| char::from(if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 });
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(digit(byte >> 4));
+        text.push(digit(byte & 0x0f));
+    }
+    text
 }
 
 /// What a checkpoint signs: the position and hash of the chain's head, and when.
@@ -73,4 +75,16 @@ pub(crate) fn check_signature(public_b64: &str, message: &[u8], signature_b64: &
         return false;
     };
     UnparsedPublicKey::new(&ED25519, public).verify(message, &signature).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_hash_is_the_lowercase_hex_sha256_of_the_line() {
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(line_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(&[0x00, 0x09, 0x0a, 0xf0, 0xff]), "00090af0ff");
+    }
 }

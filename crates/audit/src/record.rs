@@ -86,28 +86,89 @@ pub(crate) fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{}…[{} bytes cut]", text.get(..end).unwrap_or_default(), text.len() - end))
 }
 
+/// A field as written: cut to [`MAX_FIELD`] bytes (borrowed, so a field within the bound costs
+/// no copy).
+struct Field<'a>(&'a str);
+
+impl Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&bounded(self.0))
+    }
+}
+
+/// At most 64 fields of a list, each bounded.
+struct Fields<'a>(&'a [String]);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().take(64).map(|text| Field(text)))
+    }
+}
+
+/// The record as it is written: the same fields, in the same order, as [`DecisionRecord`].
+#[derive(Serialize)]
+struct Written<'a> {
+    at_ms: i64,
+    gateway: Field<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<Field<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<WrittenCredential<'a>>,
+    resource: Field<'a>,
+    action: Field<'a>,
+    request: WrittenRequest<'a>,
+    decision: Decision,
+    policies: Fields<'a>,
+    errors: Fields<'a>,
+}
+
+#[derive(Serialize)]
+struct WrittenCredential<'a> {
+    kind: Field<'a>,
+    id: Field<'a>,
+}
+
+#[derive(Serialize)]
+struct WrittenRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<Field<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<Field<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<Field<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Field<'a>>,
+}
+
 impl DecisionRecord {
     /// The record as one line of JSON: every string escaped (no newline or control character
     /// survives, so one record is one line) and cut to [`MAX_FIELD`] bytes.
     pub fn to_json(&self) -> String {
-        let cut = |s: &String| bounded(s).into_owned();
-        let bounded_record = DecisionRecord {
+        fn field(text: &Option<String>) -> Option<Field<'_>> {
+            text.as_deref().map(Field)
+        }
+        let written = Written {
             at_ms: self.at_ms,
-            gateway: cut(&self.gateway),
-            principal: self.principal.as_ref().map(cut),
-            credential: self.credential.as_ref().map(|c| Credential { kind: cut(&c.kind), id: cut(&c.id) }),
-            resource: cut(&self.resource),
-            action: cut(&self.action),
-            request: RequestSummary {
-                method: self.request.method.as_ref().map(cut),
-                host: self.request.host.as_ref().map(cut),
-                path: self.request.path.as_ref().map(cut),
-                source: self.request.source.as_ref().map(cut),
+            gateway: Field(&self.gateway),
+            principal: field(&self.principal),
+            credential: self.credential.as_ref().map(|c| WrittenCredential { kind: Field(&c.kind), id: Field(&c.id) }),
+            resource: Field(&self.resource),
+            action: Field(&self.action),
+            request: WrittenRequest {
+                method: field(&self.request.method),
+                host: field(&self.request.host),
+                path: field(&self.request.path),
+                source: field(&self.request.source),
             },
             decision: self.decision,
-            policies: self.policies.iter().take(64).map(cut).collect(),
-            errors: self.errors.iter().take(64).map(cut).collect(),
+            policies: Fields(&self.policies),
+            errors: Fields(&self.errors),
         };
-        serde_json::to_string(&bounded_record).unwrap_or_default()
+        // Sized for a typical record, so that it is written without growing.
+        let mut out = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut out, &written).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }

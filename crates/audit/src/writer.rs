@@ -251,12 +251,15 @@ fn run(mut state: State, jobs: Receiver<Job>) {
 impl State {
     fn record_line(&mut self, body: &str, buf: &mut Vec<u8>) -> Receipt {
         self.seq += 1;
-        let line =
-            format!("{{\"seq\":{},\"prev\":\"{}\",\"kind\":\"decision\",\"record\":{body}}}", self.seq, self.prev);
-        let hash = line_hash(line.as_bytes());
-        buf.extend_from_slice(line.as_bytes());
+        // Written straight into the batch, then hashed where it lies.
+        let start = buf.len();
+        let _ = write!(buf, "{{\"seq\":{},\"prev\":\"{}\",\"kind\":\"decision\",\"record\":", self.seq, self.prev);
+        buf.extend_from_slice(body.as_bytes());
+        buf.push(b'}');
+        let hash = line_hash(buf.get(start..).unwrap_or_default());
         buf.push(b'\n');
-        self.prev = hash.clone();
+        self.prev.clear();
+        self.prev.push_str(&hash);
         self.since_checkpoint += 1;
         Receipt { seq: self.seq, hash }
     }

@@ -227,6 +227,26 @@ fn attacker_controlled_fields_stay_inside_one_record() {
 }
 
 #[test]
+fn a_record_is_written_as_its_own_json_with_only_oversized_fields_cut() {
+    // Within the bounds the line holds exactly the record's serde form: readers (verify,
+    // jq, DuckDB) see the same fields, in the same order.
+    let mut within = record(4);
+    within.request.source = Some("10.0.0.7".into());
+    within.errors = vec!["authentication: no_credential".into()];
+    assert_eq!(within.to_json(), serde_json::to_string(&within).unwrap());
+    let bare = DecisionRecord { principal: None, credential: None, request: RequestSummary::default(), ..record(5) };
+    assert_eq!(bare.to_json(), serde_json::to_string(&bare).unwrap());
+    // Past them: a long field is cut and marked, a long list keeps its first 64 entries.
+    let mut over = record(6);
+    over.resource = "r".repeat(10_000);
+    over.policies = (0..100).map(|i| format!("policy{i}")).collect();
+    let back: DecisionRecord = serde_json::from_str(&over.to_json()).unwrap();
+    assert!(back.resource.starts_with("rrrr") && back.resource.ends_with("[5904 bytes cut]"), "{}", back.resource);
+    assert_eq!(back.policies.len(), 64);
+    assert_eq!(back.policies[63], "policy63");
+}
+
+#[test]
 fn a_log_that_cannot_be_written_refuses_appends() {
     let dir = scratch("full");
     let path = dir.join("audit.log");

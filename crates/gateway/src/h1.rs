@@ -364,13 +364,7 @@ where
         Err(refused) => return refuse(client, refused, pending, continues, out).await,
     };
     let Screened { app, canonical, .. } = screened;
-    let session = admitted.who.clone().map(|who| Session {
-        request: canonical.clone(),
-        method: parts.method.as_str().to_owned(),
-        source: connection.peer.ip(),
-        who,
-    });
-    let websocket = session.is_some() && is_websocket_upgrade(&parts.headers);
+    let websocket = admitted.who.is_some() && is_websocket_upgrade(&parts.headers);
     if continues {
         parts.headers.remove(header::EXPECT);
         if pending != Framing::Empty && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
@@ -402,6 +396,14 @@ where
     // The request head (and the body, as far as it is here), for the upstream.
     out.clear();
     push_upstream_head(out, &method, &canonical, app, &parts.headers, &admitted, assertion.as_ref(), connection);
+    // What a long-lived exchange is authorized again as (the identity and request moved here:
+    // nothing below reads them).
+    let session = admitted.who.map(|who| Session {
+        request: canonical,
+        method: method.as_str().to_owned(),
+        source: connection.peer.ip(),
+        who,
+    });
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }

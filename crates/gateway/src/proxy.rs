@@ -655,7 +655,7 @@ impl Gateway {
             request: &screened.canonical,
             method: parts.method.as_str(),
             source: connection.peer.ip(),
-            authn: authn.clone(),
+            authn,
         };
         let outcome = {
             let engine = self.parts.policy.engine();
@@ -664,7 +664,7 @@ impl Gateway {
                 Err(_) => {
                     // A poisoned revocation list cannot be trusted: this credential counts as revoked.
                     let mut all = Revocations::default();
-                    if let Ok(who) = &authn {
+                    if let Ok(who) = &attempt.authn {
                         all.credentials.insert(who.credential_id.clone());
                     }
                     decide(&attempt, &engine, &all, &self.parts.id, now)
@@ -684,6 +684,8 @@ impl Gateway {
             let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
             return Err(Refused { status, close: false });
         }
+        // The identity decided on is the one admitted (moved, not copied).
+        let Attempt { authn, .. } = attempt;
         Ok(Admitted { who: authn.ok(), credential_header })
     }
 
