@@ -233,7 +233,8 @@ pub struct IssuerStatus {
 struct CachedToken {
     issuer: Arc<Issuer>,
     generation: u64,
-    token: VerifiedToken,
+    /// Shared with every caller that presents the token again: a cache hit copies nothing.
+    token: Arc<VerifiedToken>,
 }
 
 /// Verifies bearer JWTs of the configured issuers.
@@ -354,7 +355,7 @@ impl OidcVerifier {
 
     /// Verifies `token` at `now`: a token verified before (under the same keys) is only re-checked
     /// for time; otherwise fully, fetching the issuer's keys when needed and allowed.
-    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, OidcError> {
+    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<VerifiedToken>, OidcError> {
         let fingerprint = fingerprint(token);
         if let Some(cached) = self.cached(&fingerprint, now) {
             return cached;
@@ -379,7 +380,7 @@ impl OidcVerifier {
         // Cached once the signature and claims hold, before the time is checked: an expired
         // token presented again (a stale client, a replay) is refused from the cache, not with
         // another signature check each time.
-        let verified = unverified.verify_untimed(&keys.set, &issuer.validation)?;
+        let verified = Arc::new(unverified.verify_untimed(&keys.set, &issuer.validation)?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= TOKEN_CACHE_CAPACITY {
                 cache.retain(|_, entry| entry.token.check_validity(now, &entry.issuer.validation).is_ok());
@@ -388,14 +389,14 @@ impl OidcVerifier {
                 }
             }
             let entry =
-                CachedToken { issuer: Arc::clone(issuer), generation: keys.generation, token: verified.clone() };
+                CachedToken { issuer: Arc::clone(issuer), generation: keys.generation, token: Arc::clone(&verified) };
             cache.insert(fingerprint, entry);
         }
         verified.check_validity(now, &issuer.validation)?;
         Ok(verified)
     }
 
-    fn cached(&self, fingerprint: &[u8; 32], now: SystemTime) -> Option<Result<VerifiedToken, OidcError>> {
+    fn cached(&self, fingerprint: &[u8; 32], now: SystemTime) -> Option<Result<Arc<VerifiedToken>, OidcError>> {
         let cache = self.cache.lock().ok()?;
         let entry = cache.get(fingerprint)?;
         let keys = entry.issuer.usable_keys()?;
@@ -404,7 +405,7 @@ impl OidcVerifier {
             return None;
         }
         Some(match entry.token.check_validity(now, &entry.issuer.validation) {
-            Ok(()) => Ok(entry.token.clone()),
+            Ok(()) => Ok(Arc::clone(&entry.token)),
             Err(error) => Err(error.into()),
         })
     }
