@@ -1347,8 +1347,14 @@ pub(crate) async fn websocket_over_http2(
         Err(_) => return failed("no answer in time", StatusCode::GATEWAY_TIMEOUT),
     };
     if head.status != 101 {
-        // The upstream refused the upgrade: its status, with the gateway's generic body.
-        return generic(StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY), false);
+        // The upstream refused the upgrade: its status, with the gateway's generic body. A 2xx
+        // would tell the client its tunnel is open (RFC 8441 §5): an upstream that answers the
+        // handshake with one has failed it.
+        let status = StatusCode::from_u16(head.status).ok().filter(|status| !status.is_success());
+        return match status {
+            Some(status) => generic(status, false),
+            None => failed(&format!("answered the upgrade with {}", head.status), StatusCode::BAD_GATEWAY),
+        };
     }
     let expected_accept = {
         let digest = aws_lc_rs::digest::digest(

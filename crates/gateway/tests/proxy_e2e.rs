@@ -155,6 +155,11 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                 "upgrade": true,
                                 "headers": headers,
                             }));
+                            if request.uri().path().ends_with("/no-upgrade") {
+                                // An application that answers the handshake as an ordinary GET.
+                                let body = Full::new(Bytes::from_static(b"not a websocket")).boxed();
+                                return Ok::<_, Infallible>(Response::new(body));
+                            }
                             let key = request.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
                             let accept = key.map(|mut key| {
                                 use base64::Engine as _;
@@ -836,22 +841,23 @@ async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net:
     tls
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
+/// An open WebSocket tunnel carries bytes both ways while access holds (three rounds, 1.2 s,
+/// past several re-authorizations); once the device's certificate is revoked it is cut within
+/// the re-authorization interval (300 ms here), not only new requests refused, and the cut is
+/// recorded.
+async fn echoes_then_is_cut_on_revocation<S>(setup: &Setup, socket: &mut S, what: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let setup = setup("websocket").await;
-    let mut socket = websocket(&setup).await;
-    // The tunnel carries bytes both ways, and keeps doing so while access holds.
     for round in 0..3 {
         let message = format!("ping {round}");
         socket.write_all(message.as_bytes()).await.unwrap();
         let mut echo = vec![0u8; message.len()];
         socket.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, message.as_bytes());
+        assert_eq!(echo, message.as_bytes(), "{what}");
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    // Revoke the device's certificate: the open connection is cut within the re-authorization
-    // interval (300 ms here), not only new requests refused.
     let revoked_at = std::time::Instant::now();
     setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
     let mut buffer = [0u8; 64];
@@ -864,15 +870,21 @@ async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
         }
     })
     .await;
-    assert!(closed.is_ok(), "the WebSocket was still open 3 s after the revocation");
-    assert!(revoked_at.elapsed() < Duration::from_secs(2), "cut after {:?}", revoked_at.elapsed());
+    assert!(closed.is_ok(), "{what} was still open 3 s after the revocation");
+    assert!(revoked_at.elapsed() < Duration::from_secs(2), "{what} cut after {:?}", revoked_at.elapsed());
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
-    assert!(log.contains("long-lived connection cut"), "the cut is recorded");
+    assert!(log.contains("long-lived connection cut"), "{what}: the cut is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
+    let setup = setup("websocket").await;
+    let mut socket = websocket(&setup).await;
+    echoes_then_is_cut_on_revocation(&setup, &mut socket, "the WebSocket").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_over_http2_is_decided_tunnelled_and_cut_when_access_ends() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let setup = setup("websocket-h2").await;
     let tls = device_connection_speaking(&setup, "billing.example.org", &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
@@ -915,30 +927,13 @@ async fn a_websocket_over_http2_is_decided_tunnelled_and_cut_when_access_ends() 
     assert_eq!(seen["headers"]["sec-websocket-version"], "13", "{seen}");
     let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap_or_default();
     assert!(assertion.starts_with("eyJ"), "the gateway's assertion, not the client's: {seen}");
+    // An upstream that answers the handshake with a 200 has not opened a tunnel: the client
+    // must not be told it has one.
+    let not_upgraded = sender.send_request(connect("/reports/no-upgrade")).await.unwrap();
+    assert_eq!(not_upgraded.status(), 502);
     let mut socket = TokioIo::new(hyper::upgrade::on(opened).await.unwrap());
-    for round in 0..3 {
-        let message = format!("ping {round}");
-        socket.write_all(message.as_bytes()).await.unwrap();
-        let mut echo = vec![0u8; message.len()];
-        socket.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, message.as_bytes());
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
-    // Revoked: the stream is cut within the re-authorization interval, and the cut recorded.
-    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
-    let mut buffer = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the WebSocket over HTTP/2 was still open 3 s after the revocation");
+    echoes_then_is_cut_on_revocation(&setup, &mut socket, "the WebSocket over HTTP/2").await;
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
-    assert!(log.contains("long-lived connection cut"), "the cut is recorded");
     let refusal = log.lines().find(|line| line.contains("/admin/live")).expect("the refusal is recorded");
     assert!(refusal.contains(r#""decision":"deny""#), "{refusal}");
 }
