@@ -115,6 +115,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             admin_listen: Some(admin_addr),
             id: "up".into(),
             reauthorize_every: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(60),
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
             issuers: Vec::new(),
@@ -344,6 +345,7 @@ fn assemble(
         user_id_from_email,
         assertion: signer,
         reauthorize_every: config.reauthorize_every,
+        client_timeout: config.client_timeout,
     })?;
     let (chain, key, lifetime) = server_certificate(service, names)?;
     let certificate = Arc::new(ServerCertificate::new(chain, key)?);

@@ -8,6 +8,10 @@
 //! id = "gw-eu-1"                   # names this gateway in audit records
 //! reauthorize_seconds = 5          # WebSockets and streaming responses (HTTP/1.1 and HTTP/2) are
 //!                                  # authorized again this often, cut when refused
+//! client_timeout_seconds = 60      # a client that sends or takes nothing this long while the
+//!                                  # gateway waits on it has broken off: idle keep-alive
+//!                                  # connections (HTTP/1.1 and HTTP/2), request bodies that stop,
+//!                                  # responses the client stops reading
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -76,6 +80,12 @@ struct RawGateway {
     id: Option<String>,
     #[serde(default = "default_reauthorize")]
     reauthorize_seconds: u64,
+    #[serde(default = "default_client_timeout")]
+    client_timeout_seconds: u64,
+}
+
+fn default_client_timeout() -> u64 {
+    60
 }
 
 fn default_reauthorize() -> u64 {
@@ -210,6 +220,8 @@ pub struct GatewayConfig {
     pub id: String,
     /// How often long-lived connections are authorized again (default 5 s).
     pub reauthorize_every: std::time::Duration,
+    /// How long a client may send or take nothing while the gateway waits on it (default 60 s).
+    pub client_timeout: std::time::Duration,
     /// The policy files.
     pub policies: PathBuf,
     /// The entities file.
@@ -398,11 +410,15 @@ impl GatewayConfig {
         if !(1..=300).contains(&raw.gateway.reauthorize_seconds) {
             return Err(error("gateway.reauthorize_seconds", "must be between 1 and 300".into()));
         }
+        if !(1..=3600).contains(&raw.gateway.client_timeout_seconds) {
+            return Err(error("gateway.client_timeout_seconds", "must be between 1 and 3600".into()));
+        }
         Ok(Self {
             listen,
             admin_listen,
             id: raw.gateway.id.unwrap_or_else(|| "gateway".into()),
             reauthorize_every: std::time::Duration::from_secs(raw.gateway.reauthorize_seconds),
+            client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),
             issuers,

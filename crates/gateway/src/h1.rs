@@ -42,10 +42,12 @@ use crate::proxy::{
 /// The largest request or response head, and the most header fields in one.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
-/// How long a client may take to send a head once it has begun, and how long an idle
-/// keep-alive connection is kept.
+/// How long a client may take to send a head once it has begun. How long it may send or take
+/// nothing at all is the gateway's `client_timeout` (idle keep-alive, a stalled request body, a
+/// response it stops reading).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upstream may take none of a handshake the gateway writes to it.
+const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What one read asks for.
 const READ_SIZE: usize = 16 * 1024;
 /// A body this small, left unread by a refusal, is read and dropped so the connection can go
@@ -61,11 +63,13 @@ const MAX_LINGER_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct Buffered<S> {
     io: S,
     buf: Vec<u8>,
+    /// How long the peer may send or take nothing while the gateway waits on it.
+    patience: Duration,
 }
 
 impl<S: AsyncRead + Unpin> Buffered<S> {
-    fn new(io: S) -> Self {
-        Self { io, buf: Vec::with_capacity(READ_SIZE) }
+    fn new(io: S, patience: Duration) -> Self {
+        Self { io, buf: Vec::with_capacity(READ_SIZE), patience }
     }
 
     /// Reads more; `Ok(0)` at the end of the stream.
@@ -134,7 +138,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut client = Buffered::new(io);
+    let mut client = Buffered::new(io, gateway.parts.client_timeout);
     let mut out = Vec::with_capacity(READ_SIZE);
     let mut linger = false;
     loop {
@@ -149,7 +153,7 @@ pub(crate) async fn serve<S>(
                 };
                 out.clear();
                 write_generic(&mut out, status, true);
-                let _ = send(&mut client.io, &out).await;
+                let _ = send(&mut client.io, &out, client.patience).await;
                 linger = true;
                 break;
             }
@@ -217,7 +221,7 @@ async fn read_request_head<S: AsyncRead + Unpin>(
         let read = if client.buf.is_empty() && deadline.is_none() {
             // Between requests: wait for the next one, or for the gateway to stop.
             tokio::select! {
-                read = tokio::time::timeout(IDLE_TIMEOUT, client.fill()) => read,
+                read = tokio::time::timeout(client.patience, client.fill()) => read,
                 () = stopped(stop) => return HeadRead::Closed,
             }
         } else {
@@ -341,7 +345,7 @@ where
     };
     let continues = expects_continue(&parts);
     let signed_body = if screened.needs_signed_body() && framing != Framing::Empty {
-        if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
         match read_whole_body(client, framing, MAX_SIGNED_BODY).await {
@@ -367,7 +371,9 @@ where
     let websocket = admitted.who.is_some() && is_websocket_upgrade(&parts.headers);
     if continues {
         parts.headers.remove(header::EXPECT);
-        if pending != Framing::Empty && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        if pending != Framing::Empty
+            && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err()
+        {
             return Next::Close;
         }
     }
@@ -619,14 +625,14 @@ fn write_generic(out: &mut Vec<u8>, status: StatusCode, close: bool) {
     out.extend_from_slice(text.as_bytes());
 }
 
-/// Writes `bytes` whole; a peer that takes none of them for the idle timeout (a client that
-/// stops reading) has broken off.
-async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` whole; a peer that takes none of them for `patience` (a client that stops
+/// reading) has broken off.
+async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8], patience: Duration) -> io::Result<()> {
     let write = async {
         io.write_all(bytes).await?;
         io.flush().await
     };
-    tokio::time::timeout(IDLE_TIMEOUT, write).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    tokio::time::timeout(patience, write).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Answers a refusal; the connection goes on only if the refusal allows it and the unread body
@@ -657,7 +663,7 @@ where
     }
     out.clear();
     write_generic(out, refused.status, close);
-    match send(&mut client.io, out).await {
+    match send(&mut client.io, out, client.patience).await {
         Ok(()) if !close => Next::KeepAlive,
         Ok(()) if unread != Framing::Empty => Next::CloseUnread,
         _ => Next::Close,
@@ -759,13 +765,13 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
 ) -> Result<(), Relay> {
     let write = |e: io::Error| Relay::UpstreamBeforeResponse(format!("write: {e}"));
     // An upstream that takes nothing for `stall` is treated as one that stopped reading (it may
-    // have answered already); a client that sends nothing for IDLE_TIMEOUT has broken off.
+    // have answered already); a client that sends nothing for its patience has broken off.
     let stalled = |_| Relay::UpstreamBeforeResponse(format!("took no body for {stall:?}"));
     match framing {
         Framing::Empty | Framing::UntilClose => Ok(()),
         Framing::Length(mut left) => {
             while left > 0 {
-                let here = match tokio::time::timeout(IDLE_TIMEOUT, client.due(left)).await {
+                let here = match tokio::time::timeout(client.patience, client.due(left)).await {
                     Ok(read) => read.map_err(|e| Relay::Client(format!("the request body: {e}")))?,
                     Err(_) => return Err(Relay::Client("the request body stalled".into())),
                 };
@@ -780,7 +786,7 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
             let mut decoder = Chunked::default();
             loop {
                 out.clear();
-                let more = match tokio::time::timeout(IDLE_TIMEOUT, decoder.next(client, out)).await {
+                let more = match tokio::time::timeout(client.patience, decoder.next(client, out)).await {
                     Ok(more) => more.map_err(Relay::Client)?,
                     Err(_) => return Err(Relay::Client("the request body stalled".into())),
                 };
@@ -1116,14 +1122,14 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
 ) -> Result<(), Relay> {
     let to_client_error = |e: io::Error| Relay::Client(e.to_string());
     match framing {
-        Framing::Empty => send(&mut client.io, out).await.map_err(to_client_error),
+        Framing::Empty => send(&mut client.io, out, client.patience).await.map_err(to_client_error),
         Framing::Length(mut left) => loop {
             let here = upstream.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             out.extend_from_slice(upstream.buf.get(..here).unwrap_or_default());
             upstream.consume(here);
             left -= here as u64;
             if !out.is_empty() {
-                send(&mut client.io, out).await.map_err(to_client_error)?;
+                send(&mut client.io, out, client.patience).await.map_err(to_client_error)?;
                 out.clear();
             }
             if left == 0 {
@@ -1170,7 +1176,7 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
                 if !out.is_empty() {
-                    send(&mut client.io, out).await.map_err(to_client_error)?;
+                    send(&mut client.io, out, client.patience).await.map_err(to_client_error)?;
                     out.clear();
                 }
                 if !more {
@@ -1234,7 +1240,7 @@ where
     upstream.consume(head.len);
     out.extend_from_slice(&upstream.buf);
     upstream.buf.clear();
-    if send(&mut client.io, out).await.is_err() {
+    if send(&mut client.io, out, client.patience).await.is_err() {
         return Next::Close;
     }
     if !client.buf.is_empty() {
@@ -1332,7 +1338,7 @@ pub(crate) async fn websocket_over_http2(
     out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
     let opened = async {
         let mut upstream = app.upstream.connect_raw().await?;
-        send(&mut upstream.io, &out).await.map_err(|e| format!("write: {e}"))?;
+        send(&mut upstream.io, &out, upstream.patience).await.map_err(|e| format!("write: {e}"))?;
         let (head, _) = read_response_head(&mut upstream, false).await?;
         Ok::<_, String>((upstream, head))
     };
@@ -1389,10 +1395,13 @@ pub(crate) async fn websocket_over_http2(
     let early = std::mem::take(&mut upstream.buf);
     let session = Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
     let gateway = Arc::clone(gateway);
+    // The HTTP/2 stream stays open (the connection is not idle) while the tunnel lasts.
+    let stream_open = parts.extensions.remove::<Arc<crate::pace::StreamOpen>>();
     tokio::spawn(async move {
+        let _stream_open = stream_open;
         let Ok(upgraded) = client.await else { return };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
-        if !early.is_empty() && send(&mut client, &early).await.is_err() {
+        if !early.is_empty() && send(&mut client, &early, gateway.parts.client_timeout).await.is_err() {
             return;
         }
         tunnel(&gateway, &mut client, &mut upstream.io, &session).await;
@@ -1519,7 +1528,7 @@ where
                 } else {
                     out.extend_from_slice(&data);
                 }
-                if send(&mut client.io, &out).await.is_err() {
+                if send(&mut client.io, &out, client.patience).await.is_err() {
                     return Next::Close;
                 }
                 out.clear();
@@ -1529,7 +1538,7 @@ where
             out.extend_from_slice(b"0\r\n\r\n");
         }
     }
-    match send(&mut client.io, &out).await {
+    match send(&mut client.io, &out, client.patience).await {
         Ok(()) if !close => Next::KeepAlive,
         _ => Next::Close,
     }
@@ -1609,7 +1618,7 @@ async fn feed_body<S: AsyncRead + Unpin>(
         Framing::Empty | Framing::UntilClose => {}
         Framing::Length(mut left) => {
             while left > 0 {
-                let here = match tokio::time::timeout(IDLE_TIMEOUT, client.due(left)).await {
+                let here = match tokio::time::timeout(client.patience, client.due(left)).await {
                     Ok(Ok(here)) => here,
                     _ => return Err(FeedStop::Client),
                 };
@@ -1624,7 +1633,7 @@ async fn feed_body<S: AsyncRead + Unpin>(
             let mut piece = Vec::new();
             loop {
                 piece.clear();
-                let more = match tokio::time::timeout(IDLE_TIMEOUT, decoder.next(client, &mut piece)).await {
+                let more = match tokio::time::timeout(client.patience, decoder.next(client, &mut piece)).await {
                     Ok(Ok(more)) => more,
                     _ => return Err(FeedStop::Client),
                 };
@@ -1709,7 +1718,7 @@ impl Upstream {
             }
             None => UpstreamIo::Tcp(tcp),
         };
-        Ok(Buffered::new(io))
+        Ok(Buffered::new(io, UPSTREAM_WRITE_TIMEOUT))
     }
 
     /// Sends `request` (a head, and the body as far as it is here) on an idle connection that is
@@ -1836,7 +1845,7 @@ mod tests {
     }
 
     async fn decode(raw: &[u8]) -> Result<Vec<u8>, String> {
-        let mut from = Buffered::new(raw);
+        let mut from = Buffered::new(raw, Duration::from_secs(1));
         let mut body = Vec::new();
         let mut decoder = Chunked::default();
         while decoder.next(&mut from, &mut body).await? {}

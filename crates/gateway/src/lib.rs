@@ -12,4 +12,5 @@ pub mod config;
 pub mod decide;
 pub mod demo;
 mod h1;
+mod pace;
 pub mod proxy;

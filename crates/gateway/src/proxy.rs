@@ -40,6 +40,7 @@ use crate::assertion::{ASSERTION_HEADER, AssertionSigner};
 use crate::canonical::{self, CanonicalRequest};
 use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
+use crate::pace::{Pace, Paced, Verdict};
 
 /// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -168,6 +169,10 @@ pub struct GatewayParts {
     /// How often a long-lived connection (a WebSocket) is authorized again; it is cut when the
     /// answer changes to a refusal.
     pub reauthorize_every: Duration,
+    /// How long a client may send or take nothing while the gateway waits on it: an idle
+    /// keep-alive connection (HTTP/1.1, or HTTP/2 without a stream) is closed, a request body
+    /// that stops is given up, a connection whose client stops reading a response is cut.
+    pub client_timeout: Duration,
 }
 
 /// What a long-lived connection was authorized for, to authorize it again.
@@ -235,6 +240,77 @@ fn is_client_protocol_violation(error: &hyper::Error) -> bool {
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
+/// One HTTP/2 connection: each stream is one request through the same pipeline. A stream the
+/// h2 layer finds malformed (connection-specific or uppercase header names, bad pseudo-headers)
+/// is reset there, before any handler and any upstream. The connection is closed when it has
+/// had no stream for the client timeout, and cut when its client has not made room for a
+/// response in that time ([`crate::pace`]).
+async fn serve_http2(
+    gateway: Arc<Gateway>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    connection: Arc<Connection>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let pace = Pace::new();
+    let patience = gateway.parts.client_timeout;
+    let service = {
+        let (gateway, connection, pace) = (Arc::clone(&gateway), Arc::clone(&connection), pace.clone());
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let gateway = Arc::clone(&gateway);
+            let connection = Arc::clone(&connection);
+            // The stream is open while its handler runs, its response body is unfinished, or
+            // (a WebSocket) its tunnel lasts: that holder takes the extension.
+            let stream = pace.open();
+            request.extensions_mut().insert(Arc::clone(&stream));
+            async move {
+                let response = Arc::clone(&gateway).handle(request, &connection).await;
+                Ok::<_, Infallible>(response.map(|body| Paced::new(body, stream).boxed()))
+            }
+        })
+    };
+    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(64 * 1024)
+        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT.
+        .enable_connect_protocol()
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(served);
+    let mut check = tokio::time::interval((patience / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = served.as_mut() => break Some(outcome),
+            () = stopped(&mut stop), if !closing => {
+                served.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = check.tick() => match pace.verdict(patience) {
+                Verdict::Fine => {}
+                Verdict::Idle if !closing => {
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                // Closing, no stream left, and still not closed: the client holds it open.
+                Verdict::Idle => break None,
+                Verdict::Stalled => {
+                    tracing::info!(peer = %connection.peer, timeout = ?patience, "an HTTP/2 client stopped reading a response: connection cut");
+                    break None;
+                }
+            },
+        }
+    };
+    // A client that breaks the HTTP/2 protocol loses its connection (GOAWAY) in the h2 layer,
+    // before any handler: record the attempt, as for HTTP/1.1.
+    if let Some(Err(error)) = outcome
+        && is_client_protocol_violation(&error)
+    {
+        let record = gateway.unparsed_record(&connection, &error, "HTTP/2");
+        let _ = gateway.audit(record).await;
+    }
+}
+
 pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
@@ -446,7 +522,7 @@ impl Gateway {
             let _ = tcp.set_nodelay(true);
             let gateway = Arc::clone(&self);
             let acceptor = acceptor.clone();
-            let mut stop = shutdown.clone();
+            let stop = shutdown.clone();
             let held = Arc::clone(&open);
             tokio::spawn(async move {
                 let _held = held;
@@ -462,44 +538,13 @@ impl Gateway {
                     chain: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                     certificate: OnceLock::new(),
                 });
-                let (gateway_for_audit, connection_for_audit) = (Arc::clone(&gateway), Arc::clone(&connection));
-                let service = hyper::service::service_fn(move |request| {
-                    let gateway = Arc::clone(&gateway);
-                    let connection = Arc::clone(&connection);
-                    async move { Ok::<_, Infallible>(Arc::clone(&gateway).handle(request, &connection).await) }
-                });
                 if http2 {
-                    // Each stream is one request through the same pipeline. A stream the h2 layer
-                    // finds malformed (connection-specific or uppercase header names, bad
-                    // pseudo-headers) is reset there, before any handler and any upstream.
-                    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                        .max_header_list_size(64 * 1024)
-                        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT.
-                        .enable_connect_protocol()
-                        .serve_connection(TokioIo::new(tls), service);
-                    tokio::pin!(served);
-                    let outcome = tokio::select! {
-                        outcome = served.as_mut() => outcome,
-                        () = stopped(&mut stop) => {
-                            served.as_mut().graceful_shutdown();
-                            served.await
-                        }
-                    };
-                    // A client that breaks the HTTP/2 protocol loses its connection (GOAWAY) in
-                    // the h2 layer, before any handler: record the attempt, as for HTTP/1.1.
-                    if let Err(error) = outcome
-                        && is_client_protocol_violation(&error)
-                    {
-                        let record = gateway_for_audit.unparsed_record(&connection_for_audit, &error, "HTTP/2");
-                        let _ = gateway_for_audit.audit(record).await;
-                    }
+                    serve_http2(gateway, tls, connection, stop).await;
                     return;
                 }
                 // HTTP/1.1 on the gateway's own connection loop (h1.rs): it sees the request
                 // as sent, and forwards without a task or header map per request.
-                crate::h1::serve(gateway_for_audit, tls, connection_for_audit, stop).await;
+                crate::h1::serve(gateway, tls, connection, stop).await;
             });
         }
         drop(listener);

@@ -94,6 +94,21 @@ impl hyper::body::Body for Ticker {
     }
 }
 
+/// A response that never ends and sends as fast as it is read.
+struct Flood;
+
+impl hyper::body::Body for Flood {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))))
+    }
+}
+
 /// A response that sends its first line, falls silent for 3 s, then sends the last.
 struct Stalling {
     lines_sent: u8,
@@ -189,6 +204,9 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                             let ticks = tokio::time::interval(Duration::from_millis(100));
                             return Ok(Response::new(Ticker(ticks).boxed()));
                         }
+                        if request.uri().path().ends_with("/flood") {
+                            return Ok(Response::new(Flood.boxed()));
+                        }
                         if request.uri().path().ends_with("/refused-upload") {
                             // Answers before reading the body, as an application that refuses
                             // an upload by its size does; hyper then closes the connection.
@@ -250,6 +268,11 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
 }
 
 async fn setup(name: &str) -> Setup {
+    setup_with(name, Duration::from_secs(60)).await
+}
+
+/// [`setup`] with the gateway's client timeout set to `client_timeout`.
+async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
     let dir = std::env::temp_dir().join(format!("zerogate-gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
@@ -384,6 +407,7 @@ authn = ["mtls"]
         user_id_from_email: false,
         assertion: Arc::new(signer),
         reauthorize_every: Duration::from_millis(300),
+        client_timeout,
     })
     .unwrap();
     let chain: Vec<CertificateDer<'static>> =
@@ -1414,4 +1438,104 @@ async fn requests_signed_by_the_aws_sdk_for_rust_pass_with_sigv4() {
     forged["headers"]["authorization"] = json!(authorization);
     assert_eq!(blocking(&|| send_signed(&setup, "GET", &forged, "", "--http1.1")).0, 401);
     assert_eq!(blocking(&|| send_signed(&setup, "GET", &signed, "", "--http1.1")).0, 200);
+}
+
+/// An HTTP/2 connection to billing with the device certificate; the client's stream window is
+/// `window` bytes. Returns the sender and the connection's task, which ends when the gateway
+/// closes the connection.
+async fn http2_connection(
+    setup: &Setup,
+    window: u32,
+) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    let tls = device_connection_speaking(setup, "billing.example.org", &[b"h2"]).await;
+    let (sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = driver.await;
+        }),
+    )
+}
+
+fn billing_get(setup: &Setup, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://billing.example.org:{}{path}", setup.port)).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let patience = Duration::from_secs(2);
+    let setup = setup_with("client-timeout", patience).await;
+    let within = |started: tokio::time::Instant, what: &str| {
+        let took = started.elapsed();
+        assert!(took >= patience - Duration::from_millis(300), "{what}: let go after {took:?}, before the timeout");
+        assert!(took <= patience * 3, "{what}: let go only after {took:?}");
+    };
+
+    // An idle HTTP/1.1 keep-alive connection is closed.
+    let mut tls = device_connection(&setup, "billing.example.org").await;
+    tls.write_all(b"GET /reports/a HTTP/1.1\r\nHost: billing.example.org\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(patience * 4, tls.read_to_end(&mut rest)).await.expect("closed");
+    within(started, "an idle HTTP/1.1 connection");
+
+    // An HTTP/1.1 client that stops reading an endless response is cut: once it reads again,
+    // what was sent before the cut arrives, then the end.
+    let mut tls = device_connection(&setup, "billing.example.org").await;
+    tls.write_all(b"GET /reports/flood HTTP/1.1\r\nHost: billing.example.org\r\n\r\n").await.unwrap();
+    tokio::time::sleep(patience * 2).await;
+    let mut taken = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => taken += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the HTTP/1.1 response went on after its client stopped reading ({taken} bytes read)");
+    assert!(taken > 16 * 1024, "the response had begun: {taken} bytes");
+
+    // An idle HTTP/2 connection is closed (after its one request).
+    let (mut sender, connection) = http2_connection(&setup, 1 << 20).await;
+    let answered = sender.send_request(billing_get(&setup, "/reports/h2")).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    answered.into_body().collect().await.unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(patience * 4, connection).await.expect("the idle HTTP/2 connection was closed").unwrap();
+    within(started, "an idle HTTP/2 connection");
+
+    // An HTTP/2 stream that its client keeps reading is not cut, however long it lasts; one
+    // whose client stops reading (its window closed) is: the whole connection goes.
+    let (mut sender, connection) = http2_connection(&setup, 16 * 1024).await;
+    let ticking = sender.send_request(billing_get(&setup, "/reports/stream")).await.unwrap();
+    assert_eq!(ticking.status(), 200);
+    let mut ticks = ticking.into_body();
+    let reading = tokio::time::Instant::now();
+    let mut read = 0usize;
+    while reading.elapsed() < patience * 2 {
+        let frame = ticks.frame().await.expect("the stream goes on").expect("no error");
+        read += frame.data_ref().map_or(0, |d| d.len());
+    }
+    assert!(read > 0);
+    assert!(!connection.is_finished(), "a stream that is read was cut");
+    let flood = sender.send_request(billing_get(&setup, "/reports/flood")).await.unwrap();
+    assert_eq!(flood.status(), 200);
+    let _unread = flood.into_body();
+    let started = tokio::time::Instant::now();
+    // The ticking stream, still read, does not keep a connection whose other stream stalls.
+    let kept_reading = tokio::spawn(async move { while let Some(Ok(_)) = ticks.frame().await {} });
+    tokio::time::timeout(patience * 4, connection).await.expect("the stalled HTTP/2 connection was cut").unwrap();
+    within(started, "an HTTP/2 client that stopped reading");
+    tokio::time::timeout(Duration::from_secs(2), kept_reading).await.expect("its other stream ended too").unwrap();
 }
