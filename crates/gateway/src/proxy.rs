@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::{http1::SendRequest, http2};
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -50,6 +50,24 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 fn boxed(body: Incoming) -> Body {
     body.map_err(BoxError::from).boxed()
+}
+
+/// A body that a signature covers, read whole: `Err(true)` past [`MAX_SIGNED_BODY`], `Err(false)`
+/// when it fails (the client broke off, or sent nothing for the client timeout).
+async fn read_signed_body(mut body: Body) -> Result<Bytes, bool> {
+    if hyper::body::Body::size_hint(&body).lower() > MAX_SIGNED_BODY as u64 {
+        return Err(true);
+    }
+    let mut whole = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|_| false)?.into_data() {
+            if whole.len() + data.len() > MAX_SIGNED_BODY {
+                return Err(true);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(whole))
 }
 
 /// Streams open at once on one HTTP/2 connection from a client.
@@ -574,21 +592,20 @@ impl Gateway {
             Ok(screened) => screened,
             Err(refused) => return generic(refused.status, refused.close),
         };
+        // A client that stops sending its request body has broken off: the body fails after
+        // the client timeout, and with it the upstream exchange (or the read of a signed body).
+        let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client);
         let (signed_body, body) = if screened.needs_signed_body() {
             // The signature covers the body: read it (bounded) before deciding.
-            match Limited::new(body, MAX_SIGNED_BODY).collect().await {
-                Ok(collected) => {
-                    let bytes = collected.to_bytes();
-                    (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed())
-                }
-                Err(error) => {
-                    let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            match read_signed_body(body).await {
+                Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
+                Err(too_large) => {
                     let refused = self.refuse_unreadable_body(&parts, connection, &screened, too_large, now).await;
                     return generic(refused.status, refused.close);
                 }
             }
         } else {
-            (None, boxed(body))
+            (None, body)
         };
         let admitted = match self.authorize(&screened, &parts, signed_body.as_ref(), connection, now).await {
             Ok(admitted) => admitted,
@@ -1066,7 +1083,7 @@ impl Gateway {
             Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
                 let gateway = Arc::clone(self);
-                return response.map(|inner| IdleBounded { inner, idle: timeout, pause: None, gateway }.boxed());
+                return response.map(|inner| IdleBounded::boxed(inner, timeout, Sender::Upstream(gateway)));
             }
             Ok(Err(reason)) => (StatusCode::BAD_GATEWAY, reason),
             Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {timeout:?}")),
@@ -1300,15 +1317,31 @@ impl hyper::body::Body for EndSignalled {
     }
 }
 
-/// A response body from the upstream that may pause for at most `idle` (the application's
-/// upstream timeout) between two frames; past that the upstream has failed and the body fails,
-/// which resets an HTTP/2 stream and closes an HTTP/1.1 connection (nginx's
-/// `proxy_read_timeout`). The timer is armed only when the body has to wait.
+/// A body that may pause for at most `idle` between two frames: a response body from the
+/// upstream (the application's upstream timeout; nginx's `proxy_read_timeout`) or a request
+/// body from an HTTP/2 client (the gateway's client timeout). Past that the sender has failed
+/// and the body fails, which resets an HTTP/2 stream and closes an HTTP/1.1 connection (a
+/// request body failing fails its upstream exchange). The timer is armed only when the body has
+/// to wait.
 struct IdleBounded {
     inner: Body,
     idle: Duration,
     pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    gateway: Arc<Gateway>,
+    sender: Sender,
+}
+
+/// Who sends an [`IdleBounded`] body.
+enum Sender {
+    /// The upstream: its silence counts as an upstream failure.
+    Upstream(Arc<Gateway>),
+    /// The client.
+    Client,
+}
+
+impl IdleBounded {
+    fn boxed(inner: Body, idle: Duration, sender: Sender) -> Body {
+        Self { inner, idle, pause: None, sender }.boxed()
+    }
 }
 
 impl hyper::body::Body for IdleBounded {
@@ -1330,9 +1363,18 @@ impl hyper::body::Body for IdleBounded {
         let idle = this.idle;
         let pause = this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
         if pause.as_mut().poll(cx).is_ready() {
-            bump(&this.gateway.metrics.upstream_failures);
-            tracing::warn!(?idle, "upstream sent nothing in the middle of a response: cut");
-            return Poll::Ready(Some(Err(format!("no response data for {idle:?}").into())));
+            let error: BoxError = match &this.sender {
+                Sender::Upstream(gateway) => {
+                    bump(&gateway.metrics.upstream_failures);
+                    tracing::warn!(?idle, "upstream sent nothing in the middle of a response: cut");
+                    format!("no response data for {idle:?}").into()
+                }
+                Sender::Client => {
+                    tracing::info!(?idle, "an HTTP/2 client sent nothing in the middle of a request body");
+                    format!("no request body data for {idle:?}").into()
+                }
+            };
+            return Poll::Ready(Some(Err(error)));
         }
         Poll::Pending
     }

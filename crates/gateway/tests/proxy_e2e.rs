@@ -1446,7 +1446,7 @@ async fn requests_signed_by_the_aws_sdk_for_rust_pass_with_sigv4() {
 async fn http2_connection(
     setup: &Setup,
     window: u32,
-) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+) -> (hyper::client::conn::http2::SendRequest<TestBody>, tokio::task::JoinHandle<()>) {
     let tls = device_connection_speaking(setup, "billing.example.org", &[b"h2"]).await;
     let (sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .initial_stream_window_size(window)
@@ -1461,8 +1461,29 @@ async fn http2_connection(
     )
 }
 
-fn billing_get(setup: &Setup, path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("https://billing.example.org:{}{path}", setup.port)).body(Full::new(Bytes::new())).unwrap()
+fn billing_get(setup: &Setup, path: &str) -> Request<TestBody> {
+    Request::get(format!("https://billing.example.org:{}{path}", setup.port))
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
+/// A request body that sends its first KiB and then nothing, never ending.
+struct FallsSilent(bool);
+
+impl hyper::body::Body for FallsSilent {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![b'u'; 1024])))))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1514,6 +1535,28 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
     let started = tokio::time::Instant::now();
     tokio::time::timeout(patience * 4, connection).await.expect("the idle HTTP/2 connection was closed").unwrap();
     within(started, "an idle HTTP/2 connection");
+
+    // An HTTP/2 client that stops sending its request body: the upload fails within the
+    // timeout (the upstream never takes a partial body as whole) and the client is answered.
+    let (mut sender, _connection) = http2_connection(&setup, 1 << 20).await;
+    let upload = Request::post(format!("https://billing.example.org:{}/reports/upload", setup.port))
+        .header("content-length", "1048576")
+        .body(FallsSilent(false).boxed())
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let answered = tokio::time::timeout(patience * 4, sender.send_request(upload)).await.expect("answered in time");
+    within(started, "an HTTP/2 upload that stalled");
+    if let Ok(response) = answered {
+        assert_ne!(response.status(), 200, "a stalled upload was answered as a success");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = setup.seen.lock().unwrap().iter().find(|e| e["target"] == "/reports/upload").cloned();
+    if let Some(seen) = seen {
+        assert!(
+            seen["body"].as_str().is_some_and(|b| b.starts_with("failed")),
+            "the upstream took a partial body: {seen}"
+        );
+    }
 
     // An HTTP/2 stream that its client keeps reading is not cut, however long it lasts; one
     // whose client stops reading (its window closed) is: the whole connection goes.
