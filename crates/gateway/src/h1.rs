@@ -166,7 +166,8 @@ pub(crate) async fn serve<S>(
             break;
         }
     }
-    let _ = client.io.shutdown().await;
+    // (A client that takes nothing holds the close_notify too: bounded as every write is.)
+    let _ = tokio::time::timeout(client.patience, client.io.shutdown()).await;
     if linger {
         let drop_the_rest = async {
             let mut scratch = vec![0u8; READ_SIZE];
@@ -1265,7 +1266,10 @@ where
 {
     let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
     tick.tick().await;
-    let copy = tokio::io::copy_bidirectional(client, upstream);
+    // A tunnel may be quiet for as long as both ends like; a client that stops taking what the
+    // upstream sends has broken off.
+    let mut client = WriteBounded { io: client, patience: gateway.parts.client_timeout, stalled: None };
+    let copy = tokio::io::copy_bidirectional(&mut client, upstream);
     tokio::pin!(copy);
     loop {
         tokio::select! {
@@ -1278,6 +1282,55 @@ where
                 }
             }
         }
+    }
+}
+
+/// A stream whose writes wait at most `patience` for the peer to take anything; past that
+/// they fail with `TimedOut`.
+struct WriteBounded<S> {
+    io: S,
+    patience: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncWrite + Unpin> WriteBounded<S> {
+    fn bound<T>(&mut self, cx: &mut std::task::Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let patience = self.patience;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(patience)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteBounded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBounded<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.bound(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.bound(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -1527,6 +1527,26 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
     assert!(ended.is_ok(), "the HTTP/1.1 response went on after its client stopped reading ({taken} bytes read)");
     assert!(taken > 16 * 1024, "the response had begun: {taken} bytes");
 
+    // A WebSocket may be quiet for longer than the timeout; one whose client stops reading
+    // what the upstream sends is cut.
+    let mut socket = websocket(&setup).await;
+    tokio::time::sleep(patience * 2).await;
+    socket.write_all(b"still here").await.unwrap();
+    let mut echo = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut echo)).await.unwrap().unwrap();
+    assert_eq!(&echo, b"still here", "a quiet WebSocket was cut");
+    let started = tokio::time::Instant::now();
+    let chunk = vec![b'w'; 64 * 1024];
+    let mut written = 0usize;
+    let cut = tokio::time::timeout(Duration::from_secs(30), async {
+        while socket.write_all(&chunk).await.is_ok() {
+            written += chunk.len();
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "a WebSocket whose client stopped reading went on ({written} bytes written)");
+    assert!(started.elapsed() >= patience, "cut after {:?}, before the timeout", started.elapsed());
+
     // An idle HTTP/2 connection is closed (after its one request).
     let (mut sender, connection) = http2_connection(&setup, 1 << 20).await;
     let answered = sender.send_request(billing_get(&setup, "/reports/h2")).await.unwrap();
