@@ -143,7 +143,7 @@ pub fn decide(
         }
     };
     let principal = who.cedar_uid();
-    record.principal = Some(principal.clone());
+    record.principal = Some(principal);
     record.credential = Some(Credential { kind: who.method.as_str().to_owned(), id: who.credential_id.clone() });
     if !attempt.app.methods.contains(&who.method) {
         return refuse(
@@ -158,20 +158,26 @@ pub fn decide(
     let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let context = RequestContext {
         authn: who.method.as_str().to_owned(),
-        credential_id: who.credential_id.clone(),
+        credential_id: record.credential.as_mut().map(|c| std::mem::take(&mut c.id)).unwrap_or_default(),
         source_ip: attempt.source,
         time: seconds,
         hour: seconds.rem_euclid(86_400) / 3600,
         device: None,
         posture: None,
-        method: Some(attempt.method.to_owned()),
-        host: Some(attempt.request.host.clone()),
+        // Moved from the record and back after the decision: one copy of each, not two.
+        method: record.request.method.take(),
+        host: record.request.host.take(),
         path: Some(attempt.request.path.clone()),
         acr: who.acr.clone(),
         amr: (!who.amr.is_empty()).then(|| who.amr.clone()),
     };
-    let decision =
-        policy.decide_as(Principal { uid: &principal, groups: &who.groups }, &record.action, resource, &context);
+    let uid = record.principal.as_deref().unwrap_or_default();
+    let decision = policy.decide_as(Principal { uid, groups: &who.groups }, &record.action, resource, &context);
+    record.request.method = context.method;
+    record.request.host = context.host;
+    if let Some(credential) = record.credential.as_mut() {
+        credential.id = context.credential_id;
+    }
     record.policies = decision.policies;
     record.errors = decision.errors;
     if decision.allow {

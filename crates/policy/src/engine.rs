@@ -99,6 +99,24 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// Equal in every field but `time`.
+    fn eq_but_time(&self, other: &Self) -> bool {
+        // Every field, by name: a field added to the context must be added here.
+        let Self { authn, credential_id, source_ip, time: _, hour, device, posture, method, host, path, acr, amr } =
+            self;
+        *authn == other.authn
+            && *credential_id == other.credential_id
+            && *source_ip == other.source_ip
+            && *hour == other.hour
+            && *device == other.device
+            && *posture == other.posture
+            && *method == other.method
+            && *host == other.host
+            && *path == other.path
+            && *acr == other.acr
+            && *amr == other.amr
+    }
+
     /// The Cedar context; `source_ip` is the address as a Cedar `ip(…)` expression (memoized by
     /// the engine: building one parses the extension's name with Cedar's grammar each time).
     fn to_cedar(&self, source_ip: RestrictedExpression, memo: &Memo) -> Result<Context, String> {
@@ -189,7 +207,7 @@ pub struct PolicyEngine {
 }
 
 /// Everything a Cedar decision depends on besides the engine itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 struct DecisionKey {
     principal: String,
     groups: Vec<String>,
@@ -203,11 +221,88 @@ const DECISION_CACHE: usize = 16_384;
 /// Bytes of text the remembered decisions may hold at most (keys and answers).
 const DECISION_CACHE_BYTES: usize = 8 << 20;
 
-/// Remembered decisions and the bytes of text they hold.
+/// Remembered decisions and the bytes of text they hold. Entries are found by a keyed hash of
+/// the borrowed request and then compared field by field with the key they were made for, so a
+/// lookup copies nothing; two requests with one hash share a slot (the later one replaces the
+/// earlier), which costs a decision, never a wrong one.
 #[derive(Default)]
 struct DecisionCache {
-    entries: HashMap<DecisionKey, Decision>,
+    hasher: std::hash::RandomState,
+    entries: HashMap<u64, (DecisionKey, Decision)>,
     bytes: usize,
+}
+
+/// What one remembered decision holds, roughly: its text and its fixed size.
+fn entry_size(key: &DecisionKey, decision: &Decision) -> usize {
+    key.text_bytes()
+        + decision.policies.iter().chain(&decision.errors).map(String::len).sum::<usize>()
+        + std::mem::size_of::<(u64, DecisionKey, Decision)>()
+}
+
+/// A request to decide, borrowed: what [`DecisionKey`] holds.
+#[derive(Clone, Copy)]
+struct DecisionView<'a> {
+    principal: &'a str,
+    /// Sorted and deduplicated.
+    groups: &'a [String],
+    action: &'a str,
+    resource: &'a str,
+    context: &'a RequestContext,
+    /// Whether `context.time` is part of the decision.
+    with_time: bool,
+}
+
+impl DecisionView<'_> {
+    fn hash(&self, hasher: &std::hash::RandomState) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = hasher.build_hasher();
+        (self.principal, self.groups, self.action, self.resource).hash(&mut h);
+        // Every field, by name: a field added to the context must be added here.
+        let RequestContext {
+            authn,
+            credential_id,
+            source_ip,
+            time,
+            hour,
+            device,
+            posture,
+            method,
+            host,
+            path,
+            acr,
+            amr,
+        } = self.context;
+        (authn, credential_id, source_ip, hour, device, posture, method, host, path, acr, amr).hash(&mut h);
+        if self.with_time {
+            time.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Whether `key` was made for this request.
+    fn is(&self, key: &DecisionKey) -> bool {
+        let (mine, theirs) = (self.context, &key.context);
+        key.principal == self.principal
+            && key.groups == self.groups
+            && key.action == self.action
+            && key.resource == self.resource
+            && (!self.with_time || mine.time == theirs.time)
+            && mine.eq_but_time(theirs)
+    }
+
+    fn to_key(self) -> DecisionKey {
+        let mut context = self.context.clone();
+        if !self.with_time {
+            context.time = 0;
+        }
+        DecisionKey {
+            principal: self.principal.to_owned(),
+            groups: self.groups.to_vec(),
+            action: self.action.to_owned(),
+            resource: self.resource.to_owned(),
+            context,
+        }
+    }
 }
 
 impl DecisionKey {
@@ -468,35 +563,41 @@ impl PolicyEngine {
         resource: &str,
         context: &RequestContext,
     ) -> Decision {
-        let mut groups = principal.groups.to_vec();
-        groups.sort();
-        groups.dedup();
-        let mut key_context = context.clone();
-        if !self.reads_time {
-            key_context.time = 0;
-        }
-        let key = DecisionKey {
-            principal: principal.uid.to_owned(),
-            groups,
-            action: action.to_owned(),
-            resource: resource.to_owned(),
-            context: key_context,
+        // The groups sorted and deduplicated, copied only when they are not already.
+        let sorted;
+        let groups: &[String] = if principal.groups.is_sorted_by(|a, b| a < b) {
+            principal.groups
+        } else {
+            let mut copy = principal.groups.to_vec();
+            copy.sort();
+            copy.dedup();
+            sorted = copy;
+            &sorted
         };
-        if let Some(hit) = self.decisions.lock().ok().and_then(|cache| cache.entries.get(&key).cloned()) {
-            return hit;
+        let view =
+            DecisionView { principal: principal.uid, groups, action, resource, context, with_time: self.reads_time };
+        let hash = self.decisions.lock().ok().map(|cache| {
+            let hash = view.hash(&cache.hasher);
+            (hash, cache.entries.get(&hash).filter(|(key, _)| view.is(key)).map(|(_, decision)| decision.clone()))
+        });
+        let hash = match hash {
+            Some((_, Some(hit))) => return hit,
+            Some((hash, None)) => Some(hash),
+            None => None,
+        };
+        let decision = self.decide_uncached(principal.uid, groups, action, resource, context);
+        let (Some(hash), Ok(mut cache)) = (hash, self.decisions.lock()) else { return decision };
+        let key = view.to_key();
+        let size = entry_size(&key, &decision);
+        if cache.entries.len() >= DECISION_CACHE || cache.bytes + size > DECISION_CACHE_BYTES {
+            cache.entries.clear();
+            cache.bytes = 0;
         }
-        let decision = self.decide_uncached(&key.principal, &key.groups, action, resource, context);
-        let size = key.text_bytes()
-            + decision.policies.iter().chain(&decision.errors).map(String::len).sum::<usize>()
-            + std::mem::size_of::<(DecisionKey, Decision)>();
-        if let Ok(mut cache) = self.decisions.lock() {
-            if cache.entries.len() >= DECISION_CACHE || cache.bytes + size > DECISION_CACHE_BYTES {
-                cache.entries.clear();
-                cache.bytes = 0;
+        if size <= DECISION_CACHE_BYTES / 64 {
+            if let Some((key, decision)) = cache.entries.insert(hash, (key, decision.clone())) {
+                cache.bytes = cache.bytes.saturating_sub(entry_size(&key, &decision));
             }
-            if size <= DECISION_CACHE_BYTES / 64 && cache.entries.insert(key, decision.clone()).is_none() {
-                cache.bytes += size;
-            }
+            cache.bytes += size;
         }
         decision
     }
@@ -692,7 +793,9 @@ mod tests {
         // Short paths are remembered (the bound is not simply "never").
         context.path = Some("/short".into());
         engine.decide_with(user, http, wiki, &context);
-        assert!(engine.decisions.lock().unwrap().entries.keys().any(|k| k.context.path.as_deref() == Some("/short")));
+        assert!(
+            engine.decisions.lock().unwrap().entries.values().any(|(k, _)| k.context.path.as_deref() == Some("/short"))
+        );
         for n in 0..(DECISION_CACHE + 10) {
             context.path = Some(format!("/{n}"));
             engine.decide_with(user, http, wiki, &context);
