@@ -1330,7 +1330,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBounded<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        // (Closing writes too: a TLS close_notify, an HTTP/2 END_STREAM.)
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.bound(cx, polled)
     }
 }
 

@@ -99,16 +99,24 @@ impl Pace {
 }
 
 /// A response body that tells its stream's [`StreamOpen`] when it waits for the client: from
-/// handing hyper a frame until hyper asks for the next (which it does once the client's window
-/// has room).
+/// handing hyper a frame until hyper asks for the next, which it does once the client's window
+/// has taken the one before (hyper polls the body first and then waits for window, so a last
+/// frame counts too). Data is handed on in pieces of at most [`PIECE`]: the wait for one piece
+/// is then a wait for the client, not for a large upstream chunk to trickle out to a slow but
+/// live reader.
 pub(crate) struct Paced<B> {
     inner: B,
     stream: Arc<StreamOpen>,
+    /// What is left of a data frame larger than a piece.
+    rest: Bytes,
 }
+
+/// The most data handed to hyper at once (HTTP/2's default frame size).
+const PIECE: usize = 16 * 1024;
 
 impl<B> Paced<B> {
     pub(crate) fn new(inner: B, stream: Arc<StreamOpen>) -> Self {
-        Self { inner, stream }
+        Self { inner, stream, rest: Bytes::new() }
     }
 }
 
@@ -122,25 +130,61 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         this.stream.handed.store(0, Ordering::Relaxed);
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(Some(Ok(_)))) && !this.inner.is_end_stream() {
+        let polled = if this.rest.is_empty() {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        this.rest = data;
+                        Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(this.rest.len().min(PIECE))))))
+                    }
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                },
+                other => other,
+            }
+        } else {
+            Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(this.rest.len().min(PIECE))))))
+        };
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) {
             this.stream.handed.store(this.stream.pace.now().saturating_add(1), Ordering::Relaxed);
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn a_large_frame_is_handed_on_in_pieces_each_waiting_for_the_client() {
+        let pace = Pace::new();
+        let inner = Full::new(Bytes::from(vec![7u8; 40 * 1024])).map_err(|never| match never {});
+        let mut body = Paced::new(inner, pace.open());
+        assert_eq!(body.size_hint().exact(), Some(40 * 1024));
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+            assert_ne!(body.stream.handed.load(Ordering::Relaxed), 0, "handed, and not asked for more yet");
+        }
+        assert_eq!(sizes, [16 * 1024, 16 * 1024, 8 * 1024]);
+        assert!(body.is_end_stream());
+    }
 
     #[test]
     fn a_connection_without_streams_idles_out_and_one_with_a_waiting_response_stalls() {

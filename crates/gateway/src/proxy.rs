@@ -296,22 +296,28 @@ async fn serve_http2(
     tokio::pin!(served);
     let mut check = tokio::time::interval((patience / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = false;
+    // Since when the connection is closing (GOAWAY sent).
+    let mut closing: Option<tokio::time::Instant> = None;
     let outcome = loop {
         tokio::select! {
             outcome = served.as_mut() => break Some(outcome),
-            () = stopped(&mut stop), if !closing => {
+            () = stopped(&mut stop), if closing.is_none() => {
                 served.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now());
             }
             _ = check.tick() => match pace.verdict(patience) {
                 Verdict::Fine => {}
-                Verdict::Idle if !closing => {
-                    served.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                // Closing, no stream left, and still not closed: the client holds it open.
-                Verdict::Idle => break None,
+                Verdict::Idle => match closing {
+                    None => {
+                        served.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now());
+                    }
+                    // No stream left, and still not closed a timeout after the GOAWAY (the end
+                    // of a last response may still be on its way to a slow client until then):
+                    // the client holds it open.
+                    Some(since) if since.elapsed() >= patience => break None,
+                    Some(_) => {}
+                },
                 Verdict::Stalled => {
                     tracing::info!(peer = %connection.peer, timeout = ?patience, "an HTTP/2 client stopped reading a response: connection cut");
                     break None;
@@ -594,7 +600,8 @@ impl Gateway {
         };
         // A client that stops sending its request body has broken off: the body fails after
         // the client timeout, and with it the upstream exchange (or the read of a signed body).
-        let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client);
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client(Arc::clone(&answered)));
         let (signed_body, body) = if screened.needs_signed_body() {
             // The signature covers the body: read it (bounded) before deciding.
             match read_signed_body(body).await {
@@ -617,6 +624,7 @@ impl Gateway {
         }
         let method = parts.method.as_str().to_owned();
         let response = self.forward(app, parts, body, &canonical, &admitted, connection.peer.ip(), now).await;
+        answered.store(true, Ordering::Relaxed);
         match admitted.who {
             // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
             // stays subject to access: authorized again on the interval, cut when refused.
@@ -1334,8 +1342,10 @@ struct IdleBounded {
 enum Sender {
     /// The upstream: its silence counts as an upstream failure.
     Upstream(Arc<Gateway>),
-    /// The client.
-    Client,
+    /// The client, until the upstream has answered (the flag is set): from then on the exchange
+    /// may be full duplex (a gRPC stream whose client sends once and then only reads), and the
+    /// response's own bounds apply.
+    Client(Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl IdleBounded {
@@ -1360,6 +1370,12 @@ impl hyper::body::Body for IdleBounded {
             this.pause = None;
             return polled;
         }
+        if let Sender::Client(answered) = &this.sender
+            && answered.load(Ordering::Relaxed)
+        {
+            this.pause = None;
+            return Poll::Pending;
+        }
         let idle = this.idle;
         let pause = this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
         if pause.as_mut().poll(cx).is_ready() {
@@ -1369,7 +1385,7 @@ impl hyper::body::Body for IdleBounded {
                     tracing::warn!(?idle, "upstream sent nothing in the middle of a response: cut");
                     format!("no response data for {idle:?}").into()
                 }
-                Sender::Client => {
+                Sender::Client(_) => {
                     tracing::info!(?idle, "an HTTP/2 client sent nothing in the middle of a request body");
                     format!("no request body data for {idle:?}").into()
                 }

@@ -1578,6 +1578,30 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
         );
     }
 
+    // A full-duplex exchange whose client sent once and now only reads is not cut: once the
+    // upstream answers, the quiet request body is no longer the client's fault.
+    let (mut sender, _connection) = http2_connection(&setup, 1 << 20).await;
+    let duplex = Request::post(format!("https://billing.example.org:{}/reports/stream", setup.port))
+        .body(FallsSilent(false).boxed())
+        .unwrap();
+    let answered = sender.send_request(duplex).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let mut ticks = answered.into_body();
+    let reading = tokio::time::Instant::now();
+    while reading.elapsed() < patience * 2 {
+        ticks.frame().await.expect("the duplex stream goes on").expect("the duplex stream was cut");
+    }
+    drop(ticks);
+
+    // A small response that the client's window (0) never lets out: its stream stalls on the
+    // last frame, and the connection is cut.
+    let (mut sender, connection) = http2_connection(&setup, 0).await;
+    let held = sender.send_request(billing_get(&setup, "/reports/h2")).await.unwrap();
+    assert_eq!(held.status(), 200);
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(patience * 4, connection).await.expect("a last frame that never left was timed").unwrap();
+    within(started, "a response held by a closed window");
+
     // An HTTP/2 stream that its client keeps reading is not cut, however long it lasts; one
     // whose client stops reading (its window closed) is: the whole connection goes.
     let (mut sender, connection) = http2_connection(&setup, 16 * 1024).await;
