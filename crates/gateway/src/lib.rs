@@ -14,3 +14,4 @@ pub mod demo;
 mod h1;
 mod pace;
 pub mod proxy;
+mod resets;

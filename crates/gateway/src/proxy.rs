@@ -41,6 +41,7 @@ use crate::canonical::{self, CanonicalRequest};
 use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
+use crate::resets::{ResetWatch, Resets};
 
 /// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -271,6 +272,7 @@ async fn serve_http2(
 ) {
     let pace = Pace::new();
     let patience = gateway.parts.client_timeout;
+    let resets = Arc::new(Resets::default());
     let service = {
         let (gateway, connection, pace) = (Arc::clone(&gateway), Arc::clone(&connection), pace.clone());
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -292,15 +294,23 @@ async fn serve_http2(
         .max_header_list_size(64 * 1024)
         // WebSockets over HTTP/2 (RFC 8441): extended CONNECT.
         .enable_connect_protocol()
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(ResetWatch::new(tls, Arc::clone(&resets))), service);
     tokio::pin!(served);
     let mut check = tokio::time::interval((patience / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Since when the connection is closing (GOAWAY sent).
     let mut closing: Option<tokio::time::Instant> = None;
+    let mut first_reset_recorded = false;
     let outcome = loop {
         tokio::select! {
             outcome = served.as_mut() => break Some(outcome),
+            stream = resets.first_found(), if !first_reset_recorded => {
+                // Recorded beside the connection, which goes on serving its other streams.
+                first_reset_recorded = true;
+                let record = gateway.unparsed_record(&connection, &reset_reason(stream), "HTTP/2");
+                let gateway = Arc::clone(&gateway);
+                tokio::spawn(async move { gateway.audit(record).await });
+            }
             () = stopped(&mut stop), if closing.is_none() => {
                 served.as_mut().graceful_shutdown();
                 closing = Some(tokio::time::Instant::now());
@@ -333,6 +343,30 @@ async fn serve_http2(
         let record = gateway.unparsed_record(&connection, &error, "HTTP/2");
         let _ = gateway.audit(record).await;
     }
+    // Streams the h2 layer reset as malformed, which no handler saw: the first on record by now
+    // unless the connection ended first, the rest in one record.
+    let count = resets.count();
+    let reason = match (resets.first(), first_reset_recorded) {
+        (_, true) if count > 1 => {
+            let more = count - 1;
+            let streams = if more == 1 { "stream" } else { "streams" };
+            Some(format!("{more} more {streams} reset with PROTOCOL_ERROR on this connection"))
+        }
+        (Some(stream), false) if count == 1 => Some(reset_reason(stream)),
+        (Some(stream), false) => {
+            Some(format!("{count} streams reset with PROTOCOL_ERROR (malformed requests), the first stream {stream}"))
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        let record = gateway.unparsed_record(&connection, &reason, "HTTP/2");
+        let _ = gateway.audit(record).await;
+    }
+}
+
+/// Why a stream the h2 layer reset is on record.
+fn reset_reason(stream: u32) -> String {
+    format!("stream {stream} reset with PROTOCOL_ERROR: a malformed request")
 }
 
 pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {

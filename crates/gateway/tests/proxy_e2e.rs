@@ -1224,10 +1224,9 @@ fn refusals_len() -> usize {
     10
 }
 
-/// Opens HTTP/2 (ALPN h2) and sends a SETTINGS frame on stream 1, which RFC 9113 makes a
-/// connection error; returns once the gateway has closed the connection.
-async fn h2_protocol_violation(setup: &Setup) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A TLS connection to the gateway for billing.example.org that has agreed on HTTP/2 (ALPN),
+/// for frames written by hand.
+async fn raw_http2(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&std::fs::read(setup.dir.join("root.pem")).unwrap()) {
         roots.add(cert.unwrap()).unwrap();
@@ -1241,21 +1240,107 @@ async fn h2_protocol_violation(setup: &Setup) {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    tls
+}
+
+/// One HTTP/2 frame: type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads the server's next frame: type, flags, stream, payload.
+async fn h2_read_frame<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> (u8, u8, u32, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    tls.read_exact(&mut head).await.expect("the connection stays open");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0; len];
+    tls.read_exact(&mut payload).await.unwrap();
+    (head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff, payload)
+}
+
+/// Waits (a few seconds at most) until the audit log holds `text`.
+async fn audit_log_shows(setup: &Setup, text: &str) -> bool {
+    for _ in 0..100 {
+        if std::fs::read_to_string(&setup.audit_path).unwrap().contains(text) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    false
+}
+
+/// Opens HTTP/2 and sends a SETTINGS frame on stream 1, which RFC 9113 makes a connection
+/// error; returns once the gateway has closed the connection.
+async fn h2_protocol_violation(setup: &Setup) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = raw_http2(setup).await;
     let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     bytes.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 1]);
     tls.write_all(&bytes).await.unwrap();
     let mut sink = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "the connection stayed open after a protocol error");
-    // The record is appended after the connection ends: give the writer a moment.
-    for _ in 0..50 {
-        if std::fs::read_to_string(&setup.audit_path).unwrap().contains("not parsed as HTTP/2") {
-            break;
+    // The record is appended after the connection ends.
+    assert!(audit_log_shows(setup, "not parsed as HTTP/2").await, "the h2 layer's refusal is recorded");
+}
+
+/// Sends three requests the h2 layer itself refuses (a connection-specific header, which RFC
+/// 9113 makes malformed) on one connection: each stream is reset, the connection goes on, the
+/// first reset is on record while it is open and the other two once it closes.
+async fn h2_malformed_streams(setup: &Setup) {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = raw_http2(setup).await;
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[]));
+    // :method GET, :scheme https, :path / (static table), :authority (literal), then
+    // `connection: close` (a literal with a new name).
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 19];
+    block.extend_from_slice(b"billing.example.org");
+    block.extend_from_slice(&[0x00, 10]);
+    block.extend_from_slice(b"connection");
+    block.extend_from_slice(&[5]);
+    block.extend_from_slice(b"close");
+    bytes.extend(h2_frame(0x1, 0x5, 1, &block));
+    tls.write_all(&bytes).await.unwrap();
+    loop {
+        match h2_read_frame(&mut tls).await {
+            (0x3, _, 1, code) => break assert_eq!(code, 1u32.to_be_bytes(), "stream 1 reset with PROTOCOL_ERROR"),
+            (0x3 | 0x1, _, stream, _) => panic!("stream {stream} answered before stream 1 was reset"),
+            _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(40)).await;
     }
+    assert!(
+        audit_log_shows(setup, "stream 1 reset with PROTOCOL_ERROR: a malformed request").await,
+        "the first malformed stream is on record while its connection is open"
+    );
+    let mut more = h2_frame(0x1, 0x5, 3, &block);
+    more.extend(h2_frame(0x1, 0x5, 5, &block));
+    more.extend(h2_frame(0x6, 0, 0, b"stillup!"));
+    tls.write_all(&more).await.unwrap();
+    // Both reset and the PING answered (h2 sends the answer ahead of other frames), in any order.
+    let (mut reset, mut pong) = (Vec::new(), false);
+    while reset.len() < 2 || !pong {
+        match h2_read_frame(&mut tls).await {
+            (0x3, _, stream, code) => reset.push((stream, code)),
+            (0x6, 1, 0, payload) => pong = payload == b"stillup!",
+            (0x1, _, stream, _) => panic!("a malformed stream {stream} was answered"),
+            _ => {}
+        }
+    }
+    assert_eq!(reset, [(3, 1u32.to_be_bytes().to_vec()), (5, 1u32.to_be_bytes().to_vec())]);
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    assert!(
+        audit_log_shows(setup, "2 more streams reset with PROTOCOL_ERROR on this connection").await,
+        "the other resets are on record once the connection ends"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1322,9 +1407,10 @@ async fn http2_clients_and_upstreams_get_the_same_pipeline() {
     // A client that breaks the HTTP/2 protocol itself (SETTINGS on a stream) loses the
     // connection in the h2 layer, and the attempt is on record.
     h2_protocol_violation(&setup).await;
-    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
-    assert!(log.contains("not parsed as HTTP/2"), "the h2 layer's refusal is recorded");
     assert_eq!(setup.seen.lock().unwrap().len(), before);
+    // Requests the h2 layer resets as malformed never reach a handler: they are on record too.
+    h2_malformed_streams(&setup).await;
+    assert_eq!(setup.seen.lock().unwrap().len(), before, "a malformed HTTP/2 request reached the upstream");
 
     // Revocation applies to the next stream on HTTP/2 too.
     setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
