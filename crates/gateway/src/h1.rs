@@ -35,8 +35,8 @@ use tokio::net::TcpStream;
 use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
-    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump, generic,
-    generic_text, is_websocket_upgrade, stopped,
+    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump, empty_body,
+    generic, generic_text, is_websocket_upgrade, stopped,
 };
 
 /// The largest request or response head, and the most header fields in one.
@@ -377,6 +377,9 @@ where
         {
             return Next::Close;
         }
+    }
+    if websocket && app.upstream.http2.is_some() {
+        return upgrade_to_http2(gateway, client, app, parts, canonical, admitted, connection, now, out).await;
     }
     if app.upstream.http2.is_some() {
         return through_hyper(
@@ -1256,6 +1259,79 @@ where
     Next::Close
 }
 
+/// The accept value of RFC 6455 §4.2.2 for a handshake's `Sec-WebSocket-Key`.
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut keyed = key.to_vec();
+    keyed.extend_from_slice(WEBSOCKET_GUID.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &keyed);
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// A WebSocket upgrade from an HTTP/1.1 client for an application whose upstream speaks
+/// HTTP/2: opened there as an extended CONNECT ([`crate::websocket`]); the client gets the 101
+/// of RFC 6455, its accept derived from the client's own key (the upstream never sees one),
+/// and the connection and the stream are joined by [`tunnel`].
+#[allow(clippy::too_many_arguments)]
+async fn upgrade_to_http2<S>(
+    gateway: &Arc<Gateway>,
+    client: &mut Buffered<S>,
+    app: &AppRuntime,
+    parts: hyper::http::request::Parts,
+    canonical: canonical::CanonicalRequest,
+    admitted: Admitted,
+    connection: &Connection,
+    now: SystemTime,
+    out: &mut Vec<u8>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let refused = |status| Refused { status, close: true };
+    let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).map(|key| key.as_bytes().to_vec());
+    let Some(key) = key.filter(|key| key.len() == 24) else {
+        return refuse(client, refused(StatusCode::BAD_REQUEST), Framing::Empty, false, out).await;
+    };
+    let Some(who) = admitted.who.clone() else {
+        return refuse(client, refused(StatusCode::FORBIDDEN), Framing::Empty, false, out).await;
+    };
+    let peer = connection.peer.ip();
+    let opened = crate::websocket::open_on_http2_upstream(
+        gateway,
+        app,
+        parts.headers,
+        parts.version,
+        &canonical,
+        &admitted,
+        peer,
+        now,
+    )
+    .await;
+    let mut opened = match opened {
+        Ok(opened) => opened,
+        Err(status) => return refuse(client, refused(status), Framing::Empty, false, out).await,
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n");
+    push_field(out, b"sec-websocket-accept", websocket_accept(&key).as_bytes());
+    for (name, value) in &opened.chosen {
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    if send(&mut client.io, out, client.patience).await.is_err() {
+        return Next::Close;
+    }
+    if !client.buf.is_empty() {
+        if send(&mut opened.io, &client.buf, client.patience).await.is_err() {
+            return Next::Close;
+        }
+        client.buf.clear();
+    }
+    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who };
+    tunnel(gateway, &mut client.io, &mut opened.io, &session).await;
+    Next::Close
+}
+
 /// Joins an upgraded client connection (or HTTP/2 stream) and its upstream connection until
 /// either ends, authorizing `session` again on the interval; when access ends the tunnel is
 /// cut and the cut recorded.
@@ -1360,8 +1436,38 @@ pub(crate) async fn websocket_over_http2(
         return generic(StatusCode::BAD_REQUEST, false);
     };
     if app.upstream.http2.is_some() {
-        tracing::warn!(upstream = %app.settings.upstream, "a WebSocket over HTTP/2 to an HTTP/2 upstream is not supported");
-        return generic(StatusCode::NOT_IMPLEMENTED, false);
+        // To an HTTP/2 upstream: an extended CONNECT there too, its 200 passed on.
+        let stream_open = parts.extensions.remove::<Arc<crate::pace::StreamOpen>>();
+        let opened = crate::websocket::open_on_http2_upstream(
+            gateway,
+            app,
+            parts.headers,
+            Version::HTTP_2,
+            canonical,
+            admitted,
+            connection.peer.ip(),
+            now,
+        )
+        .await;
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(status) => return generic(status, false),
+        };
+        let mut response = Response::builder().status(StatusCode::OK);
+        for (name, value) in opened.chosen {
+            response = response.header(name, value);
+        }
+        let Ok(response) = response.body(empty_body()) else { return generic(StatusCode::BAD_GATEWAY, false) };
+        let session =
+            Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
+        let gateway = Arc::clone(gateway);
+        let mut upstream = opened.io;
+        tokio::spawn(async move {
+            let _stream_open = stream_open;
+            let Ok(upgraded) = client.await else { return };
+            tunnel(&gateway, &mut hyper_util::rt::TokioIo::new(upgraded), &mut upstream, &session).await;
+        });
+        return response;
     }
     let assertion = match gateway.assertion_for(app, admitted, now) {
         Ok(assertion) => assertion,
@@ -1417,13 +1523,7 @@ pub(crate) async fn websocket_over_http2(
             None => failed(&format!("answered the upgrade with {}", head.status), StatusCode::BAD_GATEWAY),
         };
     }
-    let expected_accept = {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            format!("{key}{WEBSOCKET_GUID}").as_bytes(),
-        );
-        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
-    };
+    let expected_accept = websocket_accept(key.as_bytes());
     let mut accepted = false;
     let mut response = Response::builder().status(StatusCode::OK);
     for &(name_start, name_end, value_start, value_end) in &head.fields {
@@ -1443,7 +1543,7 @@ pub(crate) async fn websocket_over_http2(
     if !accepted {
         return failed("no valid sec-websocket-accept in its 101", StatusCode::BAD_GATEWAY);
     }
-    let Ok(response) = response.body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed()) else {
+    let Ok(response) = response.body(empty_body()) else {
         return failed("an unusable field in its 101", StatusCode::BAD_GATEWAY);
     };
     upstream.consume(head.len);

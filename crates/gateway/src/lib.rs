@@ -15,3 +15,4 @@ mod h1;
 mod pace;
 pub mod proxy;
 mod resets;
+mod websocket;

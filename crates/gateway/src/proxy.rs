@@ -514,6 +514,11 @@ pub(crate) fn generic_text(status: StatusCode) -> &'static str {
     }
 }
 
+/// A body without content.
+pub(crate) fn empty_body() -> Body {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
 pub(crate) fn generic(status: StatusCode, close: bool) -> Response<Body> {
     let text = generic_text(status);
     let mut response =
@@ -1138,7 +1143,7 @@ impl Gateway {
     /// Sends `request` upstream on an idle pooled connection when one is ready, else on a new
     /// one; a pooled connection that turns out closed is replaced once. The connection returns
     /// to the pool only after its response body has been read to the end.
-    async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Body>, String> {
+    pub(crate) async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Body>, String> {
         let upstream = &app.upstream;
         if let Some(shared) = &upstream.http2 {
             let open = shared.lock().ok().and_then(|slot| slot.as_ref().filter(|s| !s.is_closed()).cloned());

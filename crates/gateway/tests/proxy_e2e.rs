@@ -157,6 +157,39 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                 let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     let seen = Arc::clone(&seen);
                     async move {
+                        if request.method() == hyper::Method::CONNECT {
+                            // A WebSocket over HTTP/2 (RFC 8441): after 200, echo whatever arrives.
+                            let headers: serde_json::Map<String, Value> = request
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
+                                .collect();
+                            let protocol =
+                                request.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_owned());
+                            seen.lock().unwrap().push(json!({
+                                "method": "CONNECT",
+                                "protocol": protocol,
+                                "target": request.uri().path(),
+                                "version": format!("{:?}", request.version()),
+                                "headers": headers,
+                            }));
+                            if request.uri().path().ends_with("/no-upgrade") {
+                                let response = Response::builder().status(404).body(Full::new(Bytes::new()).boxed());
+                                return Ok::<_, Infallible>(response.unwrap());
+                            }
+                            let upgrade = hyper::upgrade::on(&mut request);
+                            tokio::spawn(async move {
+                                if let Ok(upgraded) = upgrade.await {
+                                    let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                                }
+                            });
+                            let response = Response::builder()
+                                .status(200)
+                                .header("sec-websocket-protocol", "chat")
+                                .body(Full::new(Bytes::new()).boxed());
+                            return Ok::<_, Infallible>(response.unwrap());
+                        }
                         if request.headers().get("upgrade").is_some() {
                             // A WebSocket upgrade (RFC 6455): after 101, echo whatever arrives.
                             let headers: serde_json::Map<String, Value> = request
@@ -253,6 +286,7 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                 });
                 if http2 {
                     let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .enable_connect_protocol()
                         .serve_connection(TokioIo::new(tcp), service)
                         .await;
                 } else {
@@ -842,10 +876,20 @@ fn statuses(answer: &str) -> Vec<u16> {
 
 /// A WebSocket handshake through the gateway with the device certificate.
 async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    websocket_to(setup, "billing.example.org", "/reports/live").await.0
+}
+
+/// An HTTP/1.1 WebSocket handshake (the sample key of RFC 6455) to `host`; the open
+/// connection and the 101's head.
+async fn websocket_to(
+    setup: &Setup,
+    host: &str,
+    path: &str,
+) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = device_connection(setup, "billing.example.org").await;
+    let mut tls = device_connection(setup, host).await;
     let handshake = format!(
-        "GET /reports/live HTTP/1.1\r\nHost: billing.example.org:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Zerogate-Identity: forged\r\n\r\n",
         setup.port
     );
     tls.write_all(handshake.as_bytes()).await.unwrap();
@@ -860,9 +904,9 @@ async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net:
         );
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head);
+    let head = String::from_utf8_lossy(&head).into_owned();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tls
+    (tls, head)
 }
 
 /// An open WebSocket tunnel carries bytes both ways while access holds (three rounds, 1.2 s,
@@ -960,6 +1004,72 @@ async fn a_websocket_over_http2_is_decided_tunnelled_and_cut_when_access_ends() 
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
     let refusal = log.lines().find(|line| line.contains("/admin/live")).expect("the refusal is recorded");
     assert!(refusal.contains(r#""decision":"deny""#), "{refusal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("websocket-to-h2").await;
+    let grpc = "grpc.example.org";
+    // An HTTP/1.1 client's upgrade: a 101 with the accept of its own key (RFC 6455's sample).
+    let (mut from_http1, head) = websocket_to(&setup, grpc, "/svc.Chat/Live").await;
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"), "{head}");
+    assert!(head.contains("sec-websocket-protocol: chat\r\n"), "{head}");
+    let seen = setup.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((seen["method"].as_str(), seen["protocol"].as_str()), (Some("CONNECT"), Some("websocket")), "{seen}");
+    assert_eq!((seen["version"].as_str(), seen["target"].as_str()), (Some("HTTP/2.0"), Some("/svc.Chat/Live")));
+    assert_eq!(seen["headers"]["sec-websocket-version"], "13", "{seen}");
+    assert!(seen["headers"].get("sec-websocket-key").is_none(), "RFC 8441 has no key: {seen}");
+    assert!(seen["headers"].get("upgrade").is_none() && seen["headers"].get("connection").is_none(), "{seen}");
+    let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap_or_default();
+    assert!(assertion.starts_with("eyJ"), "the gateway's assertion, not the client's: {seen}");
+    from_http1.write_all(b"over http/1.1").await.unwrap();
+    let mut echo = [0u8; 13];
+    from_http1.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"over http/1.1");
+
+    // An upstream that refuses the extended CONNECT: its status, and no 101.
+    let mut refused = device_connection(&setup, grpc).await;
+    let handshake = format!(
+        "GET /no-upgrade HTTP/1.1\r\nHost: {grpc}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    refused.write_all(handshake.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
+    // An HTTP/2 client's extended CONNECT: a 200 passed on, and the same tunnel.
+    let tls = device_connection_speaking(&setup, grpc, &[b"h2"]).await;
+    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let authority = format!("{grpc}:{}", setup.port);
+    let get = Request::get(format!("https://{authority}/svc.Inventory/List")).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(sender.send_request(get).await.unwrap().status(), 200);
+    let connect = |path: &str| {
+        let mut request = Request::builder()
+            .method("CONNECT")
+            .uri(format!("https://{authority}{path}"))
+            .header("sec-websocket-version", "13")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    assert_eq!(sender.send_request(connect("/no-upgrade")).await.unwrap().status(), 404);
+    let opened = sender.send_request(connect("/svc.Chat/Live")).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(b"chat".as_slice()));
+    let mut from_http2 = TokioIo::new(hyper::upgrade::on(opened).await.unwrap());
+    // Revoking the device cuts both tunnels.
+    echoes_then_is_cut_on_revocation(&setup, &mut from_http2, "the HTTP/2 client's WebSocket").await;
+    let mut rest = Vec::new();
+    let cut = tokio::time::timeout(Duration::from_secs(3), from_http1.read_to_end(&mut rest)).await;
+    assert!(cut.is_ok(), "the HTTP/1.1 client's WebSocket outlived the revocation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
