@@ -1405,9 +1405,20 @@ impl hyper::body::Body for IdleBounded {
         use std::task::Poll;
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_ready() {
+        if let Poll::Ready(polled) = polled {
             this.pause = None;
-            return polled;
+            return Poll::Ready(match (polled, &this.sender) {
+                // A client's trailers are fields it states too: what may not pass as a header
+                // (an identity of any family, hop-by-hop, a credential) does not pass here.
+                (Some(Ok(frame)), Sender::Client(_)) => Some(Ok(match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        canonical::clean_for_upstream(&mut trailers, Some(&header::AUTHORIZATION));
+                        hyper::body::Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })),
+                (polled, _) => polled,
+            });
         }
         if let Sender::Client(answered) = &this.sender
             && answered.load(Ordering::Relaxed)

@@ -233,6 +233,25 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                 .unwrap();
                             return Ok::<_, Infallible>(response);
                         }
+                        if request.uri().path().ends_with("/trailers") {
+                            // As a gRPC service: reads the request with its trailers, answers with
+                            // a body and trailers of its own.
+                            let target = request.uri().path().to_owned();
+                            let collected = request.into_body().collect().await.unwrap();
+                            let trailers: serde_json::Map<String, Value> = collected
+                                .trailers()
+                                .into_iter()
+                                .flatten()
+                                .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
+                                .collect();
+                            seen.lock().unwrap().push(json!({ "target": target, "request_trailers": trailers }));
+                            let mut answer = hyper::HeaderMap::new();
+                            answer.insert("grpc-status", "0".parse().unwrap());
+                            answer.insert("grpc-message", "done".parse().unwrap());
+                            let body =
+                                Full::new(Bytes::from_static(b"reply")).with_trailers(async { Some(Ok(answer)) });
+                            return Ok(Response::new(body.boxed()));
+                        }
                         if request.uri().path().ends_with("/stream") {
                             let ticks = tokio::time::interval(Duration::from_millis(100));
                             return Ok(Response::new(Ticker(ticks).boxed()));
@@ -1655,6 +1674,37 @@ async fn http2_connection(
             let _ = driver.await;
         }),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_trailers_pass_both_ways_but_not_identities_a_client_states_in_them() {
+    let setup = setup("trailers").await;
+    let tls = device_connection_speaking(&setup, "grpc.example.org", &[b"h2"]).await;
+    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let mut stated = hyper::HeaderMap::new();
+    stated.insert("checksum", "c0ffee".parse().unwrap());
+    stated.insert("x-zerogate-identity", "forged".parse().unwrap());
+    stated.insert("x-forwarded-user", "admin".parse().unwrap());
+    stated.insert("x-amzn-oidc-identity", "admin".parse().unwrap());
+    stated.insert("authorization", "Bearer stolen".parse().unwrap());
+    let body = Full::new(Bytes::from_static(b"request")).with_trailers(async { Some(Ok(stated)) });
+    let request = Request::post(format!("https://grpc.example.org:{}/svc.Echo/trailers", setup.port))
+        .header("te", "trailers")
+        .body(body.boxed())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("the upstream's trailers reach the client");
+    let field = |name: &str| trailers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!((field("grpc-status"), field("grpc-message")), (Some("0".into()), Some("done".into())));
+    assert_eq!(collected.to_bytes(), "reply");
+    let seen = setup.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen["request_trailers"], json!({ "checksum": "c0ffee" }), "{seen}");
 }
 
 fn billing_get(setup: &Setup, path: &str) -> Request<TestBody> {
