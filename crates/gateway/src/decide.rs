@@ -45,17 +45,27 @@ pub struct App {
 }
 
 impl App {
-    /// The Cedar resource of a request for `path`: the longest route prefix that matches at a
-    /// segment boundary, else the application.
+    /// The Cedar resource of a request for `path`: the longest route prefix that covers it
+    /// (see [`route_covers`]), else the application.
     pub fn resource_for(&self, path: &str) -> &str {
         self.routes
             .iter()
-            .filter(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
-            })
+            .filter(|(prefix, _)| route_covers(prefix, path))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(self.resource.as_str(), |(_, route)| route.as_str())
+    }
+}
+
+/// Whether a route's path prefix covers `path`: at a segment boundary, with ASCII letters
+/// compared without case (an upstream that routes without regard to case, as Express and
+/// ASP.NET do by default, serves `/ADMIN/users` as `/admin/users`: the route must decide it
+/// too), and a prefix written with a trailing `/` covering the path without it (`/admin/`
+/// covers `/admin`, which most routers serve alike).
+pub fn route_covers(prefix: &str, path: &str) -> bool {
+    let base = prefix.strip_suffix('/').unwrap_or(prefix);
+    match (path.get(..base.len()), path.get(base.len()..)) {
+        (Some(head), Some(rest)) => head.eq_ignore_ascii_case(base) && (rest.is_empty() || rest.starts_with('/')),
+        _ => false,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use zerogate_audit::Decision;
 use zerogate_authn::identity::{Authenticated, Method, PrincipalKind, Revocations};
 use zerogate_gateway::canonical::CanonicalRequest;
-use zerogate_gateway::decide::{App, Attempt, AuthnFailure, Mode, Outcome, decide};
+use zerogate_gateway::decide::{App, Attempt, AuthnFailure, Mode, Outcome, decide, route_covers};
 use zerogate_policy::PolicyEngine;
 
 const POLICIES: &str = r#"
@@ -142,6 +142,28 @@ fn refusals_have_the_right_status_and_reason() {
     let out = run(&enforce, "/fragile", "10.0.0.1", Ok(alice()), &Revocations::default());
     assert_eq!(out.status, 403);
     assert!(out.record.errors.iter().any(|e| e.contains("broken-forbid")), "{:?}", out.record.errors);
+}
+
+#[test]
+fn routes_cover_their_paths_whatever_the_case_and_trailing_slash() {
+    let enforce = app(Mode::Enforce);
+    // The office-only forbid on /admin holds for every spelling an upstream may route alike.
+    for path in ["/admin", "/admin/users", "/ADMIN/users", "/Admin", "/aDmIn/x/y"] {
+        let out = run(&enforce, path, "192.0.2.7", Ok(alice()), &Revocations::default());
+        assert_eq!(
+            (out.status, out.record.policies.as_slice()),
+            (403, ["admin-from-office-only".to_owned()].as_slice()),
+            "{path}"
+        );
+    }
+    // Not at a segment boundary: the application decides.
+    assert!(run(&enforce, "/administrators", "192.0.2.7", Ok(alice()), &Revocations::default()).forward);
+    assert_eq!(enforce.resource_for("/adminx"), r#"Zerogate::Application::"billing""#);
+    // `/reports/` covers `/reports` and `/REPORTS/q3`.
+    for path in ["/reports", "/reports/", "/REPORTS/q3"] {
+        assert_eq!(enforce.resource_for(path), r#"Zerogate::Route::"billing-reports""#, "{path}");
+    }
+    assert!(route_covers("/", "/anything") && !route_covers("/a/b", "/a"));
 }
 
 #[test]
