@@ -123,6 +123,12 @@ fn check_path(path: &str) -> Result<(), Refusal> {
                 b'/' => return Err(bad("encoded `/` in the path")),
                 b'\\' => return Err(bad("encoded `\\` in the path")),
                 b'.' => return Err(bad("encoded `.` in the path")),
+                b';' => return Err(bad("encoded `;` in the path")),
+                // `%25` before two hex digits is a percent-encoding encoded again: an upstream
+                // that decodes twice reads another character than the one decided on.
+                b'%' if bytes.get(i + 3..i + 5).is_some_and(|next| next.iter().all(u8::is_ascii_hexdigit)) => {
+                    return Err(bad("double percent-encoding in the path"));
+                }
                 b'%' => {}
                 0..=0x1f | 0x7f => return Err(bad("encoded control character in the path")),
                 b if is_unreserved(b) => return Err(bad("encoded unreserved character in the path")),
@@ -291,16 +297,20 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Identity headers that clients could send to impersonate someone, by family: zerogate's own,
-/// oauth2-proxy, AWS ALB, Google IAP, Azure App Service, Cloudflare Access, Pomerium, Envoy,
-/// nginx/Apache client-certificate forwarding, and generic remote-user conventions.
-const IDENTITY_PREFIXES: [&str; 14] = [
+/// oauth2-proxy, AWS ALB (OIDC and mTLS), Google IAP, Azure App Service (principal, tokens,
+/// client certificate), Cloudflare Access, Pomerium, Envoy, Traefik, nginx/Apache
+/// client-certificate forwarding, Authelia, authentik, Tailscale, vouch-proxy, Kubernetes'
+/// authenticating-proxy convention, and generic remote-user conventions.
+const IDENTITY_PREFIXES: &[&str] = &[
     "x-zerogate-",
     "x-auth-request-",
     "x-amzn-oidc-",
+    "x-amzn-mtls-clientcert",
     "x-goog-authenticated-user-",
     "x-goog-iap-",
     "x-ms-client-principal",
     "x-ms-token-",
+    "x-arr-clientcert",
     "cf-access-",
     "x-pomerium-",
     "x-ssl-client-",
@@ -308,18 +318,21 @@ const IDENTITY_PREFIXES: [&str; 14] = [
     "x-client-cert",
     "x-webauth-",
     "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "remote-",
+    "x-remote-",
+    "x-authentik-",
+    "tailscale-",
+    "x-vouch-",
 ];
 
-const IDENTITY_NAMES: [&str; 16] = [
+const IDENTITY_NAMES: &[&str] = &[
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
     "x-forwarded-access-token",
     "x-forwarded-for-user",
-    "x-remote-user",
-    "x-remote-group",
-    "remote-user",
     "x-user",
     "x-user-id",
     "x-email",
@@ -327,6 +340,18 @@ const IDENTITY_NAMES: [&str; 16] = [
     "x-client-verify",
     "x-client-dn",
     "x-authenticated-user",
+];
+
+/// Fields some frameworks read as the request's method or target in place of the one sent
+/// (Rack's and Symfony's method override, IIS's original URL): the upstream acts on the request
+/// that was decided, or on nothing.
+const OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
 ];
 
 /// Whether a (lowercase) header name carries a client-asserted identity.
@@ -372,14 +397,28 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Client address claims: the upstream gets the address the gateway saw instead.
-const ADDRESS_CLAIMS: [&str; 5] =
-    ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host", "x-forwarded-proto"];
+/// Client address claims (every `x-forwarded-*` too: for, host, proto, port, prefix, ssl):
+/// the upstream gets the address the gateway saw instead.
+const ADDRESS_CLAIMS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-envoy-external-address",
+];
+
+/// Whether a (lowercase) header name claims the client's address or how it reached the gateway.
+pub fn is_address_claim(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || ADDRESS_CLAIMS.contains(&name)
+}
 
 /// The request headers an upstream may receive, in the order received: not hop-by-hop, not
 /// named by the client's `Connection`, not `credentials` (the header that carried the caller's
-/// credential to the gateway), not an identity header of any family and not a client address
-/// claim. The one rule both of the gateway's paths forward by; the gateway adds its own headers
+/// credential to the gateway), not an identity header of any family, not a client address
+/// claim and not a method or target override. The one rule both of the gateway's paths forward by; the gateway adds its own headers
 /// after it, so `Connection:` can never remove them.
 pub fn forwardable<'h>(
     headers: &'h HeaderMap,
@@ -398,7 +437,8 @@ pub fn forwardable<'h>(
             && !named.contains(name)
             && credentials != Some(*name)
             && !is_identity_header(text)
-            && !ADDRESS_CLAIMS.contains(&text)
+            && !is_address_claim(text)
+            && !OVERRIDES.contains(&text)
     })
 }
 

@@ -61,6 +61,10 @@ fn every_ambiguous_target_is_refused() {
         ("/a%0d%0aX-Injected:1", "encoded control"),
         ("/a;jsessionid=1", "path parameters"),
         ("/admin;/x", "path parameters"),
+        ("/admin%3bx=1", "encoded `;`"),
+        ("/admin%3B/x", "encoded `;`"),
+        ("/a/%252e%252e/admin", "double percent-encoding"),
+        ("/admin%252Fsecret", "double percent-encoding"),
         ("//admin", "empty segment"),
         ("/a//b", "empty segment"),
         ("/a%zz", "malformed percent"),
@@ -174,6 +178,20 @@ fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ou
         "x-client-verify",
         "x-client-dn",
         "x-authenticated-user",
+        "X-Amzn-Mtls-Clientcert",
+        "x-amzn-mtls-clientcert-leaf",
+        "X-ARR-ClientCert",
+        "X-Forwarded-Tls-Client-Cert",
+        "x-forwarded-tls-client-cert-info",
+        "Remote-Groups",
+        "remote-email",
+        "Remote-Name",
+        "X-Authentik-Username",
+        "x-authentik-groups",
+        "Tailscale-User-Login",
+        "X-Vouch-User",
+        "X-Remote-Extra-Scopes",
+        "x-remote-group",
     ];
     let mut pairs: Vec<(&str, &str)> = spoofed.iter().map(|name| (*name, "admin")).collect();
     pairs.extend([("accept", "text/html"), ("cookie", "a=b"), ("user-agent", "curl"), ("x-request-id", "r-1")]);
@@ -198,6 +216,29 @@ fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ou
     for kept in ["accept", "cookie", "user-agent"] {
         assert!(map.contains_key(kept), "{kept} was removed");
     }
+    // Address claims of every spelling, and the method and target overrides frameworks honour.
+    let claimed = [
+        "X-Forwarded-For",
+        "x-forwarded-host",
+        "X-Forwarded-Port",
+        "x-forwarded-prefix",
+        "X-Forwarded-Ssl",
+        "Forwarded",
+        "X-Real-IP",
+        "True-Client-IP",
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Client-IP",
+        "X-Cluster-Client-IP",
+        "X-HTTP-Method-Override",
+        "x-http-method",
+        "X-Method-Override",
+        "X-Original-URL",
+        "x-rewrite-url",
+    ];
+    let mut claims = headers(&claimed.iter().map(|name| (*name, "10.0.0.1")).collect::<Vec<_>>());
+    assert_eq!(clean_for_upstream(&mut claims, None), claimed.len());
+    assert!(claims.is_empty(), "{claims:?}");
     // The gateway adds its header after cleaning: nothing the client sent can remove it.
     map.insert("x-zerogate-identity", HeaderValue::from_static("signed"));
     assert_eq!(map.get("x-zerogate-identity").unwrap(), "signed");
