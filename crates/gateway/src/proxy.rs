@@ -364,6 +364,13 @@ async fn serve_http2(
     }
 }
 
+/// Whether the certificate `who` was authenticated by has been revoked since (by serial, or
+/// every certificate of its identity); a lookup, not a scan of the list.
+fn certificate_revoked(list: &RevocationList, who: &Authenticated) -> bool {
+    let serial = who.credential_id.strip_prefix("serial:").and_then(zerogate_pki::Serial::parse);
+    serial.is_some_and(|serial| list.serials.contains(&serial)) || list.identities.contains(&who.id)
+}
+
 /// Why a stream the h2 layer reset is on record.
 fn reset_reason(stream: u32) -> String {
     format!("stream {stream} reset with PROTOCOL_ERROR: a malformed request")
@@ -753,11 +760,22 @@ impl Gateway {
         now: SystemTime,
     ) -> Result<Admitted, Refused> {
         let app = screened.app;
-        let (authn, credential_header) = match (&app.sigv4, signed_body) {
-            (Some(verifier), Some(body)) => {
+        // An application that requires a client certificate requires a good one (from the
+        // CA, unexpired, unrevoked) whatever other credential the request carries.
+        let certificate_refused =
+            match (app.settings.require_client_certificate, self.certificate_identity(connection, now)) {
+                (false, _) | (true, Some(Ok(_))) => None,
+                (true, None) => {
+                    Some(AuthnFailure { method: Some(Method::Mtls), reason: "client_certificate_required".into() })
+                }
+                (true, Some(Err(failure))) => Some(failure),
+            };
+        let (authn, credential_header) = match (certificate_refused, &app.sigv4, signed_body) {
+            (Some(failure), _, _) => (Err(failure), None),
+            (None, Some(verifier), Some(body)) => {
                 (self.verify_sigv4(verifier, parts, &screened.canonical, body, now), Some(header::AUTHORIZATION))
             }
-            _ => self.authenticate(&parts.headers, app, connection, now).await,
+            (None, _, _) => self.authenticate(&parts.headers, app, connection, now).await,
         };
         let attempt = Attempt {
             app: &app.settings.app,
@@ -969,14 +987,12 @@ impl Gateway {
         now: SystemTime,
     ) -> (Result<Authenticated, AuthnFailure>, Option<HeaderName>) {
         let methods = &app.settings.app.methods;
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        if app.settings.require_client_certificate && connection.chain.is_none() {
-            let failure = AuthnFailure { method: Some(Method::Mtls), reason: "client_certificate_required".into() };
-            return (Err(failure), None);
-        }
+        // The scheme is case-insensitive (RFC 9110 §11.1): `BEARER x` is a bearer token too,
+        // verified as one, never passed by for the certificate.
+        let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, token) = v.split_once([' ', '\t'])?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
         if let (Some(token), true) = (bearer, methods.contains(&Method::Oidc)) {
             let outcome = match &self.parts.oidc {
                 None => Err(AuthnFailure { method: Some(Method::Oidc), reason: "oidc_not_configured".into() }),
@@ -988,36 +1004,42 @@ impl Gateway {
             };
             return (outcome, Some(header::AUTHORIZATION));
         }
-        if let Some(chain) = &connection.chain {
-            let verified = connection.certificate.get_or_init(|| {
-                let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let revoked = self.parts.svid_revocations.read().map(|r| r.clone()).unwrap_or_default();
-                Authenticated::from_certificate(&self.parts.svid, chain, i64::try_from(seconds).unwrap_or(0), &revoked)
-                    .map_err(|e| e.to_string())
-            });
-            let outcome = match verified {
-                Err(reason) => {
-                    Err(AuthnFailure { method: Some(Method::Mtls), reason: format!("certificate: {reason}") })
-                }
-                Ok(who) => {
-                    let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                    let expired = who.expires_at.is_some_and(|end| i64::try_from(seconds).unwrap_or(i64::MAX) >= end);
-                    let revoked = self.parts.svid_revocations.read().map_or(true, |list| {
-                        list.serials.iter().any(|s| who.credential_id == format!("serial:{s}"))
-                            || list.identities.contains(&who.id)
-                    });
-                    if expired {
-                        Err(AuthnFailure { method: Some(Method::Mtls), reason: "certificate: expired".into() })
-                    } else if revoked {
-                        Err(AuthnFailure { method: Some(Method::Mtls), reason: "certificate: revoked".into() })
-                    } else {
-                        Ok(who.clone())
-                    }
-                }
-            };
-            return (outcome, None);
+        match self.certificate_identity(connection, now) {
+            Some(outcome) => (outcome, None),
+            None => (Err(AuthnFailure { method: None, reason: "no_credential".into() }), None),
         }
-        (Err(AuthnFailure { method: None, reason: "no_credential".into() }), None)
+    }
+
+    /// The identity of the connection's client certificate: from zerogate's CA (verified once
+    /// per connection), unexpired and unrevoked now; `None` without a certificate.
+    fn certificate_identity(
+        &self,
+        connection: &Connection,
+        now: SystemTime,
+    ) -> Option<Result<Authenticated, AuthnFailure>> {
+        let chain = connection.chain.as_ref()?;
+        let verified = connection.certificate.get_or_init(|| {
+            let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let revoked = self.parts.svid_revocations.read().map(|r| r.clone()).unwrap_or_default();
+            Authenticated::from_certificate(&self.parts.svid, chain, i64::try_from(seconds).unwrap_or(0), &revoked)
+                .map_err(|e| e.to_string())
+        });
+        let failed = |reason: String| AuthnFailure { method: Some(Method::Mtls), reason };
+        Some(match verified {
+            Err(reason) => Err(failed(format!("certificate: {reason}"))),
+            Ok(who) => {
+                let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let expired = who.expires_at.is_some_and(|end| i64::try_from(seconds).unwrap_or(i64::MAX) >= end);
+                let revoked = self.parts.svid_revocations.read().map_or(true, |list| certificate_revoked(&list, who));
+                if expired {
+                    Err(failed("certificate: expired".into()))
+                } else if revoked {
+                    Err(failed("certificate: revoked".into()))
+                } else {
+                    Ok(who.clone())
+                }
+            }
+        })
     }
 
     /// Whether a long-lived session may go on: the credential unexpired and unrevoked, and the
@@ -1031,10 +1053,7 @@ impl Gateway {
             reason = Some("the credential expired");
         }
         if who.method == Method::Mtls {
-            let revoked = self.parts.svid_revocations.read().map_or(true, |list| {
-                list.serials.iter().any(|s| who.credential_id == format!("serial:{s}"))
-                    || list.identities.contains(&who.id)
-            });
+            let revoked = self.parts.svid_revocations.read().map_or(true, |list| certificate_revoked(&list, who));
             if revoked {
                 reason = Some("the certificate was revoked");
             }
@@ -1058,7 +1077,13 @@ impl Gateway {
         let engine = self.parts.policy.engine();
         let outcome = match self.parts.revocations.read() {
             Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
-            Err(_) => decide(&attempt, &engine, &Revocations::default(), &self.parts.id, now),
+            Err(_) => {
+                // As on the first decision: a poisoned list cannot be trusted, the credential
+                // counts as revoked.
+                let mut all = Revocations::default();
+                all.credentials.insert(who.credential_id.clone());
+                decide(&attempt, &engine, &all, &self.parts.id, now)
+            }
         };
         if outcome.forward {
             return Ok(());

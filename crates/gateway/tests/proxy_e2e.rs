@@ -42,6 +42,12 @@ when { context.authn == "sigv4" };
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
 @id("grpc-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"grpc");
+@id("vault-engineering")
+permit (principal in Zerogate::Group::"engineering", action, resource == Zerogate::Application::"vault")
+when { context.authn == "oidc" };
+@id("vault-deployer")
+permit (principal == Zerogate::ApiClient::"deployer", action, resource == Zerogate::Application::"vault")
+when { context.authn == "sigv4" };
 "#;
 
 const OIDC_ISSUER: &str = "https://idp.example.test/realms/zerogate";
@@ -333,7 +339,7 @@ async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
     let new = Authority::init(&domain, now() - 60).unwrap();
     let ca = Authority::load(domain.clone(), &new.material, Lifetimes::default()).unwrap();
     std::fs::write(dir.join("root.pem"), &new.material.root_cert_pem).unwrap();
-    let names = ["billing", "wiki", "api", "ci", "grpc"].map(|app| format!("{app}.example.org")).to_vec();
+    let names = ["billing", "wiki", "api", "ci", "grpc", "vault"].map(|app| format!("{app}.example.org")).to_vec();
     let (server_chain, server_key, _) = issue(&ca, "spiffe://corp.example/workload/gateway", &names);
     let (device_chain, device_key, device_serial) = issue(&ca, "spiffe://corp.example/device/laptop-42", &[]);
     std::fs::write(dir.join("device.pem"), &device_chain).unwrap();
@@ -351,6 +357,7 @@ async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
         { "uid": { "type": "Zerogate::Application", "id": "api" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "ci" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "grpc" }, "attrs": {}, "parents": [] },
+        { "uid": { "type": "Zerogate::Application", "id": "vault" }, "attrs": {}, "parents": [] },
     ]);
     // Tokens made by PyJWT (an independent implementation), keys published as a static JWKS.
     let tokens = dir.join("tokens");
@@ -406,6 +413,12 @@ upstream = "http://127.0.0.1:{upstream_h2}"
 upstream_protocol = "http2"
 resource = 'Zerogate::Application::"grpc"'
 authn = ["mtls"]
+[[app]]
+host = "vault.example.org"
+upstream = "http://127.0.0.1:{upstream}"
+resource = 'Zerogate::Application::"vault"'
+authn = ["oidc", "sigv4", "mtls"]
+client_certificates = "required"
 "#
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
@@ -665,6 +678,34 @@ fn token(setup: &Setup, name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_requires_a_client_certificate_requires_a_good_one_whatever_else_is_sent() {
+    let setup = setup("required-certificate").await;
+    let vault = "vault.example.org";
+    let bearer = format!("Authorization: Bearer {}", token(&setup, "rs256"));
+    let call = |with_cert: bool, extra: &[&str]| {
+        tokio::task::block_in_place(|| curl(&setup, vault, "/secrets/db", with_cert, extra).0)
+    };
+    assert_eq!(call(false, &["-H", &bearer]), 401, "a token without a certificate");
+    assert_eq!(call(true, &["-H", &bearer]), 200, "a token with a good certificate");
+    // The scheme is case-insensitive: a bearer token however spelled is verified as one (and
+    // this one fails), not passed over for the certificate (whose device vault does not permit).
+    assert_eq!(call(true, &["-H", "Authorization: BEARER not-a-token"]), 401);
+    let url = format!("https://{vault}:{}/secrets/db", setup.port);
+    let signed = botocore_sign(&setup, "GET", &url, "", false);
+    let signed_call = |with_cert: bool| {
+        tokio::task::block_in_place(|| send_signed_with(&setup, "GET", &signed, "", "--http1.1", with_cert))
+    };
+    assert_eq!(signed_call(false).0, 401, "a SigV4 request without a certificate");
+    assert_eq!(signed_call(true).0, 200, "a SigV4 request with a good certificate");
+    // A revoked certificate is no certificate, whatever credential comes with it.
+    setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    assert_eq!(call(true, &["-H", &bearer]), 401, "a token with a revoked certificate");
+    assert_eq!(signed_call(true).0, 401, "a SigV4 request with a revoked certificate");
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(log.contains("client_certificate_required") && log.contains("the certificate is revoked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_from_an_oidc_provider_pass_only_when_valid_and_permitted() {
     let setup = setup("oidc").await;
     let api = "api.example.org";
@@ -748,15 +789,31 @@ print(json.dumps({"url": request.url, "headers": dict(request.headers.items())})
 
 /// Sends a botocore-signed request as signed, with curl.
 fn send_signed(setup: &Setup, method: &str, signed: &Value, body: &str, protocol: &str) -> (u16, String) {
+    send_signed_with(setup, method, signed, body, protocol, false)
+}
+
+/// [`send_signed`], presenting the device's certificate when `with_cert`.
+fn send_signed_with(
+    setup: &Setup,
+    method: &str,
+    signed: &Value,
+    body: &str,
+    protocol: &str,
+    with_cert: bool,
+) -> (u16, String) {
     let url = signed["url"].as_str().unwrap();
     let mut command = Command::new("curl");
     command
         .args(["-sS", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "-X", method, protocol])
         .arg("--cacert")
-        .arg(setup.dir.join("root.pem"))
-        .arg("--resolve")
-        .arg(format!("ci.example.org:{}:127.0.0.1", setup.port))
-        .args(["-H", "Accept:", "-H", "User-Agent: botocore-via-curl"]);
+        .arg(setup.dir.join("root.pem"));
+    for host in ["ci.example.org", "vault.example.org"] {
+        command.arg("--resolve").arg(format!("{host}:{}:127.0.0.1", setup.port));
+    }
+    if with_cert {
+        command.arg("--cert").arg(setup.dir.join("device.pem")).arg("--key").arg(setup.dir.join("device.key"));
+    }
+    command.args(["-H", "Accept:", "-H", "User-Agent: botocore-via-curl"]);
     for (name, value) in signed["headers"].as_object().unwrap() {
         command.arg("-H").arg(format!("{name}: {}", value.as_str().unwrap()));
     }
