@@ -725,7 +725,9 @@ enum BodyUnread {
     Broken,
 }
 
-/// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes.
+/// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes,
+/// each wait for more of it bounded by the client's patience (it is read before any credential
+/// is checked: a body that stops arriving must not hold the connection).
 async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
@@ -740,7 +742,11 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
             }
             let mut left = length;
             while left > 0 {
-                let here = client.due(left).await.map_err(|_| BodyUnread::Broken)?;
+                let patience = client.patience;
+                let here = match tokio::time::timeout(patience, client.due(left)).await {
+                    Ok(read) => read.map_err(|_| BodyUnread::Broken)?,
+                    Err(_) => return Err(BodyUnread::Broken),
+                };
                 body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
                 client.consume(here);
                 left -= here as u64;
@@ -748,7 +754,12 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
         }
         Framing::Chunked => {
             let mut decoder = Chunked::default();
-            while decoder.next(client, &mut body).await.map_err(|_| BodyUnread::Broken)? {
+            let patience = client.patience;
+            while tokio::time::timeout(patience, decoder.next(client, &mut body))
+                .await
+                .map_err(|_| BodyUnread::Broken)?
+                .map_err(|_| BodyUnread::Broken)?
+            {
                 if body.len() > limit {
                     return Err(BodyUnread::TooLarge);
                 }

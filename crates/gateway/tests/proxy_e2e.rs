@@ -1811,6 +1811,19 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
     let _ = tokio::time::timeout(patience * 4, tls.read_to_end(&mut rest)).await.expect("closed");
     within(started, "an idle HTTP/1.1 connection");
 
+    // A signed (SigV4) HTTP/1.1 upload is read whole before any credential is checked: one that
+    // stops arriving is given up (answered 400, closed), as every other wait on the client is.
+    let mut tls = device_connection(&setup, "ci.example.org").await;
+    let signed = "POST /deploy HTTP/1.1\r\nHost: ci.example.org\r\nContent-Length: 100000\r\n\
+        Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/us-east-1/execute-api/aws4_request, \
+        SignedHeaders=host, Signature=00\r\n\r\nfirst bytes";
+    tls.write_all(signed.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(patience * 4, tls.read_to_end(&mut answer)).await.expect("closed");
+    within(started, "a signed upload that stopped arriving");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+
     // An HTTP/1.1 client that stops reading an endless response is cut: once it reads again,
     // what was sent before the cut arrives, then the end.
     let mut tls = device_connection(&setup, "billing.example.org").await;
