@@ -35,8 +35,8 @@ use tokio::net::TcpStream;
 use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
-    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Upstream, bump, empty_body,
-    generic, generic_text, is_websocket_upgrade, stopped,
+    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, SignedBodyBudget,
+    Unreadable, Upstream, bump, empty_body, generic, generic_text, is_websocket_upgrade, stopped,
 };
 
 /// The largest request or response head, and the most header fields in one.
@@ -349,11 +349,10 @@ where
         if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
-        match read_whole_body(client, framing, MAX_SIGNED_BODY).await {
+        match read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget).await {
             Ok(body) => Some(Bytes::from(body)),
             Err(unread) => {
-                let too_large = matches!(unread, BodyUnread::TooLarge);
-                let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, too_large, now).await;
+                let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;
                 return refuse(client, refused, Framing::Chunked, false, out).await;
             }
         }
@@ -718,13 +717,6 @@ where
     refuse(client, Refused { status, close: false }, unread, false, out).await
 }
 
-/// Why a whole request body could not be read.
-enum BodyUnread {
-    TooLarge,
-    /// It ended early or broke its framing.
-    Broken,
-}
-
 /// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes,
 /// each wait for more of it bounded by the client's patience (it is read before any credential
 /// is checked: a body that stops arriving must not hold the connection).
@@ -732,21 +724,24 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
     limit: usize,
-) -> Result<Vec<u8>, BodyUnread> {
+    budget: &SignedBodyBudget,
+) -> Result<Vec<u8>, Unreadable> {
     let mut body = Vec::new();
+    let mut held = budget.hold();
+    let patience = client.patience;
     match framing {
         Framing::Empty => {}
         Framing::Length(length) => {
             if length > limit as u64 {
-                return Err(BodyUnread::TooLarge);
+                return Err(Unreadable::TooLarge);
             }
             let mut left = length;
             while left > 0 {
-                let patience = client.patience;
                 let here = match tokio::time::timeout(patience, client.due(left)).await {
-                    Ok(read) => read.map_err(|_| BodyUnread::Broken)?,
-                    Err(_) => return Err(BodyUnread::Broken),
+                    Ok(read) => read.map_err(|_| Unreadable::Broken)?,
+                    Err(_) => return Err(Unreadable::Broken),
                 };
+                held.more(here)?;
                 body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
                 client.consume(here);
                 left -= here as u64;
@@ -754,18 +749,22 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
         }
         Framing::Chunked => {
             let mut decoder = Chunked::default();
-            let patience = client.patience;
-            while tokio::time::timeout(patience, decoder.next(client, &mut body))
-                .await
-                .map_err(|_| BodyUnread::Broken)?
-                .map_err(|_| BodyUnread::Broken)?
-            {
+            loop {
+                let before = body.len();
+                let more = tokio::time::timeout(patience, decoder.next(client, &mut body))
+                    .await
+                    .map_err(|_| Unreadable::Broken)?
+                    .map_err(|_| Unreadable::Broken)?;
                 if body.len() > limit {
-                    return Err(BodyUnread::TooLarge);
+                    return Err(Unreadable::TooLarge);
+                }
+                held.more(body.len() - before)?;
+                if !more {
+                    break;
                 }
             }
         }
-        Framing::UntilClose => return Err(BodyUnread::Broken),
+        Framing::UntilClose => return Err(Unreadable::Broken),
     }
     Ok(body)
 }

@@ -55,20 +55,73 @@ fn boxed(body: Incoming) -> Body {
 
 /// A body that a signature covers, read whole: `Err(true)` past [`MAX_SIGNED_BODY`], `Err(false)`
 /// when it fails (the client broke off, or sent nothing for the client timeout).
-async fn read_signed_body(mut body: Body) -> Result<Bytes, bool> {
+async fn read_signed_body(mut body: Body, budget: &SignedBodyBudget) -> Result<Bytes, Unreadable> {
     if hyper::body::Body::size_hint(&body).lower() > MAX_SIGNED_BODY as u64 {
-        return Err(true);
+        return Err(Unreadable::TooLarge);
     }
     let mut whole = Vec::new();
+    let mut held = budget.hold();
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(|_| false)?.into_data() {
+        if let Ok(data) = frame.map_err(|_| Unreadable::Broken)?.into_data() {
             if whole.len() + data.len() > MAX_SIGNED_BODY {
-                return Err(true);
+                return Err(Unreadable::TooLarge);
             }
+            held.more(data.len())?;
             whole.extend_from_slice(&data);
         }
     }
     Ok(Bytes::from(whole))
+}
+
+/// Why a signed request body (read whole before any credential is checked) was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// Over [`MAX_SIGNED_BODY`]: 413.
+    TooLarge,
+    /// It ended early, broke its framing or stopped arriving: 400.
+    Broken,
+    /// The bodies being read already hold [`SIGNED_BODY_BUDGET`]: 503.
+    OverBudget,
+}
+
+/// Bytes of signed request bodies the gateway holds, across all connections, while it reads
+/// them: they are read before any credential is checked, so without a bound anyone could make
+/// the gateway hold `MAX_SIGNED_BODY` per HTTP/2 stream (a GiB per connection) by sending
+/// bodies slowly. Past it a signed upload is refused with 503 until others finish.
+pub(crate) const SIGNED_BODY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// The gateway-wide account of [`SIGNED_BODY_BUDGET`].
+#[derive(Debug)]
+pub(crate) struct SignedBodyBudget(tokio::sync::Semaphore);
+
+impl SignedBodyBudget {
+    fn new(bytes: usize) -> Self {
+        Self(tokio::sync::Semaphore::new(bytes))
+    }
+
+    /// An account for one body, empty at first; what it holds returns when it is dropped.
+    pub(crate) fn hold(&self) -> HeldBody<'_> {
+        HeldBody { budget: self, permit: None }
+    }
+}
+
+/// The part of the budget one body being read holds.
+pub(crate) struct HeldBody<'b> {
+    budget: &'b SignedBodyBudget,
+    permit: Option<tokio::sync::SemaphorePermit<'b>>,
+}
+
+impl HeldBody<'_> {
+    /// Takes `bytes` more of the budget, or fails when it is spent.
+    pub(crate) fn more(&mut self, bytes: usize) -> Result<(), Unreadable> {
+        let bytes = u32::try_from(bytes).map_err(|_| Unreadable::TooLarge)?;
+        let taken = self.budget.0.try_acquire_many(bytes).map_err(|_| Unreadable::OverBudget)?;
+        match &mut self.permit {
+            Some(permit) => permit.merge(taken),
+            None => self.permit = Some(taken),
+        }
+        Ok(())
+    }
 }
 
 /// Streams open at once on one HTTP/2 connection from a client.
@@ -429,6 +482,7 @@ pub struct Gateway {
     pub(crate) parts: GatewayParts,
     pub(crate) apps: HashMap<String, AppRuntime>,
     pub(crate) metrics: Metrics,
+    pub(crate) signed_body_budget: SignedBodyBudget,
 }
 
 /// What one TLS connection established.
@@ -554,7 +608,8 @@ impl Gateway {
             });
             apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream, sigv4 });
         }
-        Ok(Arc::new(Self { parts, apps, metrics: Metrics::default() }))
+        let signed_body_budget = SignedBodyBudget::new(SIGNED_BODY_BUDGET);
+        Ok(Arc::new(Self { parts, apps, metrics: Metrics::default(), signed_body_budget }))
     }
 
     /// The request counters.
@@ -567,7 +622,6 @@ impl Gateway {
         self.parts.assertion.jwks()
     }
 
-    /// Serves TLS connections from `listener` until the task is dropped.
     /// Serves TLS connections from `listener` until `shutdown` turns true; then stops
     /// accepting, lets every open connection finish the request in flight (keep-alive
     /// connections close after it), and returns once all are done or `drain` has passed.
@@ -650,10 +704,10 @@ impl Gateway {
         let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client(Arc::clone(&answered)));
         let (signed_body, body) = if screened.needs_signed_body() {
             // The signature covers the body: read it (bounded) before deciding.
-            match read_signed_body(body).await {
+            match read_signed_body(body, &self.signed_body_budget).await {
                 Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
-                Err(too_large) => {
-                    let refused = self.refuse_unreadable_body(&parts, connection, &screened, too_large, now).await;
+                Err(unread) => {
+                    let refused = self.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;
                     return generic(refused.status, refused.close);
                 }
             }
@@ -733,13 +787,16 @@ impl Gateway {
         parts: &hyper::http::request::Parts,
         connection: &Connection,
         screened: &Screened<'_>,
-        too_large: bool,
+        unread: Unreadable,
         now: SystemTime,
     ) -> Refused {
-        let (status, reason) = if too_large {
-            (StatusCode::PAYLOAD_TOO_LARGE, "request: signed body too large")
-        } else {
-            (StatusCode::BAD_REQUEST, "request: signed body unreadable")
+        let (status, reason) = match unread {
+            Unreadable::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request: signed body too large"),
+            Unreadable::Broken => (StatusCode::BAD_REQUEST, "request: signed body unreadable"),
+            Unreadable::OverBudget => {
+                tracing::warn!(budget = SIGNED_BODY_BUDGET, "signed bodies being read hold the whole budget: refused");
+                (StatusCode::SERVICE_UNAVAILABLE, "request: signed bodies being read hold the budget")
+            }
         };
         let record = self.bare_record(now, &parts.method, connection, Some(&screened.canonical), reason.into());
         match self.audit(record).await {

@@ -705,6 +705,52 @@ async fn an_application_that_requires_a_client_certificate_requires_a_good_one_w
     assert!(log.contains("client_certificate_required") && log.contains("the certificate is revoked"));
 }
 
+/// The head of a SigV4-looking upload of `length` bytes to ci.example.org (its signature is
+/// never checked: the body is read first).
+fn signed_upload_head(length: usize) -> String {
+    format!(
+        "POST /deploy HTTP/1.1\r\nHost: ci.example.org\r\nContent-Length: {length}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/us-east-1/execute-api/aws4_request, \
+         SignedHeaders=host, Signature=00\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_bodies_read_before_authentication_share_one_bounded_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("signed-budget").await;
+    // Eight uploads of 7.5 MiB each (of a declared 7.9) that then stall: 60 MiB of the 64 held.
+    let piece = vec![b'x'; 7 * 1024 * 1024 + 512 * 1024];
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut tls = device_connection(&setup, "ci.example.org").await;
+        tls.write_all(signed_upload_head(7_900_000).as_bytes()).await.unwrap();
+        tls.write_all(&piece).await.unwrap();
+        stalled.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A ninth goes past the budget: refused with 503 (and recorded), not held.
+    let mut ninth = device_connection(&setup, "ci.example.org").await;
+    ninth.write_all(signed_upload_head(7_900_000).as_bytes()).await.unwrap();
+    let _ = ninth.write_all(&piece).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ninth.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert!(log.contains("signed bodies being read hold the budget"), "the refusal is recorded");
+    // Once the stalled uploads go away their share returns: an upload is read (and its
+    // signature refused) again.
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tenth = device_connection(&setup, "ci.example.org").await;
+    tenth.write_all(signed_upload_head(piece.len()).as_bytes()).await.unwrap();
+    tenth.write_all(&piece).await.unwrap();
+    let mut head = [0u8; 12];
+    tenth.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401", "the budget was given back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_from_an_oidc_provider_pass_only_when_valid_and_permitted() {
     let setup = setup("oidc").await;
@@ -1814,9 +1860,7 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
     // A signed (SigV4) HTTP/1.1 upload is read whole before any credential is checked: one that
     // stops arriving is given up (answered 400, closed), as every other wait on the client is.
     let mut tls = device_connection(&setup, "ci.example.org").await;
-    let signed = "POST /deploy HTTP/1.1\r\nHost: ci.example.org\r\nContent-Length: 100000\r\n\
-        Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/us-east-1/execute-api/aws4_request, \
-        SignedHeaders=host, Signature=00\r\n\r\nfirst bytes";
+    let signed = signed_upload_head(100_000) + "first bytes";
     tls.write_all(signed.as_bytes()).await.unwrap();
     let started = tokio::time::Instant::now();
     let mut answer = Vec::new();
