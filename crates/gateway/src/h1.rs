@@ -436,7 +436,8 @@ where
         _ => out.extend_from_slice(b"\r\n"),
     }
     if websocket {
-        return upgrade(gateway, client, app, out, session).await;
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).map(|key| key.as_bytes().to_vec());
+        return upgrade(gateway, client, app, out, key, session).await;
     }
     // Sent whole (no body still to come): safe to send again on a fresh connection if a pooled
     // one turns out to have been closed by the upstream before it answered.
@@ -1219,6 +1220,7 @@ async fn upgrade<S>(
     client: &mut Buffered<S>,
     app: &AppRuntime,
     out: &mut Vec<u8>,
+    key: Option<Vec<u8>>,
     session: Option<Session>,
 ) -> Next
 where
@@ -1231,12 +1233,33 @@ where
         let (head, framing) = read_response_head(&mut upstream, false).await?;
         Ok::<_, String>((upstream, head, framing))
     };
-    let (mut upstream, head, framing) = match sent.await {
-        Ok(answered) => answered,
-        Err(reason) => {
+    let (mut upstream, head, framing) = match tokio::time::timeout(app.settings.upstream_timeout, sent).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(reason)) => {
             return upstream_failed(gateway, client, app, UpstreamFault::Failed(&reason), Framing::Empty, out).await;
         }
+        Err(_) => return upstream_failed(gateway, client, app, UpstreamFault::TimedOut, Framing::Empty, out).await,
     };
+    // A 101 opens a raw tunnel past every later check: only a WebSocket handshake answered as
+    // RFC 6455 says (the upgrade named, the client's key accepted) may open one.
+    if head.status == 101 {
+        let field = |wanted: &[u8]| {
+            head.fields.iter().find_map(|&(name_start, name_end, value_start, value_end)| {
+                let name = upstream.buf.get(name_start..name_end)?;
+                name.eq_ignore_ascii_case(wanted).then(|| upstream.buf.get(value_start..value_end)).flatten()
+            })
+        };
+        let upgraded = field(b"upgrade").is_some_and(|value| value.eq_ignore_ascii_case(b"websocket"));
+        let accepted = match (&key, field(b"sec-websocket-accept")) {
+            (Some(key), Some(accept)) => accept == websocket_accept(key).as_bytes(),
+            _ => false,
+        };
+        if !(upgraded && accepted) {
+            let reason = "a 101 that is not a WebSocket handshake's (upgrade or sec-websocket-accept)";
+            out.clear();
+            return upstream_failed(gateway, client, app, UpstreamFault::Failed(reason), Framing::Empty, out).await;
+        }
+    }
     out.clear();
     if head.status != 101 {
         let to_client = write_response_head(out, &upstream.buf, &head, framing, true, false);

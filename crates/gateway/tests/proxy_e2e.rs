@@ -222,6 +222,9 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                                     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &key);
                                 base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
                             });
+                            // An application that switches protocols without accepting the key.
+                            let accept =
+                                if request.uri().path().ends_with("/bare-101") { Some("wrong".into()) } else { accept };
                             let upgrade = hyper::upgrade::on(&mut request);
                             tokio::spawn(async move {
                                 if let Ok(upgraded) = upgrade.await {
@@ -1069,6 +1072,11 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
     let setup = setup("websocket").await;
+    // A 101 that does not accept the client's key opens no tunnel.
+    let handshake = "GET /reports/bare-101 HTTP/1.1\r\nHost: billing.example.org\r\nConnection: Upgrade\r\n\
+        Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let answer = raw_http1_to(&setup, "billing.example.org", handshake.as_bytes(), true).await.expect("answered");
+    assert_eq!(statuses(&answer), [502], "{answer}");
     let mut socket = websocket(&setup).await;
     echoes_then_is_cut_on_revocation(&setup, &mut socket, "the WebSocket").await;
 }
