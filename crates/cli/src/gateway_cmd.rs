@@ -116,6 +116,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             id: "up".into(),
             reauthorize_every: Duration::from_secs(5),
             client_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
             issuers: Vec::new(),
@@ -346,6 +347,7 @@ fn assemble(
         assertion: signer,
         reauthorize_every: config.reauthorize_every,
         client_timeout: config.client_timeout,
+        max_connections: config.max_connections,
     })?;
     let (chain, key, lifetime) = server_certificate(service, names)?;
     let certificate = Arc::new(ServerCertificate::new(chain, key)?);

@@ -12,6 +12,8 @@
 //!                                  # gateway waits on it has broken off: idle keep-alive
 //!                                  # connections (HTTP/1.1 and HTTP/2), request bodies that stop,
 //!                                  # responses the client stops reading
+//! max_connections = 10000          # client connections open at once; past it new ones wait in
+//!                                  # the listen backlog until one closes
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -82,6 +84,12 @@ struct RawGateway {
     reauthorize_seconds: u64,
     #[serde(default = "default_client_timeout")]
     client_timeout_seconds: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_client_timeout() -> u64 {
@@ -222,6 +230,8 @@ pub struct GatewayConfig {
     pub reauthorize_every: std::time::Duration,
     /// How long a client may send or take nothing while the gateway waits on it (default 60 s).
     pub client_timeout: std::time::Duration,
+    /// Client connections open at once (default 10,000).
+    pub max_connections: usize,
     /// The policy files.
     pub policies: PathBuf,
     /// The entities file.
@@ -413,12 +423,16 @@ impl GatewayConfig {
         if !(1..=3600).contains(&raw.gateway.client_timeout_seconds) {
             return Err(error("gateway.client_timeout_seconds", "must be between 1 and 3600".into()));
         }
+        if !(1..=1_000_000).contains(&raw.gateway.max_connections) {
+            return Err(error("gateway.max_connections", "must be between 1 and 1000000".into()));
+        }
         Ok(Self {
             listen,
             admin_listen,
             id: raw.gateway.id.unwrap_or_else(|| "gateway".into()),
             reauthorize_every: std::time::Duration::from_secs(raw.gateway.reauthorize_seconds),
             client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
+            max_connections: raw.gateway.max_connections,
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),
             issuers,

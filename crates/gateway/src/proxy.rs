@@ -245,6 +245,9 @@ pub struct GatewayParts {
     /// keep-alive connection (HTTP/1.1, or HTTP/2 without a stream) is closed, a request body
     /// that stops is given up, a connection whose client stops reading a response is cut.
     pub client_timeout: Duration,
+    /// Client connections open at once; past it the gateway accepts no more until one closes
+    /// (they wait in the listen backlog), as nginx's `worker_connections`.
+    pub max_connections: usize,
 }
 
 /// What a long-lived connection was authorized for, to authorize it again.
@@ -636,12 +639,38 @@ impl Gateway {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
         // Each connection task holds a clone: the count says how many are still open.
         let open = Arc::new(());
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.parts.max_connections.max(1)));
         loop {
+            // A slot first: past the limit new connections wait in the kernel's backlog.
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    tracing::warn!(
+                        limit = self.parts.max_connections,
+                        "connection limit reached: accepting again when one closes"
+                    );
+                    tokio::select! {
+                        slot = Arc::clone(&slots).acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                        () = stopped(&mut shutdown) => break,
+                    }
+                }
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = stopped(&mut shutdown) => break,
             };
-            let Ok((tcp, peer)) = accepted else { continue };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: retrying at once would spin on the same error.
+                    tracing::warn!(%error, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             // Responses are written whole; waiting for more to fill a segment only adds latency.
             let _ = tcp.set_nodelay(true);
             let gateway = Arc::clone(&self);
@@ -650,6 +679,7 @@ impl Gateway {
             let held = Arc::clone(&open);
             tokio::spawn(async move {
                 let _held = held;
+                let _slot = slot;
                 let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
                     return;
                 };

@@ -335,6 +335,11 @@ async fn setup(name: &str) -> Setup {
 
 /// [`setup`] with the gateway's client timeout set to `client_timeout`.
 async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
+    setup_tuned(name, client_timeout, 10_000).await
+}
+
+/// [`setup_with`], the gateway also limited to `max_connections` client connections.
+async fn setup_tuned(name: &str, client_timeout: Duration, max_connections: usize) -> Setup {
     let dir = std::env::temp_dir().join(format!("zerogate-gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
@@ -477,6 +482,7 @@ client_certificates = "required"
         assertion: Arc::new(signer),
         reauthorize_every: Duration::from_millis(300),
         client_timeout,
+        max_connections,
     })
     .unwrap();
     let chain: Vec<CertificateDer<'static>> =
@@ -1816,6 +1822,28 @@ async fn http2_trailers_pass_both_ways_but_not_identities_a_client_states_in_the
     assert_eq!(collected.to_bytes(), "reply");
     let seen = setup.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(seen["request_trailers"], json!({ "checksum": "c0ffee" }), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_connection_limit_the_gateway_accepts_again_only_when_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup_tuned("max-connections", Duration::from_secs(60), 2).await;
+    let first = device_connection(&setup, "billing.example.org").await;
+    let mut second = device_connection(&setup, "billing.example.org").await;
+    // A third is not taken up (its handshake waits in the backlog) while two are open ...
+    let waiting = tokio::time::timeout(Duration::from_secs(1), device_connection(&setup, "billing.example.org")).await;
+    assert!(waiting.is_err(), "a third connection was served past the limit of two");
+    // ... and is once one of them closes; the others go on being served.
+    drop(first);
+    let mut third = tokio::time::timeout(Duration::from_secs(5), device_connection(&setup, "billing.example.org"))
+        .await
+        .expect("served once a connection closed");
+    for tls in [&mut second, &mut third] {
+        tls.write_all(b"GET /reports/a HTTP/1.1\r\nHost: billing.example.org\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        tls.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
 }
 
 fn billing_get(setup: &Setup, path: &str) -> Request<TestBody> {
