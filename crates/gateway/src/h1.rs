@@ -1494,9 +1494,9 @@ pub(crate) async fn websocket_over_http2(
         let session =
             Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
         let gateway = Arc::clone(gateway);
-        let mut upstream = opened.io;
+        let (mut upstream, slot) = (opened.io, opened.slot);
         tokio::spawn(async move {
-            let _stream_open = stream_open;
+            let (_stream_open, _slot) = (stream_open, slot);
             let Ok(upgraded) = client.await else { return };
             tunnel(&gateway, &mut hyper_util::rt::TokioIo::new(upgraded), &mut upstream, &session).await;
         });

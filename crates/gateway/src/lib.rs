@@ -15,4 +15,5 @@ mod h1;
 mod pace;
 pub mod proxy;
 mod resets;
+mod upstream_h2;
 mod websocket;

@@ -42,6 +42,7 @@ use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
 use crate::resets::{ResetWatch, Resets};
+use crate::upstream_h2::{Http2Pool, Slotted, StreamSlot};
 
 /// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -150,8 +151,8 @@ pub(crate) struct Upstream {
     pub(crate) idle: std::sync::Mutex<Vec<crate::h1::UpstreamConnection>>,
     /// Pooled hyper HTTP/1.1 connections, for HTTP/2 clients.
     pool: Arc<Pool>,
-    /// With `upstream_protocol = "http2"`: the one multiplexed connection, replaced when it closes.
-    pub(crate) http2: Option<std::sync::Mutex<Option<http2::SendRequest<Body>>>>,
+    /// With `upstream_protocol = "http2"`: its multiplexed connections.
+    pub(crate) http2: Option<Http2Pool>,
 }
 
 impl Upstream {
@@ -189,7 +190,7 @@ impl Upstream {
         } else {
             None
         };
-        let http2 = settings.upstream_http2.then(|| std::sync::Mutex::new(None));
+        let http2 = settings.upstream_http2.then(Http2Pool::default);
         Ok(Self { authority: rest.to_owned(), host, port, tls, idle: Default::default(), pool: Arc::default(), http2 })
     }
 }
@@ -1257,21 +1258,9 @@ impl Gateway {
     /// to the pool only after its response body has been read to the end.
     pub(crate) async fn send(&self, app: &AppRuntime, request: Request<Body>) -> Result<Response<Body>, String> {
         let upstream = &app.upstream;
-        if let Some(shared) = &upstream.http2 {
-            let open = shared.lock().ok().and_then(|slot| slot.as_ref().filter(|s| !s.is_closed()).cloned());
-            let mut sender = match open {
-                Some(sender) => sender,
-                None => {
-                    let sender = upstream.connect_http2().await?;
-                    if let Ok(mut slot) = shared.lock() {
-                        *slot = Some(sender.clone());
-                    }
-                    sender
-                }
-            };
-            sender.ready().await.map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            return Ok(response.map(boxed));
+        if upstream.http2.is_some() {
+            let (response, slot) = upstream.send_http2(request).await?;
+            return Ok(response.map(|inner| Slotted { inner: boxed(inner), slot: Some(slot) }.boxed()));
         }
         let mut request = request;
         while let Some(mut sender) = upstream.pool.take() {
@@ -1405,7 +1394,25 @@ impl Upstream {
         Ok(tcp)
     }
 
-    /// The HTTP/2 connection: ALPN `h2` over TLS (the upstream must agree), prior knowledge
+    /// Sends `request` as a stream on one of the upstream's HTTP/2 connections (a new one when
+    /// [`Http2Pool::pick`] says so); the answer and the stream's slot on its connection, to hold
+    /// while the stream lasts.
+    pub(crate) async fn send_http2(&self, request: Request<Body>) -> Result<(Response<Incoming>, StreamSlot), String> {
+        let pool = self.http2.as_ref().ok_or("not an HTTP/2 upstream")?;
+        let (mut sender, slot) = match pool.pick() {
+            Some(picked) => picked,
+            None => {
+                let sender = self.connect_http2().await?;
+                let slot = pool.add(sender.clone());
+                (sender, slot)
+            }
+        };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        Ok((response, slot))
+    }
+
+    /// A new HTTP/2 connection: ALPN `h2` over TLS (the upstream must agree), prior knowledge
     /// over plain TCP.
     async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, String> {
         let tcp = self.tcp().await?;

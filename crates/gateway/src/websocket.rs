@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::canonical::CanonicalRequest;
 use crate::proxy::{Admitted, AppRuntime, Gateway, bump};
+use crate::upstream_h2::StreamSlot;
 
 /// A WebSocket the upstream has accepted.
 pub(crate) struct Opened {
@@ -23,6 +24,8 @@ pub(crate) struct Opened {
     pub(crate) io: TokioIo<Upgraded>,
     /// The subprotocol and extensions the upstream chose, for the client's answer.
     pub(crate) chosen: Vec<(HeaderName, HeaderValue)>,
+    /// The stream's place on its upstream connection, held while the tunnel lasts.
+    pub(crate) slot: StreamSlot,
 }
 
 /// Opens the WebSocket of an admitted handshake (its client's `headers`) on the application's
@@ -63,9 +66,9 @@ pub(crate) async fn open_on_http2_upstream(
     let Ok(request) = request.body(crate::proxy::empty_body()) else {
         return Err(failed("an unusable request", StatusCode::BAD_GATEWAY));
     };
-    let answered = tokio::time::timeout(app.settings.upstream_timeout, gateway.send(app, request)).await;
-    let response = match answered {
-        Ok(Ok(response)) => response,
+    let answered = tokio::time::timeout(app.settings.upstream_timeout, app.upstream.send_http2(request)).await;
+    let (response, slot) = match answered {
+        Ok(Ok(answered)) => answered,
         // An upstream that has not enabled extended CONNECT resets the stream: it fails here.
         Ok(Err(reason)) => return Err(failed(&reason, StatusCode::BAD_GATEWAY)),
         Err(_) => return Err(failed("no answer in time", StatusCode::GATEWAY_TIMEOUT)),
@@ -85,7 +88,7 @@ pub(crate) async fn open_on_http2_upstream(
         .filter_map(|name| response.headers().get(&name).cloned().map(|value| (name, value)))
         .collect();
     match tokio::time::timeout(app.settings.upstream_timeout, hyper::upgrade::on(response)).await {
-        Ok(Ok(upgraded)) => Ok(Opened { io: TokioIo::new(upgraded), chosen }),
+        Ok(Ok(upgraded)) => Ok(Opened { io: TokioIo::new(upgraded), chosen, slot }),
         Ok(Err(error)) => Err(failed(&format!("no stream after its 200: {error}"), StatusCode::BAD_GATEWAY)),
         Err(_) => Err(failed("no stream after its 200 in time", StatusCode::GATEWAY_TIMEOUT)),
     }

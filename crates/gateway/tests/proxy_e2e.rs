@@ -315,6 +315,7 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                 if http2 {
                     let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .enable_connect_protocol()
+                        .max_concurrent_streams(64)
                         .serve_connection(TokioIo::new(tcp), service)
                         .await;
                 } else {
@@ -1844,6 +1845,38 @@ async fn past_its_connection_limit_the_gateway_accepts_again_only_when_one_close
         tls.read_exact(&mut head).await.unwrap();
         assert_eq!(&head, b"HTTP/1.1 200");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holding_many_http2_upstream_streams_does_not_starve_the_others() {
+    let setup = setup("h2-upstream-pool").await;
+    let tls = device_connection_speaking(&setup, "grpc.example.org", &[b"h2"]).await;
+    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    // As many endless streams as the upstream allows on one connection (64, in this test).
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let request = Request::get(format!("https://grpc.example.org:{}/svc.Feed/stream", setup.port))
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        held.push(response.into_body());
+    }
+    let upstream_connections = setup.connections.load(Ordering::SeqCst);
+    // Another client's request is answered at once, on another upstream connection, instead of
+    // waiting behind them for a stream that never ends.
+    let started = std::time::Instant::now();
+    let (status, body, _) = tokio::task::block_in_place(|| {
+        curl_versioned(&setup, "grpc.example.org", "/svc.Inventory/List", true, &["--http2"])
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    assert!(setup.connections.load(Ordering::SeqCst) > upstream_connections, "a second upstream connection");
+    drop(held);
 }
 
 fn billing_get(setup: &Setup, path: &str) -> Request<TestBody> {
