@@ -345,7 +345,10 @@ where
         }
     };
     let continues = expects_continue(&parts);
-    let signed_body = if screened.needs_signed_body() && framing != Framing::Empty {
+    // (A signed body is not read for a request that has already failed the application's
+    // certificate requirement: the decision refuses it without.)
+    let certificate_missing = gateway.required_certificate(screened.app, connection, now).is_err();
+    let signed_body = if screened.needs_signed_body() && framing != Framing::Empty && !certificate_missing {
         if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
@@ -412,6 +415,7 @@ where
         method: method.as_str().to_owned(),
         source: connection.peer.ip(),
         who,
+        certificate: admitted.certificate,
     });
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
@@ -1360,7 +1364,8 @@ where
         }
         client.buf.clear();
     }
-    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who };
+    let certificate = admitted.certificate.clone();
+    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who, certificate };
     tunnel(gateway, &mut client.io, &mut opened.io, &session).await;
     Next::Close
 }
@@ -1491,8 +1496,14 @@ pub(crate) async fn websocket_over_http2(
             response = response.header(name, value);
         }
         let Ok(response) = response.body(empty_body()) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        let session =
-            Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
+        let certificate = admitted.certificate.clone();
+        let session = Session {
+            request: canonical.clone(),
+            method: "GET".to_owned(),
+            source: connection.peer.ip(),
+            who,
+            certificate,
+        };
         let gateway = Arc::clone(gateway);
         let (mut upstream, slot) = (opened.io, opened.slot);
         tokio::spawn(async move {
@@ -1581,7 +1592,14 @@ pub(crate) async fn websocket_over_http2(
     };
     upstream.consume(head.len);
     let early = std::mem::take(&mut upstream.buf);
-    let session = Session { request: canonical.clone(), method: "GET".to_owned(), source: connection.peer.ip(), who };
+    let certificate = admitted.certificate.clone();
+    let session = Session {
+        request: canonical.clone(),
+        method: "GET".to_owned(),
+        source: connection.peer.ip(),
+        who,
+        certificate,
+    };
     let gateway = Arc::clone(gateway);
     // The HTTP/2 stream stays open (the connection is not idle) while the tunnel lasts.
     let stream_open = parts.extensions.remove::<Arc<crate::pace::StreamOpen>>();
@@ -1672,8 +1690,14 @@ where
     let (head, body) = response.into_parts();
     let mut body = match &admitted.who {
         Some(who) => {
-            let session =
-                Session { request: canonical.clone(), method, source: connection.peer.ip(), who: who.clone() };
+            let certificate = admitted.certificate.clone();
+            let session = Session {
+                request: canonical.clone(),
+                method,
+                source: connection.peer.ip(),
+                who: who.clone(),
+                certificate,
+            };
             crate::proxy::reverified(Arc::clone(gateway), session, body)
         }
         None => body,

@@ -257,6 +257,9 @@ pub(crate) struct Session {
     pub(crate) method: String,
     pub(crate) source: IpAddr,
     pub(crate) who: Authenticated,
+    /// The client certificate's identity, kept for an application that requires one whatever
+    /// the credential: its revocation or expiry ends the session too.
+    pub(crate) certificate: Option<Authenticated>,
 }
 
 /// A refusal answered with a generic body: its status, and whether the connection closes after
@@ -287,6 +290,8 @@ impl Screened<'_> {
 pub(crate) struct Admitted {
     pub(crate) who: Option<Authenticated>,
     pub(crate) credential_header: Option<HeaderName>,
+    /// The required client certificate's identity (see [`Session::certificate`]).
+    pub(crate) certificate: Option<Authenticated>,
 }
 
 /// A WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade`. Other
@@ -733,7 +738,10 @@ impl Gateway {
         // the client timeout, and with it the upstream exchange (or the read of a signed body).
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client(Arc::clone(&answered)));
-        let (signed_body, body) = if screened.needs_signed_body() {
+        // (A signed body is not read for a request that has already failed the application's
+        // certificate requirement: the decision refuses it without.)
+        let certificate_missing = self.required_certificate(screened.app, connection, now).is_err();
+        let (signed_body, body) = if screened.needs_signed_body() && !certificate_missing {
             // The signature covers the body: read it (bounded) before deciding.
             match read_signed_body(body, &self.signed_body_budget).await {
                 Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
@@ -760,7 +768,8 @@ impl Gateway {
             // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
             // stays subject to access: authorized again on the interval, cut when refused.
             Some(who) => {
-                let session = Session { request: canonical, method, source: connection.peer.ip(), who };
+                let certificate = admitted.certificate;
+                let session = Session { request: canonical, method, source: connection.peer.ip(), who, certificate };
                 let gateway = Arc::clone(&self);
                 response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
             }
@@ -848,16 +857,10 @@ impl Gateway {
         now: SystemTime,
     ) -> Result<Admitted, Refused> {
         let app = screened.app;
-        // An application that requires a client certificate requires a good one (from the
-        // CA, unexpired, unrevoked) whatever other credential the request carries.
-        let certificate_refused =
-            match (app.settings.require_client_certificate, self.certificate_identity(connection, now)) {
-                (false, _) | (true, Some(Ok(_))) => None,
-                (true, None) => {
-                    Some(AuthnFailure { method: Some(Method::Mtls), reason: "client_certificate_required".into() })
-                }
-                (true, Some(Err(failure))) => Some(failure),
-            };
+        let (certificate, certificate_refused) = match self.required_certificate(app, connection, now) {
+            Ok(certificate) => (certificate, None),
+            Err(failure) => (None, Some(failure)),
+        };
         let (authn, credential_header) = match (certificate_refused, &app.sigv4, signed_body) {
             (Some(failure), _, _) => (Err(failure), None),
             (None, Some(verifier), Some(body)) => {
@@ -901,7 +904,7 @@ impl Gateway {
         }
         // The identity decided on is the one admitted (moved, not copied).
         let Attempt { authn, .. } = attempt;
-        Ok(Admitted { who: authn.ok(), credential_header })
+        Ok(Admitted { who: authn.ok(), credential_header, certificate })
     }
 
     /// The signed identity assertion for an authenticated caller (503 if it cannot be signed).
@@ -1098,6 +1101,24 @@ impl Gateway {
         }
     }
 
+    /// For an application that requires a client certificate, a good one (from the CA,
+    /// unexpired, unrevoked) whatever other credential the request carries: its identity, or
+    /// why there is none. Checked before a signed body is read, and on every decision.
+    pub(crate) fn required_certificate(
+        &self,
+        app: &AppRuntime,
+        connection: &Connection,
+        now: SystemTime,
+    ) -> Result<Option<Authenticated>, AuthnFailure> {
+        if !app.settings.require_client_certificate {
+            return Ok(None);
+        }
+        match self.certificate_identity(connection, now) {
+            Some(outcome) => outcome.map(Some),
+            None => Err(AuthnFailure { method: Some(Method::Mtls), reason: "client_certificate_required".into() }),
+        }
+    }
+
     /// The identity of the connection's client certificate: from zerogate's CA (verified once
     /// per connection), unexpired and unrevoked now; `None` without a certificate.
     fn certificate_identity(
@@ -1144,6 +1165,15 @@ impl Gateway {
             let revoked = self.parts.svid_revocations.read().map_or(true, |list| certificate_revoked(&list, who));
             if revoked {
                 reason = Some("the certificate was revoked");
+            }
+        }
+        if let Some(certificate) = &session.certificate {
+            let revoked =
+                self.parts.svid_revocations.read().map_or(true, |list| certificate_revoked(&list, certificate));
+            if certificate.expires_at.is_some_and(|end| seconds >= end) {
+                reason = Some("the required client certificate expired");
+            } else if revoked {
+                reason = Some("the required client certificate was revoked");
             }
         }
         if who.method == Method::SigV4 {

@@ -689,6 +689,7 @@ fn token(setup: &Setup, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_requires_a_client_certificate_requires_a_good_one_whatever_else_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let setup = setup("required-certificate").await;
     let vault = "vault.example.org";
     let bearer = format!("Authorization: Bearer {}", token(&setup, "rs256"));
@@ -706,7 +707,22 @@ async fn an_application_that_requires_a_client_certificate_requires_a_good_one_w
         tokio::task::block_in_place(|| send_signed_with(&setup, "GET", &signed, "", "--http1.1", with_cert))
     };
     assert_eq!(signed_call(false).0, 401, "a SigV4 request without a certificate");
+    // Without the certificate a signed body is not even read: a large one that has barely begun
+    // is refused at once.
+    let mut anonymous = anonymous_connection(&setup, vault, &[]).await;
+    let head = signed_upload_head(1_000_000).replace("ci.example.org", vault) + "first bytes";
+    anonymous.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(5), anonymous.read_exact(&mut answer)).await;
+    assert!(read.is_ok(), "the gateway waited for the body of a request it refuses anyway");
+    assert_eq!(&answer, b"HTTP/1.1 401");
     assert_eq!(signed_call(true).0, 200, "a SigV4 request with a good certificate");
+    // A response that streams for a token holder ends when the required certificate is revoked.
+    let (elapsed, received, clean) = tokio::task::block_in_place(|| {
+        stream_until_cut_with(&setup, vault, false, Duration::from_millis(800), &["-H", &bearer])
+    });
+    assert!(received.contains("tick"), "the stream began: {received:?}");
+    assert!(!clean && elapsed < Duration::from_secs(3), "still streaming {elapsed:?} after the revocation");
     // A revoked certificate is no certificate, whatever credential comes with it.
     setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
     assert_eq!(call(true, &["-H", &bearer]), 401, "a token with a revoked certificate");
@@ -1474,6 +1490,17 @@ fn refusals_len() -> usize {
 /// A TLS connection to the gateway for billing.example.org that has agreed on HTTP/2 (ALPN),
 /// for frames written by hand.
 async fn raw_http2(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tls = anonymous_connection(setup, "billing.example.org", &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    tls
+}
+
+/// A TLS connection to the gateway for `name` without a client certificate.
+async fn anonymous_connection(
+    setup: &Setup,
+    name: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&std::fs::read(setup.dir.join("root.pem")).unwrap()) {
         roots.add(cert.unwrap()).unwrap();
@@ -1484,12 +1511,10 @@ async fn raw_http2(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net:
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("billing.example.org").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    tls
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
 }
 
 /// One HTTP/2 frame: type, flags, stream, payload.
@@ -1674,10 +1699,22 @@ async fn http2_clients_and_upstreams_get_the_same_pipeline() {
 /// after `revoke_after`; returns how long the stream lasted after that, what arrived, and
 /// whether curl saw a clean end.
 fn stream_until_cut(setup: &Setup, host: &str, http2: bool, revoke_after: Duration) -> (Duration, String, bool) {
+    stream_until_cut_with(setup, host, http2, revoke_after, &[])
+}
+
+/// [`stream_until_cut`], with `extra` curl arguments (a bearer token, say).
+fn stream_until_cut_with(
+    setup: &Setup,
+    host: &str,
+    http2: bool,
+    revoke_after: Duration,
+    extra: &[&str],
+) -> (Duration, String, bool) {
     let dir: &Path = &setup.dir;
     let mut command = Command::new("curl");
     command
         .args(["-sS", "-N", "--max-time", "6", if http2 { "--http2" } else { "--http1.1" }])
+        .args(extra)
         .arg("--cacert")
         .arg(dir.join("root.pem"))
         .arg("--resolve")
