@@ -9,7 +9,8 @@
 //! percent-encoded slashes, backslashes, control characters or unreserved characters, bad
 //! percent-encoding; a missing, repeated or malformed `Host`; a `Host` that is not the TLS server
 //! name (421); conflicting `Content-Length`, or `Content-Length` with `Transfer-Encoding`; a
-//! transfer coding other than `chunked`; header names with underscores. On HTTP/1.1 the gateway's
+//! transfer coding other than `chunked`; header names with underscores; method and target
+//! overrides (`X-HTTP-Method-Override`, `X-Original-URL`, …). On HTTP/1.1 the gateway's
 //! own loop (`h1.rs`) hands every field over as the client sent it, so each of these is seen and
 //! refused here rather than resolved by a parser in front.
 //!
@@ -256,6 +257,11 @@ fn check_headers(headers: &HeaderMap) -> Result<(), Refusal> {
     if headers.keys().any(|name| name.as_str().contains('_')) {
         return Err(bad("header names with `_` are refused"));
     }
+    // Decided as one method and target, acted on as another by the frameworks that honour
+    // these: refused, not stripped (a stripped override would change what the request does).
+    if headers.keys().any(|name| OVERRIDES.contains(&name.as_str())) {
+        return Err(bad("a method or target override header (x-http-method-override, x-original-url, ...)"));
+    }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let has_length = match lengths.next() {
         None => false,
@@ -343,8 +349,9 @@ const IDENTITY_NAMES: &[&str] = &[
 ];
 
 /// Fields some frameworks read as the request's method or target in place of the one sent
-/// (Rack's and Symfony's method override, IIS's original URL): the upstream acts on the request
-/// that was decided, or on nothing.
+/// (Rack's and Symfony's method override, OData's `X-HTTP-Method`, IIS's original URL): a
+/// request with one is refused (and, should one get here, never forwarded), so the upstream acts
+/// on the request that was decided or on nothing.
 const OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",

@@ -646,15 +646,22 @@ impl Gateway {
         // Each connection task holds a clone: the count says how many are still open.
         let open = Arc::new(());
         let slots = Arc::new(tokio::sync::Semaphore::new(self.parts.max_connections.max(1)));
+        // Said once each time the limit is reached, not for every connection while it holds.
+        let mut at_limit = false;
         loop {
             // A slot first: past the limit new connections wait in the kernel's backlog.
             let slot = match Arc::clone(&slots).try_acquire_owned() {
-                Ok(slot) => slot,
+                Ok(slot) => {
+                    at_limit = false;
+                    slot
+                }
                 Err(_) => {
-                    tracing::warn!(
-                        limit = self.parts.max_connections,
-                        "connection limit reached: accepting again when one closes"
-                    );
+                    if !std::mem::replace(&mut at_limit, true) {
+                        tracing::warn!(
+                            limit = self.parts.max_connections,
+                            "connection limit reached: accepting again when one closes"
+                        );
+                    }
                     tokio::select! {
                         slot = Arc::clone(&slots).acquire_owned() => match slot {
                             Ok(slot) => slot,
@@ -1566,6 +1573,11 @@ impl hyper::body::Body for IdleBounded {
                     }
                     Err(frame) => frame,
                 })),
+                // An upstream's failure, as a plain error: hyper resets the client's stream with
+                // the HTTP/2 reason it finds in an error's sources, and an upstream's own
+                // PROTOCOL_ERROR passed on would read as the client's malformed request
+                // (resets.rs records those); this way the client's stream ends INTERNAL_ERROR.
+                (Some(Err(error)), Sender::Upstream(_)) => Some(Err(format!("upstream: {error}").into())),
                 (polled, _) => polled,
             });
         }

@@ -1,8 +1,8 @@
 //! WebSockets to an application whose upstream speaks HTTP/2. The gateway opens them as an
-//! extended CONNECT (RFC 8441) on the application's HTTP/2 connection, however the client asked
-//! (the HTTP/1.1 upgrade of RFC 6455, or an extended CONNECT of its own), and joins the two ends
-//! with the tunnel every WebSocket gets: authorized again on the interval, cut (and the cut
-//! recorded) when access ends. An upstream that has not enabled extended CONNECT (it resets
+//! extended CONNECT (RFC 8441) on one of the application's HTTP/2 connections, however the
+//! client asked (the HTTP/1.1 upgrade of RFC 6455, or an extended CONNECT of its own), and joins
+//! the two ends with the tunnel every WebSocket gets: authorized again on the interval, cut (and
+//! the cut recorded) when access ends. An upstream that has not enabled extended CONNECT (it resets
 //! the stream) or answers with anything but a 200 opens no tunnel, and the client gets no 101
 //! or 200: its refusal's status, or a 502.
 
