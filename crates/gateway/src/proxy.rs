@@ -1431,19 +1431,12 @@ impl Upstream {
         Ok(tcp)
     }
 
-    /// Sends `request` as a stream on one of the upstream's HTTP/2 connections (a new one when
-    /// [`Http2Pool::pick`] says so); the answer and the stream's slot on its connection, to hold
+    /// Sends `request` as a stream on one of the upstream's HTTP/2 connections (see
+    /// [`Http2Pool::stream`]); the answer and the stream's slot on its connection, to hold
     /// while the stream lasts.
     pub(crate) async fn send_http2(&self, request: Request<Body>) -> Result<(Response<Incoming>, StreamSlot), String> {
         let pool = self.http2.as_ref().ok_or("not an HTTP/2 upstream")?;
-        let (mut sender, slot) = match pool.pick() {
-            Some(picked) => picked,
-            None => {
-                let sender = self.connect_http2().await?;
-                let slot = pool.add(sender.clone());
-                (sender, slot)
-            }
-        };
+        let (mut sender, slot) = pool.stream(|| self.connect_http2()).await?;
         sender.ready().await.map_err(|e| e.to_string())?;
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
         Ok((response, slot))

@@ -41,35 +41,87 @@ impl Drop for StreamSlot {
 /// The connections of one HTTP/2 upstream.
 #[derive(Default)]
 pub(crate) struct Http2Pool {
-    carriers: Mutex<Vec<Carrier>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    carriers: Vec<Carrier>,
+    /// Connections being opened: counted against [`CONNECTIONS`] too, so that a burst of
+    /// requests finding every connection full opens the few it may, not one each.
+    opening: usize,
+}
+
+/// What [`Http2Pool::pick`] says to do.
+enum Pick<'p> {
+    Use(SendRequest<Body>, StreamSlot),
+    Open(Opening<'p>),
+    /// Every connection allowed is being opened: try again shortly.
+    Wait,
+}
+
+/// A connection being opened; given up (and no longer counted) when dropped unopened.
+struct Opening<'p>(&'p Http2Pool);
+
+impl Opening<'_> {
+    /// The connection opened, with the first stream's slot on it.
+    fn opened(self, sender: SendRequest<Body>) -> StreamSlot {
+        let streams = Arc::new(AtomicUsize::new(1));
+        if let Ok(mut state) = self.0.state.lock() {
+            state.carriers.push(Carrier { sender, streams: Arc::clone(&streams) });
+        }
+        StreamSlot(streams)
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.opening = state.opening.saturating_sub(1);
+        }
+    }
 }
 
 impl Http2Pool {
-    /// A connection for one more stream, and its slot there; `None` when a new connection
-    /// should be opened (none is open, or every open one is full and there is room for more).
-    pub(crate) fn pick(&self) -> Option<(SendRequest<Body>, StreamSlot)> {
-        let mut carriers = self.carriers.lock().ok()?;
-        carriers.retain(|carrier| !carrier.sender.is_closed());
+    fn pick(&self) -> Pick<'_> {
+        let Ok(mut state) = self.state.lock() else { return Pick::Wait };
+        state.carriers.retain(|carrier| !carrier.sender.is_closed());
         let load = |carrier: &Carrier| carrier.streams.load(Ordering::Relaxed);
-        let chosen = match carriers.iter().find(|carrier| load(carrier) < STREAMS_PER_CONNECTION) {
+        let free = state.carriers.iter().find(|carrier| load(carrier) < STREAMS_PER_CONNECTION);
+        let chosen = match free {
             Some(free) => free,
-            None if carriers.len() < CONNECTIONS => return None,
-            None => carriers.iter().min_by_key(|carrier| load(carrier))?,
+            None if state.carriers.len() + state.opening < CONNECTIONS => {
+                state.opening += 1;
+                return Pick::Open(Opening(self));
+            }
+            None => match state.carriers.iter().min_by_key(|carrier| load(carrier)) {
+                Some(least) => least,
+                None => return Pick::Wait,
+            },
         };
         chosen.streams.fetch_add(1, Ordering::Relaxed);
-        Some((chosen.sender.clone(), StreamSlot(Arc::clone(&chosen.streams))))
+        Pick::Use(chosen.sender.clone(), StreamSlot(Arc::clone(&chosen.streams)))
     }
 
-    /// Adds a connection just opened, with the first stream's slot on it (kept out of the pool,
-    /// though still used for that stream, when others opened meanwhile filled it).
-    pub(crate) fn add(&self, sender: SendRequest<Body>) -> StreamSlot {
-        let streams = Arc::new(AtomicUsize::new(1));
-        if let Ok(mut carriers) = self.carriers.lock()
-            && carriers.len() < CONNECTIONS
-        {
-            carriers.push(Carrier { sender, streams: Arc::clone(&streams) });
+    /// A connection for one more stream and the stream's slot on it: an open one with room,
+    /// else a new one from `connect` while fewer than [`CONNECTIONS`] are open or opening, else
+    /// the least loaded. (The caller bounds the whole by its upstream timeout.)
+    pub(crate) async fn stream<F, C>(&self, connect: C) -> Result<(SendRequest<Body>, StreamSlot), String>
+    where
+        C: Fn() -> F,
+        F: std::future::Future<Output = Result<SendRequest<Body>, String>>,
+    {
+        loop {
+            match self.pick() {
+                Pick::Use(sender, slot) => return Ok((sender, slot)),
+                Pick::Open(opening) => {
+                    let sender = connect().await?;
+                    let slot = opening.opened(sender.clone());
+                    return Ok((sender, slot));
+                }
+                Pick::Wait => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
         }
-        StreamSlot(streams)
     }
 }
 
