@@ -352,7 +352,11 @@ where
         if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
-        match read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget).await {
+        // The whole body within the client timeout too: one that trickles in a byte at a time
+        // would otherwise hold its share of the budget for as long as it likes.
+        let whole = read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget);
+        let read = tokio::time::timeout(gateway.parts.client_timeout, whole).await.unwrap_or(Err(Unreadable::Broken));
+        match read {
             Ok(body) => Some(Bytes::from(body)),
             Err(unread) => {
                 let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;

@@ -750,7 +750,9 @@ impl Gateway {
         let certificate_missing = self.required_certificate(screened.app, connection, now).is_err();
         let (signed_body, body) = if screened.needs_signed_body() && !certificate_missing {
             // The signature covers the body: read it (bounded) before deciding.
-            match read_signed_body(body, &self.signed_body_budget).await {
+            // The whole body within the client timeout (see h1's reader).
+            let whole = read_signed_body(body, &self.signed_body_budget);
+            match tokio::time::timeout(self.parts.client_timeout, whole).await.unwrap_or(Err(Unreadable::Broken)) {
                 Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
                 Err(unread) => {
                     let refused = self.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;

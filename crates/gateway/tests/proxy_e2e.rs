@@ -1973,6 +1973,21 @@ async fn clients_that_go_quiet_or_stop_reading_are_let_go_after_the_client_timeo
     let _ = tokio::time::timeout(patience * 4, tls.read_to_end(&mut answer)).await.expect("closed");
     within(started, "a signed upload that stopped arriving");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    // ... and one that trickles in, a byte well within the timeout each time, is given up
+    // once it has taken the timeout as a whole.
+    let mut tls = device_connection(&setup, "ci.example.org").await;
+    tls.write_all(signed_upload_head(100_000).as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let trickle = async {
+        loop {
+            if tls.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(patience / 4).await;
+        }
+    };
+    let _ = tokio::time::timeout(patience * 4, trickle).await;
+    within(started, "a signed upload that trickles in");
 
     // An HTTP/1.1 client that stops reading an endless response is cut: once it reads again,
     // what was sent before the cut arrives, then the end.
