@@ -1454,6 +1454,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBounded<S> {
     }
 }
 
+/// What an open WebSocket is authorized again as: its handshake, decided as a GET.
+fn websocket_session(
+    canonical: &canonical::CanonicalRequest,
+    connection: &Connection,
+    who: zerogate_authn::identity::Authenticated,
+    admitted: &Admitted,
+) -> Session {
+    Session {
+        request: canonical.clone(),
+        method: "GET".to_owned(),
+        source: connection.peer.ip(),
+        who,
+        certificate: admitted.certificate.clone(),
+    }
+}
+
 /// The GUID of RFC 6455 §1.3, from which an upstream derives `Sec-WebSocket-Accept`.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -1500,14 +1516,7 @@ pub(crate) async fn websocket_over_http2(
             response = response.header(name, value);
         }
         let Ok(response) = response.body(empty_body()) else { return generic(StatusCode::BAD_GATEWAY, false) };
-        let certificate = admitted.certificate.clone();
-        let session = Session {
-            request: canonical.clone(),
-            method: "GET".to_owned(),
-            source: connection.peer.ip(),
-            who,
-            certificate,
-        };
+        let session = websocket_session(canonical, connection, who, admitted);
         let gateway = Arc::clone(gateway);
         let (mut upstream, slot) = (opened.io, opened.slot);
         tokio::spawn(async move {
@@ -1596,14 +1605,7 @@ pub(crate) async fn websocket_over_http2(
     };
     upstream.consume(head.len);
     let early = std::mem::take(&mut upstream.buf);
-    let certificate = admitted.certificate.clone();
-    let session = Session {
-        request: canonical.clone(),
-        method: "GET".to_owned(),
-        source: connection.peer.ip(),
-        who,
-        certificate,
-    };
+    let session = websocket_session(canonical, connection, who, admitted);
     let gateway = Arc::clone(gateway);
     // The HTTP/2 stream stays open (the connection is not idle) while the tunnel lasts.
     let stream_open = parts.extensions.remove::<Arc<crate::pace::StreamOpen>>();
