@@ -42,6 +42,8 @@ when { context.authn == "sigv4" };
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
 @id("grpc-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"grpc");
+@id("legacy-devices")
+permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"legacy");
 @id("vault-engineering")
 permit (principal in Zerogate::Group::"engineering", action, resource == Zerogate::Application::"vault")
 when { context.authn == "oidc" };
@@ -152,6 +154,17 @@ type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// An upstream that records what reaches it (HTTP/1.1, or HTTP/2 with prior knowledge).
 async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsize>, http2: bool) -> u16 {
+    start_upstream_with(seen, connections, http2, true).await
+}
+
+/// [`start_upstream`]; an HTTP/2 upstream without `extended_connect` does not take WebSockets
+/// (as most HTTP/2 servers out of the box).
+async fn start_upstream_with(
+    seen: Arc<Mutex<Vec<Value>>>,
+    connections: Arc<AtomicUsize>,
+    http2: bool,
+    extended_connect: bool,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -313,11 +326,11 @@ async fn start_upstream(seen: Arc<Mutex<Vec<Value>>>, connections: Arc<AtomicUsi
                     }
                 });
                 if http2 {
-                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .enable_connect_protocol()
-                        .max_concurrent_streams(64)
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    if extended_connect {
+                        builder.enable_connect_protocol();
+                    }
+                    let _ = builder.max_concurrent_streams(64).serve_connection(TokioIo::new(tcp), service).await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -348,7 +361,8 @@ async fn setup_tuned(name: &str, client_timeout: Duration, max_connections: usiz
     let new = Authority::init(&domain, now() - 60).unwrap();
     let ca = Authority::load(domain.clone(), &new.material, Lifetimes::default()).unwrap();
     std::fs::write(dir.join("root.pem"), &new.material.root_cert_pem).unwrap();
-    let names = ["billing", "wiki", "api", "ci", "grpc", "vault"].map(|app| format!("{app}.example.org")).to_vec();
+    let names =
+        ["billing", "wiki", "api", "ci", "grpc", "vault", "legacy"].map(|app| format!("{app}.example.org")).to_vec();
     let (server_chain, server_key, _) = issue(&ca, "spiffe://corp.example/workload/gateway", &names);
     let (device_chain, device_key, device_serial) = issue(&ca, "spiffe://corp.example/device/laptop-42", &[]);
     std::fs::write(dir.join("device.pem"), &device_chain).unwrap();
@@ -358,6 +372,7 @@ async fn setup_tuned(name: &str, client_timeout: Duration, max_connections: usiz
     let connections = Arc::new(AtomicUsize::new(0));
     let upstream = start_upstream(Arc::clone(&seen), Arc::clone(&connections), false).await;
     let upstream_h2 = start_upstream(Arc::clone(&seen), Arc::clone(&connections), true).await;
+    let upstream_h2_plain = start_upstream_with(Arc::clone(&seen), Arc::clone(&connections), true, false).await;
     std::fs::write(dir.join("policy/main.cedar"), POLICY).unwrap();
     let entities = json!([
         { "uid": { "type": "Zerogate::Application", "id": "billing" }, "attrs": {}, "parents": [] },
@@ -367,6 +382,7 @@ async fn setup_tuned(name: &str, client_timeout: Duration, max_connections: usiz
         { "uid": { "type": "Zerogate::Application", "id": "ci" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "grpc" }, "attrs": {}, "parents": [] },
         { "uid": { "type": "Zerogate::Application", "id": "vault" }, "attrs": {}, "parents": [] },
+        { "uid": { "type": "Zerogate::Application", "id": "legacy" }, "attrs": {}, "parents": [] },
     ]);
     // Tokens made by PyJWT (an independent implementation), keys published as a static JWKS.
     let tokens = dir.join("tokens");
@@ -428,6 +444,12 @@ upstream = "http://127.0.0.1:{upstream}"
 resource = 'Zerogate::Application::"vault"'
 authn = ["oidc", "sigv4", "mtls"]
 client_certificates = "required"
+[[app]]
+host = "legacy.example.org"
+upstream = "http://127.0.0.1:{upstream_h2_plain}"
+upstream_protocol = "http2"
+resource = 'Zerogate::Application::"legacy"'
+authn = ["mtls"]
 "#
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
@@ -1218,6 +1240,21 @@ async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_clie
     assert_eq!(opened.status(), 200);
     assert_eq!(opened.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(b"chat".as_slice()));
     let mut from_http2 = TokioIo::new(hyper::upgrade::on(opened).await.unwrap());
+    // An HTTP/2 upstream that has not enabled extended CONNECT (most, out of the box) resets
+    // the stream: 502 on either protocol, no tunnel, while its ordinary requests go on.
+    let legacy = "legacy.example.org";
+    let mut refused = device_connection(&setup, legacy).await;
+    let handshake = format!(
+        "GET /live HTTP/1.1\r\nHost: {legacy}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    refused.write_all(handshake.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let (status, _, _) =
+        tokio::task::block_in_place(|| curl_versioned(&setup, legacy, "/svc.Inventory/List", true, &["--http2"]));
+    assert_eq!(status, 200, "ordinary requests to that upstream go on");
     // Revoking the device cuts both tunnels.
     echoes_then_is_cut_on_revocation(&setup, &mut from_http2, "the HTTP/2 client's WebSocket").await;
     let mut rest = Vec::new();
