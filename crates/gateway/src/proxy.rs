@@ -452,6 +452,10 @@ pub struct Metrics {
     unknown_host: AtomicU64,
     audit_failures: AtomicU64,
     pub(crate) upstream_failures: AtomicU64,
+    /// Client connections open now (a gauge).
+    connections_open: AtomicU64,
+    /// Times the connection limit was reached.
+    connection_limit_reached: AtomicU64,
 }
 
 impl Metrics {
@@ -478,12 +482,36 @@ impl Metrics {
         out.push_str("# HELP zerogate_upstream_failures_total Allowed requests whose upstream could not be reached.\n");
         out.push_str("# TYPE zerogate_upstream_failures_total counter\n");
         out.push_str(&format!("zerogate_upstream_failures_total {}\n", get(&self.upstream_failures)));
+        out.push_str("# HELP zerogate_connections_open Client connections open now (max_connections bounds them).\n");
+        out.push_str("# TYPE zerogate_connections_open gauge\n");
+        out.push_str(&format!("zerogate_connections_open {}\n", get(&self.connections_open)));
+        out.push_str(
+            "# HELP zerogate_connection_limit_reached_total Times new connections had to wait for max_connections.\n",
+        );
+        out.push_str("# TYPE zerogate_connection_limit_reached_total counter\n");
+        out.push_str(&format!("zerogate_connection_limit_reached_total {}\n", get(&self.connection_limit_reached)));
         out
     }
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One open connection in the `connections_open` gauge, taken out when dropped.
+struct OpenConnection(Arc<Gateway>);
+
+impl OpenConnection {
+    fn count(gateway: Arc<Gateway>) -> Self {
+        gateway.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        Self(gateway)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The running gateway's shared state.
@@ -657,6 +685,7 @@ impl Gateway {
                 }
                 Err(_) => {
                     if !std::mem::replace(&mut at_limit, true) {
+                        bump(&self.metrics.connection_limit_reached);
                         tracing::warn!(
                             limit = self.parts.max_connections,
                             "connection limit reached: accepting again when one closes"
@@ -693,6 +722,7 @@ impl Gateway {
             tokio::spawn(async move {
                 let _held = held;
                 let _slot = slot;
+                let _open = OpenConnection::count(Arc::clone(&gateway));
                 let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
                     return;
                 };

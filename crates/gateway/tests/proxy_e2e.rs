@@ -69,6 +69,7 @@ struct Setup {
     server: tokio::task::JoinHandle<()>,
     key_id: String,
     key_secret: String,
+    gateway: Arc<Gateway>,
 }
 
 fn now() -> i64 {
@@ -516,7 +517,7 @@ authn = ["mtls"]
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (shutdown, stop) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(gateway.serve(listener, Arc::new(tls), stop, Duration::from_secs(10)));
+    let server = tokio::spawn(Arc::clone(&gateway).serve(listener, Arc::new(tls), stop, Duration::from_secs(10)));
     Setup {
         dir,
         port,
@@ -532,6 +533,7 @@ authn = ["mtls"]
         key_secret,
         shutdown,
         server,
+        gateway,
     }
 }
 
@@ -1908,6 +1910,9 @@ async fn past_its_connection_limit_the_gateway_accepts_again_only_when_one_close
     // A third is not taken up (its handshake waits in the backlog) while two are open ...
     let waiting = tokio::time::timeout(Duration::from_secs(1), device_connection(&setup, "billing.example.org")).await;
     assert!(waiting.is_err(), "a third connection was served past the limit of two");
+    let metrics = setup.gateway.metrics().render();
+    assert!(metrics.contains("zerogate_connections_open 2\n"), "{metrics}");
+    assert!(metrics.contains("zerogate_connection_limit_reached_total 1\n"), "{metrics}");
     // ... and is once one of them closes; the others go on being served.
     drop(first);
     let mut third = tokio::time::timeout(Duration::from_secs(5), device_connection(&setup, "billing.example.org"))
