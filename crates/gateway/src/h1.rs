@@ -345,25 +345,23 @@ where
         }
     };
     let continues = expects_continue(&parts);
-    // (A signed body is not read for a request that has already failed the application's
-    // certificate requirement: the decision refuses it without.)
-    let certificate_missing = gateway.required_certificate(screened.app, connection, now).is_err();
-    let signed_body = if screened.needs_signed_body() && framing != Framing::Empty && !certificate_missing {
+    // A signed body is read whole before the decision, unless the request has already failed
+    // the application's certificate requirement: then it stays unread (the refusal closes the
+    // connection after it) and the decision refuses without it.
+    let reads_signed_body =
+        screened.needs_signed_body() && gateway.required_certificate(screened.app, connection, now).is_ok();
+    let signed_body = if reads_signed_body && framing != Framing::Empty {
         if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
-        // The whole body within the client timeout too: one that trickles in a byte at a time
-        // would otherwise hold its share of the budget for as long as it likes.
-        let whole = read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget);
-        let read = tokio::time::timeout(gateway.parts.client_timeout, whole).await.unwrap_or(Err(Unreadable::Broken));
-        match read {
+        match read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget).await {
             Ok(body) => Some(Bytes::from(body)),
             Err(unread) => {
                 let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;
                 return refuse(client, refused, Framing::Chunked, false, out).await;
             }
         }
-    } else if screened.needs_signed_body() {
+    } else if reads_signed_body {
         Some(Bytes::new())
     } else {
         None
@@ -727,55 +725,53 @@ where
 }
 
 /// Reads a whole request body (a signed one: SigV4 covers its hash) of at most `limit` bytes,
-/// each wait for more of it bounded by the client's patience (it is read before any credential
-/// is checked: a body that stops arriving must not hold the connection).
+/// all of it within the client's patience: it is read before any credential is checked, so a
+/// body that stops arriving, or trickles in a byte at a time, must hold neither the connection
+/// nor its share of the budget for longer.
 async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
     limit: usize,
     budget: &SignedBodyBudget,
 ) -> Result<Vec<u8>, Unreadable> {
-    let mut body = Vec::new();
-    let mut held = budget.hold();
     let patience = client.patience;
-    match framing {
-        Framing::Empty => {}
-        Framing::Length(length) => {
-            if length > limit as u64 {
-                return Err(Unreadable::TooLarge);
-            }
-            let mut left = length;
-            while left > 0 {
-                let here = match tokio::time::timeout(patience, client.due(left)).await {
-                    Ok(read) => read.map_err(|_| Unreadable::Broken)?,
-                    Err(_) => return Err(Unreadable::Broken),
-                };
-                held.more(here)?;
-                body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
-                client.consume(here);
-                left -= here as u64;
-            }
-        }
-        Framing::Chunked => {
-            let mut decoder = Chunked::default();
-            loop {
-                let before = body.len();
-                let more = tokio::time::timeout(patience, decoder.next(client, &mut body))
-                    .await
-                    .map_err(|_| Unreadable::Broken)?
-                    .map_err(|_| Unreadable::Broken)?;
-                if body.len() > limit {
+    let whole = async {
+        let mut body = Vec::new();
+        let mut held = budget.hold();
+        match framing {
+            Framing::Empty => {}
+            Framing::Length(length) => {
+                if length > limit as u64 {
                     return Err(Unreadable::TooLarge);
                 }
-                held.more(body.len() - before)?;
-                if !more {
-                    break;
+                let mut left = length;
+                while left > 0 {
+                    let here = client.due(left).await.map_err(|_| Unreadable::Broken)?;
+                    held.more(here)?;
+                    body.extend_from_slice(client.buf.get(..here).unwrap_or_default());
+                    client.consume(here);
+                    left -= here as u64;
                 }
             }
+            Framing::Chunked => {
+                let mut decoder = Chunked::default();
+                loop {
+                    let before = body.len();
+                    let more = decoder.next(client, &mut body).await.map_err(|_| Unreadable::Broken)?;
+                    if body.len() > limit {
+                        return Err(Unreadable::TooLarge);
+                    }
+                    held.more(body.len() - before)?;
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            Framing::UntilClose => return Err(Unreadable::Broken),
         }
-        Framing::UntilClose => return Err(Unreadable::Broken),
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(patience, whole).await.unwrap_or(Err(Unreadable::Broken))
 }
 
 /// Carries what is left of the request body to the upstream, as it arrives.

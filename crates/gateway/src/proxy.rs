@@ -56,22 +56,26 @@ fn boxed(body: Incoming) -> Body {
 
 /// A body that a signature covers, read whole: `Err(true)` past [`MAX_SIGNED_BODY`], `Err(false)`
 /// when it fails (the client broke off, or sent nothing for the client timeout).
-async fn read_signed_body(mut body: Body, budget: &SignedBodyBudget) -> Result<Bytes, Unreadable> {
+async fn read_signed_body(mut body: Body, budget: &SignedBodyBudget, patience: Duration) -> Result<Bytes, Unreadable> {
     if hyper::body::Body::size_hint(&body).lower() > MAX_SIGNED_BODY as u64 {
         return Err(Unreadable::TooLarge);
     }
-    let mut whole = Vec::new();
-    let mut held = budget.hold();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(|_| Unreadable::Broken)?.into_data() {
-            if whole.len() + data.len() > MAX_SIGNED_BODY {
-                return Err(Unreadable::TooLarge);
+    // All of it within the client's patience, as on HTTP/1.1 (h1's `read_whole_body`).
+    let read = async {
+        let mut whole = Vec::new();
+        let mut held = budget.hold();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map_err(|_| Unreadable::Broken)?.into_data() {
+                if whole.len() + data.len() > MAX_SIGNED_BODY {
+                    return Err(Unreadable::TooLarge);
+                }
+                held.more(data.len())?;
+                whole.extend_from_slice(&data);
             }
-            held.more(data.len())?;
-            whole.extend_from_slice(&data);
         }
-    }
-    Ok(Bytes::from(whole))
+        Ok(Bytes::from(whole))
+    };
+    tokio::time::timeout(patience, read).await.unwrap_or(Err(Unreadable::Broken))
 }
 
 /// Why a signed request body (read whole before any credential is checked) was not read.
@@ -775,14 +779,13 @@ impl Gateway {
         // the client timeout, and with it the upstream exchange (or the read of a signed body).
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = IdleBounded::boxed(boxed(body), self.parts.client_timeout, Sender::Client(Arc::clone(&answered)));
-        // (A signed body is not read for a request that has already failed the application's
-        // certificate requirement: the decision refuses it without.)
-        let certificate_missing = self.required_certificate(screened.app, connection, now).is_err();
-        let (signed_body, body) = if screened.needs_signed_body() && !certificate_missing {
+        // A signed body is not read for a request that has already failed the application's
+        // certificate requirement: the decision refuses it without.
+        let reads_signed_body =
+            screened.needs_signed_body() && self.required_certificate(screened.app, connection, now).is_ok();
+        let (signed_body, body) = if reads_signed_body {
             // The signature covers the body: read it (bounded) before deciding.
-            // The whole body within the client timeout (see h1's reader).
-            let whole = read_signed_body(body, &self.signed_body_budget);
-            match tokio::time::timeout(self.parts.client_timeout, whole).await.unwrap_or(Err(Unreadable::Broken)) {
+            match read_signed_body(body, &self.signed_body_budget, self.parts.client_timeout).await {
                 Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
                 Err(unread) => {
                     let refused = self.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;

@@ -740,6 +740,11 @@ async fn an_application_that_requires_a_client_certificate_requires_a_good_one_w
     let read = tokio::time::timeout(Duration::from_secs(5), anonymous.read_exact(&mut answer)).await;
     assert!(read.is_ok(), "the gateway waited for the body of a request it refuses anyway");
     assert_eq!(&answer, b"HTTP/1.1 401");
+    // The unread body is never taken for a next request: the connection ends after the answer.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), anonymous.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the connection stayed open with the refused request's body unread");
+    assert_eq!(statuses(&format!("HTTP/1.1 401{}", String::from_utf8_lossy(&rest))), [401]);
     assert_eq!(signed_call(true).0, 200, "a SigV4 request with a good certificate");
     // A response that streams for a token holder ends when the required certificate is revoked.
     let (elapsed, received, clean) = tokio::task::block_in_place(|| {
