@@ -1223,21 +1223,17 @@ async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_clie
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 
     // An HTTP/2 client's extended CONNECT: a 200 passed on, and the same tunnel.
-    let tls = device_connection_speaking(&setup, grpc, &[b"h2"]).await;
-    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(driver);
+    let (mut sender, _connection) = http2_connection_to(&setup, grpc, None).await;
     let authority = format!("{grpc}:{}", setup.port);
-    let get = Request::get(format!("https://{authority}/svc.Inventory/List")).body(Full::new(Bytes::new())).unwrap();
+    let get =
+        Request::get(format!("https://{authority}/svc.Inventory/List")).body(Full::new(Bytes::new()).boxed()).unwrap();
     assert_eq!(sender.send_request(get).await.unwrap().status(), 200);
     let connect = |path: &str| {
         let mut request = Request::builder()
             .method("CONNECT")
             .uri(format!("https://{authority}{path}"))
             .header("sec-websocket-version", "13")
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(Bytes::new()).boxed())
             .unwrap();
         request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
         request
@@ -1861,12 +1857,21 @@ async fn http2_connection(
     setup: &Setup,
     window: u32,
 ) -> (hyper::client::conn::http2::SendRequest<TestBody>, tokio::task::JoinHandle<()>) {
-    let tls = device_connection_speaking(setup, "billing.example.org", &[b"h2"]).await;
-    let (sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    http2_connection_to(setup, "billing.example.org", Some(window)).await
+}
+
+/// [`http2_connection`] to the application `host`, with hyper's stream window unless `window`.
+async fn http2_connection_to(
+    setup: &Setup,
+    host: &str,
+    window: Option<u32>,
+) -> (hyper::client::conn::http2::SendRequest<TestBody>, tokio::task::JoinHandle<()>) {
+    let tls = device_connection_speaking(setup, host, &[b"h2"]).await;
+    let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(window) = window {
+        builder.initial_stream_window_size(window);
+    }
+    let (sender, driver) = builder.handshake(TokioIo::new(tls)).await.unwrap();
     (
         sender,
         tokio::spawn(async move {
@@ -1878,12 +1883,7 @@ async fn http2_connection(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_trailers_pass_both_ways_but_not_identities_a_client_states_in_them() {
     let setup = setup("trailers").await;
-    let tls = device_connection_speaking(&setup, "grpc.example.org", &[b"h2"]).await;
-    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(driver);
+    let (mut sender, _connection) = http2_connection_to(&setup, "grpc.example.org", None).await;
     let mut stated = hyper::HeaderMap::new();
     stated.insert("checksum", "c0ffee".parse().unwrap());
     stated.insert("x-zerogate-identity", "forged".parse().unwrap());
@@ -1934,12 +1934,7 @@ async fn past_its_connection_limit_the_gateway_accepts_again_only_when_one_close
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_holding_many_http2_upstream_streams_does_not_starve_the_others() {
     let setup = setup("h2-upstream-pool").await;
-    let tls = device_connection_speaking(&setup, "grpc.example.org", &[b"h2"]).await;
-    let (mut sender, driver) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(driver);
+    let (mut sender, _connection) = http2_connection_to(&setup, "grpc.example.org", None).await;
     // As many endless streams as the upstream allows on one connection (64, in this test).
     let mut held = Vec::new();
     for _ in 0..64 {
