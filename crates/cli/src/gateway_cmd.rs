@@ -117,6 +117,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             reauthorize_every: Duration::from_secs(5),
             client_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_requests_per_principal: zerogate_gateway::config::DEFAULT_MAX_REQUESTS_PER_PRINCIPAL,
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
             issuers: Vec::new(),
@@ -348,6 +349,7 @@ fn assemble(
         reauthorize_every: config.reauthorize_every,
         client_timeout: config.client_timeout,
         max_connections: config.max_connections,
+        max_requests_per_principal: config.max_requests_per_principal,
     })?;
     let (chain, key, lifetime) = server_certificate(service, names)?;
     let certificate = Arc::new(ServerCertificate::new(chain, key)?);

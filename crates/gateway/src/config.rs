@@ -14,6 +14,8 @@
 //!                                  # responses the client stops reading
 //! max_connections = 10000          # client connections open at once; past it new ones wait in
 //!                                  # the listen backlog until one closes
+//! max_requests_per_principal = 128 # requests one identity may have in flight at once (open
+//!                                  # streams and WebSockets included); past it 429, recorded
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -86,10 +88,20 @@ struct RawGateway {
     client_timeout_seconds: u64,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_max_requests_per_principal")]
+    max_requests_per_principal: usize,
 }
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+/// As many streams as one client HTTP/2 connection may open, and a quarter of what the gateway opens to
+/// one HTTP/2 upstream (8 connections of 64 streams): one identity cannot take an upstream.
+pub const DEFAULT_MAX_REQUESTS_PER_PRINCIPAL: usize = 128;
+
+fn default_max_requests_per_principal() -> usize {
+    DEFAULT_MAX_REQUESTS_PER_PRINCIPAL
 }
 
 fn default_client_timeout() -> u64 {
@@ -232,6 +244,8 @@ pub struct GatewayConfig {
     pub client_timeout: std::time::Duration,
     /// Client connections open at once (default 10,000).
     pub max_connections: usize,
+    /// Requests one principal may have in flight at once (default 128).
+    pub max_requests_per_principal: usize,
     /// The policy files.
     pub policies: PathBuf,
     /// The entities file.
@@ -426,6 +440,9 @@ impl GatewayConfig {
         if !(1..=1_000_000).contains(&raw.gateway.max_connections) {
             return Err(error("gateway.max_connections", "must be between 1 and 1000000".into()));
         }
+        if !(1..=1_000_000).contains(&raw.gateway.max_requests_per_principal) {
+            return Err(error("gateway.max_requests_per_principal", "must be between 1 and 1000000".into()));
+        }
         Ok(Self {
             listen,
             admin_listen,
@@ -433,6 +450,7 @@ impl GatewayConfig {
             reauthorize_every: std::time::Duration::from_secs(raw.gateway.reauthorize_seconds),
             client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
             max_connections: raw.gateway.max_connections,
+            max_requests_per_principal: raw.gateway.max_requests_per_principal,
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),
             issuers,

@@ -418,6 +418,7 @@ where
         source: connection.peer.ip(),
         who,
         certificate: admitted.certificate,
+        in_flight: admitted.in_flight,
     });
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
@@ -1364,8 +1365,8 @@ where
         }
         client.buf.clear();
     }
-    let certificate = admitted.certificate.clone();
-    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who, certificate };
+    let (certificate, in_flight) = (admitted.certificate.clone(), admitted.in_flight.clone());
+    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who, certificate, in_flight };
     tunnel(gateway, &mut client.io, &mut opened.io, &session).await;
     Next::Close
 }
@@ -1463,6 +1464,7 @@ fn websocket_session(
         source: connection.peer.ip(),
         who,
         certificate: admitted.certificate.clone(),
+        in_flight: admitted.in_flight.clone(),
     }
 }
 
@@ -1692,13 +1694,13 @@ where
     let (head, body) = response.into_parts();
     let mut body = match &admitted.who {
         Some(who) => {
-            let certificate = admitted.certificate.clone();
             let session = Session {
                 request: canonical.clone(),
                 method,
                 source: connection.peer.ip(),
                 who: who.clone(),
-                certificate,
+                certificate: admitted.certificate.clone(),
+                in_flight: admitted.in_flight.clone(),
             };
             crate::proxy::reverified(Arc::clone(gateway), session, body)
         }

@@ -15,5 +15,6 @@ mod h1;
 mod pace;
 pub mod proxy;
 mod resets;
+mod share;
 mod upstream_h2;
 mod websocket;

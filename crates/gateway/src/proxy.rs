@@ -42,6 +42,7 @@ use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
 use crate::resets::{ResetWatch, Resets};
+use crate::share::{Held, InFlight};
 use crate::upstream_h2::{Http2Pool, Slotted, StreamSlot};
 
 /// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
@@ -253,6 +254,9 @@ pub struct GatewayParts {
     /// Client connections open at once; past it the gateway accepts no more until one closes
     /// (they wait in the listen backlog), as nginx's `worker_connections`.
     pub max_connections: usize,
+    /// Requests one principal may have in flight at once (open response streams and tunnels
+    /// included); past it a request is refused with 429 and recorded.
+    pub max_requests_per_principal: usize,
 }
 
 /// What a long-lived connection was authorized for, to authorize it again.
@@ -264,6 +268,10 @@ pub(crate) struct Session {
     /// The client certificate's identity, kept for an application that requires one whatever
     /// the credential: its revocation or expiry ends the session too.
     pub(crate) certificate: Option<Authenticated>,
+    /// The exchange's place in its principal's share, held (never read) as long as the
+    /// session lasts.
+    #[allow(dead_code)]
+    pub(crate) in_flight: Option<Held>,
 }
 
 /// A refusal answered with a generic body: its status, and whether the connection closes after
@@ -296,6 +304,9 @@ pub(crate) struct Admitted {
     pub(crate) credential_header: Option<HeaderName>,
     /// The required client certificate's identity (see [`Session::certificate`]).
     pub(crate) certificate: Option<Authenticated>,
+    /// The request's place in its principal's share ([`crate::share`]): whatever part of the
+    /// exchange lives longest keeps it.
+    pub(crate) in_flight: Option<Held>,
 }
 
 /// A WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade`. Other
@@ -460,6 +471,8 @@ pub struct Metrics {
     connections_open: AtomicU64,
     /// Times the connection limit was reached.
     connection_limit_reached: AtomicU64,
+    /// Requests refused because their principal had its share in flight.
+    principal_limit_reached: AtomicU64,
 }
 
 impl Metrics {
@@ -494,6 +507,11 @@ impl Metrics {
         );
         out.push_str("# TYPE zerogate_connection_limit_reached_total counter\n");
         out.push_str(&format!("zerogate_connection_limit_reached_total {}\n", get(&self.connection_limit_reached)));
+        out.push_str(
+            "# HELP zerogate_principal_limit_reached_total Requests refused (429) because their principal had max_requests_per_principal in flight.\n",
+        );
+        out.push_str("# TYPE zerogate_principal_limit_reached_total counter\n");
+        out.push_str(&format!("zerogate_principal_limit_reached_total {}\n", get(&self.principal_limit_reached)));
         out
     }
 }
@@ -524,6 +542,7 @@ pub struct Gateway {
     pub(crate) apps: HashMap<String, AppRuntime>,
     pub(crate) metrics: Metrics,
     pub(crate) signed_body_budget: SignedBodyBudget,
+    in_flight: Arc<InFlight>,
 }
 
 /// What one TLS connection established.
@@ -650,7 +669,8 @@ impl Gateway {
             apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream, sigv4 });
         }
         let signed_body_budget = SignedBodyBudget::new(SIGNED_BODY_BUDGET);
-        Ok(Arc::new(Self { parts, apps, metrics: Metrics::default(), signed_body_budget }))
+        let in_flight = InFlight::new(parts.max_requests_per_principal);
+        Ok(Arc::new(Self { parts, apps, metrics: Metrics::default(), signed_body_budget, in_flight }))
     }
 
     /// The request counters.
@@ -810,8 +830,9 @@ impl Gateway {
             // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
             // stays subject to access: authorized again on the interval, cut when refused.
             Some(who) => {
-                let certificate = admitted.certificate;
-                let session = Session { request: canonical, method, source: connection.peer.ip(), who, certificate };
+                let Admitted { certificate, in_flight, .. } = admitted;
+                let session =
+                    Session { request: canonical, method, source: connection.peer.ip(), who, certificate, in_flight };
                 let gateway = Arc::clone(&self);
                 response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
             }
@@ -917,7 +938,7 @@ impl Gateway {
             source: connection.peer.ip(),
             authn,
         };
-        let outcome = {
+        let mut outcome = {
             let engine = self.parts.policy.engine();
             match self.parts.revocations.read() {
                 Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
@@ -931,6 +952,26 @@ impl Gateway {
                 }
             }
         };
+        // A request that would go through takes a place in its principal's share first; with
+        // the share spent it is refused (429), in shadow mode too: the limit protects the
+        // upstreams, it is not a policy question.
+        let mut in_flight = None;
+        if let (true, Ok(who)) = (outcome.forward, &attempt.authn) {
+            in_flight = match outcome.record.principal.as_deref() {
+                Some(principal) => self.in_flight.try_hold(principal),
+                None => self.in_flight.try_hold(&who.cedar_uid()),
+            };
+            if in_flight.is_none() {
+                bump(&self.metrics.principal_limit_reached);
+                outcome.forward = false;
+                outcome.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
+                outcome.record.decision = Decision::Deny;
+                outcome.record.errors.push(format!(
+                    "principal: already has {} requests in flight (gateway.max_requests_per_principal)",
+                    self.in_flight.limit()
+                ));
+            }
+        }
         let decision = outcome.record.decision;
         if self.audit(outcome.record).await.is_err() {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
@@ -946,7 +987,7 @@ impl Gateway {
         }
         // The identity decided on is the one admitted (moved, not copied).
         let Attempt { authn, .. } = attempt;
-        Ok(Admitted { who: authn.ok(), credential_header, certificate })
+        Ok(Admitted { who: authn.ok(), credential_header, certificate, in_flight })
     }
 
     /// The signed identity assertion for an authenticated caller (503 if it cannot be signed).

@@ -350,11 +350,25 @@ async fn setup(name: &str) -> Setup {
 
 /// [`setup`] with the gateway's client timeout set to `client_timeout`.
 async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
-    setup_tuned(name, client_timeout, 10_000).await
+    setup_tuned(name, Tuning { client_timeout, ..Tuning::default() }).await
 }
 
-/// [`setup_with`], the gateway also limited to `max_connections` client connections.
-async fn setup_tuned(name: &str, client_timeout: Duration, max_connections: usize) -> Setup {
+/// The gateway's limits in a test.
+struct Tuning {
+    client_timeout: Duration,
+    max_connections: usize,
+    max_requests_per_principal: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { client_timeout: Duration::from_secs(60), max_connections: 10_000, max_requests_per_principal: 128 }
+    }
+}
+
+/// [`setup`] with the gateway's limits set to `tuning`.
+async fn setup_tuned(name: &str, tuning: Tuning) -> Setup {
+    let Tuning { client_timeout, max_connections, max_requests_per_principal } = tuning;
     let dir = std::env::temp_dir().join(format!("zerogate-gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
@@ -507,6 +521,7 @@ authn = ["mtls"]
         reauthorize_every: Duration::from_millis(300),
         client_timeout,
         max_connections,
+        max_requests_per_principal,
     })
     .unwrap();
     let chain: Vec<CertificateDer<'static>> =
@@ -1909,7 +1924,7 @@ async fn http2_trailers_pass_both_ways_but_not_identities_a_client_states_in_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_connection_limit_the_gateway_accepts_again_only_when_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let setup = setup_tuned("max-connections", Duration::from_secs(60), 2).await;
+    let setup = setup_tuned("max-connections", Tuning { max_connections: 2, ..Tuning::default() }).await;
     let first = device_connection(&setup, "billing.example.org").await;
     let mut second = device_connection(&setup, "billing.example.org").await;
     // A third is not taken up (its handshake waits in the backlog) while two are open ...
@@ -1956,6 +1971,49 @@ async fn one_client_holding_many_http2_upstream_streams_does_not_starve_the_othe
     assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
     assert!(setup.connections.load(Ordering::SeqCst) > upstream_connections, "a second upstream connection");
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_past_its_share_of_requests_in_flight_is_refused_until_one_ends() {
+    let setup = setup_tuned("principal-share", Tuning { max_requests_per_principal: 3, ..Tuning::default() }).await;
+    let grpc = "grpc.example.org";
+    let (mut sender, _connection) = http2_connection_to(&setup, grpc, None).await;
+    let stream = |path: &str| {
+        Request::get(format!("https://{grpc}:{}{path}", setup.port)).body(Full::new(Bytes::new()).boxed()).unwrap()
+    };
+    // The device holds its whole share (3) in endless streams.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let response = sender.send_request(stream("/svc.Feed/stream")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        held.push(response.into_body());
+    }
+    let seen = setup.seen.lock().unwrap().len();
+    // One more from the same device is refused, on this connection and on a new HTTP/1.1 one ...
+    let refused = sender.send_request(stream("/svc.Inventory/List")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let (status, _) = tokio::task::block_in_place(|| curl(&setup, grpc, "/svc.Inventory/List", true, &[]));
+    assert_eq!(status, 429);
+    assert_eq!(setup.seen.lock().unwrap().len(), seen, "the upstream saw neither");
+    assert!(audit_log_shows(&setup, "gateway.max_requests_per_principal").await, "the refusal is recorded");
+    let metrics = setup.gateway.metrics().render();
+    assert!(metrics.contains("zerogate_principal_limit_reached_total 2\n"), "{metrics}");
+    // ... while another principal is served as before.
+    let bearer = format!("Authorization: Bearer {}", token(&setup, "rs256"));
+    let (status, body) =
+        tokio::task::block_in_place(|| curl(&setup, "api.example.org", "/v1/me", false, &["-H", &bearer]));
+    assert_eq!(status, 200, "{body}");
+    // Once one of its streams ends, the device has a place again.
+    drop(held.pop());
+    let mut status = 0;
+    for _ in 0..50 {
+        status = sender.send_request(stream("/svc.Inventory/List")).await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "a place returns when a stream ends");
 }
 
 fn billing_get(setup: &Setup, path: &str) -> Request<TestBody> {
