@@ -955,12 +955,11 @@ impl Gateway {
         // A request that would go through takes a place in its principal's share first; with
         // the share spent it is refused (429), in shadow mode too: the limit protects the
         // upstreams, it is not a policy question.
+        // (The record names the principal of every authenticated request; a request let through
+        // unauthenticated in shadow mode has none and holds no place.)
         let mut in_flight = None;
-        if let (true, Ok(who)) = (outcome.forward, &attempt.authn) {
-            in_flight = match outcome.record.principal.as_deref() {
-                Some(principal) => self.in_flight.try_hold(principal),
-                None => self.in_flight.try_hold(&who.cedar_uid()),
-            };
+        if let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) {
+            in_flight = self.in_flight.try_hold(principal);
             if in_flight.is_none() {
                 bump(&self.metrics.principal_limit_reached);
                 outcome.forward = false;
