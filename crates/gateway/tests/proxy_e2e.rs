@@ -1066,6 +1066,20 @@ fn statuses(answer: &str) -> Vec<u16> {
     answer.split("HTTP/1.1 ").skip(1).filter_map(|rest| rest.get(..3).and_then(|code| code.parse().ok())).collect()
 }
 
+/// What the gateway answers (within 5 s) to an HTTP/1.1 WebSocket handshake for `path` on
+/// `host` that is not expected to open a tunnel.
+async fn refused_websocket_handshake(setup: &Setup, host: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = device_connection(setup, host).await;
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A WebSocket handshake through the gateway with the device certificate.
 async fn websocket(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     websocket_to(setup, "billing.example.org", "/reports/live").await.0
@@ -1227,14 +1241,7 @@ async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_clie
     assert_eq!(&echo, b"over http/1.1");
 
     // An upstream that refuses the extended CONNECT: its status, and no 101.
-    let mut refused = device_connection(&setup, grpc).await;
-    let handshake = format!(
-        "GET /no-upgrade HTTP/1.1\r\nHost: {grpc}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    refused.write_all(handshake.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = refused_websocket_handshake(&setup, grpc, "/no-upgrade").await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 
     // An HTTP/2 client's extended CONNECT: a 200 passed on, and the same tunnel.
@@ -1261,14 +1268,7 @@ async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_clie
     // An HTTP/2 upstream that has not enabled extended CONNECT (most, out of the box) resets
     // the stream: 502 on either protocol, no tunnel, while its ordinary requests go on.
     let legacy = "legacy.example.org";
-    let mut refused = device_connection(&setup, legacy).await;
-    let handshake = format!(
-        "GET /live HTTP/1.1\r\nHost: {legacy}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    refused.write_all(handshake.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = refused_websocket_handshake(&setup, legacy, "/live").await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     let (status, _, _) =
         tokio::task::block_in_place(|| curl_versioned(&setup, legacy, "/svc.Inventory/List", true, &["--http2"]));
