@@ -35,9 +35,10 @@ use tokio::net::TcpStream;
 use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
-    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, SignedBodyBudget,
-    Unreadable, Upstream, bump, empty_body, generic, generic_text, is_websocket_upgrade, stopped,
+    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Unreadable, Upstream, bump,
+    empty_body, generic, generic_text, is_websocket_upgrade, stopped,
 };
+use crate::share::HeldBody;
 
 /// The largest request or response head, and the most header fields in one.
 const MAX_HEAD: usize = 64 * 1024;
@@ -354,7 +355,9 @@ where
         if continues && send(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client.patience).await.is_err() {
             return Next::Close;
         }
-        match read_whole_body(client, framing, MAX_SIGNED_BODY, &gateway.signed_body_budget).await {
+        match read_whole_body(client, framing, MAX_SIGNED_BODY, gateway.signed_body_budget.hold(connection.peer.ip()))
+            .await
+        {
             Ok(body) => Some(Bytes::from(body)),
             Err(unread) => {
                 let refused = gateway.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;
@@ -733,12 +736,11 @@ async fn read_whole_body<S: AsyncRead + Unpin>(
     client: &mut Buffered<S>,
     framing: Framing,
     limit: usize,
-    budget: &SignedBodyBudget,
+    mut held: HeldBody<'_>,
 ) -> Result<Vec<u8>, Unreadable> {
     let patience = client.patience;
     let whole = async {
         let mut body = Vec::new();
-        let mut held = budget.hold();
         match framing {
             Framing::Empty => {}
             Framing::Length(length) => {

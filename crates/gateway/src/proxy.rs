@@ -42,7 +42,7 @@ use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
 use crate::resets::{ResetWatch, Resets};
-use crate::share::{Held, InFlight};
+use crate::share::{Held, InFlight, SIGNED_BODY_BUDGET, SIGNED_BODY_SHARE, SignedBodyBudget};
 use crate::upstream_h2::{Http2Pool, Slotted, StreamSlot};
 
 /// What a body can fail with: hyper's errors, or the gateway cutting a stream whose access ended.
@@ -57,14 +57,19 @@ fn boxed(body: Incoming) -> Body {
 
 /// A body that a signature covers, read whole: `Err(true)` past [`MAX_SIGNED_BODY`], `Err(false)`
 /// when it fails (the client broke off, or sent nothing for the client timeout).
-async fn read_signed_body(mut body: Body, budget: &SignedBodyBudget, patience: Duration) -> Result<Bytes, Unreadable> {
+async fn read_signed_body(
+    mut body: Body,
+    budget: &SignedBodyBudget,
+    client: std::net::IpAddr,
+    patience: Duration,
+) -> Result<Bytes, Unreadable> {
     if hyper::body::Body::size_hint(&body).lower() > MAX_SIGNED_BODY as u64 {
         return Err(Unreadable::TooLarge);
     }
     // All of it within the client's patience, as on HTTP/1.1 (h1's `read_whole_body`).
     let read = async {
         let mut whole = Vec::new();
-        let mut held = budget.hold();
+        let mut held = budget.hold(client);
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame.map_err(|_| Unreadable::Broken)?.into_data() {
                 if whole.len() + data.len() > MAX_SIGNED_BODY {
@@ -88,46 +93,8 @@ pub(crate) enum Unreadable {
     Broken,
     /// The bodies being read already hold [`SIGNED_BODY_BUDGET`]: 503.
     OverBudget,
-}
-
-/// Bytes of signed request bodies the gateway holds, across all connections, while it reads
-/// them: they are read before any credential is checked, so without a bound anyone could make
-/// the gateway hold `MAX_SIGNED_BODY` per HTTP/2 stream (a GiB per connection) by sending
-/// bodies slowly. Past it a signed upload is refused with 503 until others finish.
-pub(crate) const SIGNED_BODY_BUDGET: usize = 64 * 1024 * 1024;
-
-/// The gateway-wide account of [`SIGNED_BODY_BUDGET`].
-#[derive(Debug)]
-pub(crate) struct SignedBodyBudget(tokio::sync::Semaphore);
-
-impl SignedBodyBudget {
-    fn new(bytes: usize) -> Self {
-        Self(tokio::sync::Semaphore::new(bytes))
-    }
-
-    /// An account for one body, empty at first; what it holds returns when it is dropped.
-    pub(crate) fn hold(&self) -> HeldBody<'_> {
-        HeldBody { budget: self, permit: None }
-    }
-}
-
-/// The part of the budget one body being read holds.
-pub(crate) struct HeldBody<'b> {
-    budget: &'b SignedBodyBudget,
-    permit: Option<tokio::sync::SemaphorePermit<'b>>,
-}
-
-impl HeldBody<'_> {
-    /// Takes `bytes` more of the budget, or fails when it is spent.
-    pub(crate) fn more(&mut self, bytes: usize) -> Result<(), Unreadable> {
-        let bytes = u32::try_from(bytes).map_err(|_| Unreadable::TooLarge)?;
-        let taken = self.budget.0.try_acquire_many(bytes).map_err(|_| Unreadable::OverBudget)?;
-        match &mut self.permit {
-            Some(permit) => permit.merge(taken),
-            None => self.permit = Some(taken),
-        }
-        Ok(())
-    }
+    /// The bodies being read from this client's address already hold its share: 429.
+    OverShare,
 }
 
 /// Streams open at once on one HTTP/2 connection from a client.
@@ -473,6 +440,8 @@ pub struct Metrics {
     connection_limit_reached: AtomicU64,
     /// Requests refused because their principal had its share in flight.
     principal_limit_reached: AtomicU64,
+    /// Signed uploads refused because their client address held its share of the budget.
+    client_share_reached: AtomicU64,
 }
 
 impl Metrics {
@@ -491,27 +460,47 @@ impl Metrics {
         ] {
             out.push_str(&format!("zerogate_requests_total{{outcome=\"{outcome}\"}} {}\n", get(counter)));
         }
-        out.push_str(
-            "# HELP zerogate_audit_failures_total Requests refused because the audit log could not be written.\n",
-        );
-        out.push_str("# TYPE zerogate_audit_failures_total counter\n");
-        out.push_str(&format!("zerogate_audit_failures_total {}\n", get(&self.audit_failures)));
-        out.push_str("# HELP zerogate_upstream_failures_total Allowed requests whose upstream could not be reached.\n");
-        out.push_str("# TYPE zerogate_upstream_failures_total counter\n");
-        out.push_str(&format!("zerogate_upstream_failures_total {}\n", get(&self.upstream_failures)));
-        out.push_str("# HELP zerogate_connections_open Client connections open now (max_connections bounds them).\n");
-        out.push_str("# TYPE zerogate_connections_open gauge\n");
-        out.push_str(&format!("zerogate_connections_open {}\n", get(&self.connections_open)));
-        out.push_str(
-            "# HELP zerogate_connection_limit_reached_total Times new connections had to wait for max_connections.\n",
-        );
-        out.push_str("# TYPE zerogate_connection_limit_reached_total counter\n");
-        out.push_str(&format!("zerogate_connection_limit_reached_total {}\n", get(&self.connection_limit_reached)));
-        out.push_str(
-            "# HELP zerogate_principal_limit_reached_total Requests refused (429) because their principal had max_requests_per_principal in flight.\n",
-        );
-        out.push_str("# TYPE zerogate_principal_limit_reached_total counter\n");
-        out.push_str(&format!("zerogate_principal_limit_reached_total {}\n", get(&self.principal_limit_reached)));
+        let singles: [(&str, &str, &str, &AtomicU64); 6] = [
+            (
+                "zerogate_audit_failures_total",
+                "counter",
+                "Requests refused because the audit log could not be written.",
+                &self.audit_failures,
+            ),
+            (
+                "zerogate_upstream_failures_total",
+                "counter",
+                "Allowed requests whose upstream could not be reached.",
+                &self.upstream_failures,
+            ),
+            (
+                "zerogate_connections_open",
+                "gauge",
+                "Client connections open now (max_connections bounds them).",
+                &self.connections_open,
+            ),
+            (
+                "zerogate_connection_limit_reached_total",
+                "counter",
+                "Times new connections had to wait for max_connections.",
+                &self.connection_limit_reached,
+            ),
+            (
+                "zerogate_principal_limit_reached_total",
+                "counter",
+                "Requests refused (429) because their principal had max_requests_per_principal in flight.",
+                &self.principal_limit_reached,
+            ),
+            (
+                "zerogate_client_share_reached_total",
+                "counter",
+                "Signed uploads refused (429) because their client address held its share of the signed-body budget.",
+                &self.client_share_reached,
+            ),
+        ];
+        for (name, kind, help, value) in singles {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n", get(value)));
+        }
         out
     }
 }
@@ -668,7 +657,7 @@ impl Gateway {
             });
             apps.insert(settings.app.host.clone(), AppRuntime { settings: settings.clone(), upstream, sigv4 });
         }
-        let signed_body_budget = SignedBodyBudget::new(SIGNED_BODY_BUDGET);
+        let signed_body_budget = SignedBodyBudget::new(SIGNED_BODY_BUDGET, SIGNED_BODY_SHARE);
         let in_flight = InFlight::new(parts.max_requests_per_principal);
         Ok(Arc::new(Self { parts, apps, metrics: Metrics::default(), signed_body_budget, in_flight }))
     }
@@ -805,7 +794,9 @@ impl Gateway {
             screened.needs_signed_body() && self.required_certificate(screened.app, connection, now).is_ok();
         let (signed_body, body) = if reads_signed_body {
             // The signature covers the body: read it (bounded) before deciding.
-            match read_signed_body(body, &self.signed_body_budget, self.parts.client_timeout).await {
+            match read_signed_body(body, &self.signed_body_budget, connection.peer.ip(), self.parts.client_timeout)
+                .await
+            {
                 Ok(bytes) => (Some(bytes.clone()), Full::new(bytes).map_err(|never| match never {}).boxed()),
                 Err(unread) => {
                     let refused = self.refuse_unreadable_body(&parts, connection, &screened, unread, now).await;
@@ -899,6 +890,13 @@ impl Gateway {
             Unreadable::OverBudget => {
                 tracing::warn!(budget = SIGNED_BODY_BUDGET, "signed bodies being read hold the whole budget: refused");
                 (StatusCode::SERVICE_UNAVAILABLE, "request: signed bodies being read hold the budget")
+            }
+            Unreadable::OverShare => {
+                bump(&self.metrics.client_share_reached);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "request: signed bodies being read from this client address hold its share",
+                )
             }
         };
         let record = self.bare_record(now, &parts.method, connection, Some(&screened.canonical), reason.into());

@@ -785,40 +785,63 @@ fn signed_upload_head(length: usize) -> String {
     )
 }
 
+/// Starts a signed upload of a declared 7.9 MiB to ci.example.org from `source`, sends 7.5 MiB
+/// of it and stalls: the connection is returned with the upload held open.
+async fn stalled_signed_upload(
+    setup: &Setup,
+    source: std::net::Ipv4Addr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = device_connection_from(setup, "ci.example.org", &[], source).await;
+    tls.write_all(signed_upload_head(7_900_000).as_bytes()).await.unwrap();
+    let _ = tls.write_all(&vec![b'x'; 7 * 1024 * 1024 + 512 * 1024]).await;
+    tls
+}
+
+/// What the gateway answers on `tls` (whatever it sends until it closes, up to 5 s).
+async fn answer_on(mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_bodies_read_before_authentication_share_one_bounded_budget() {
+async fn signed_bodies_read_before_authentication_share_one_bounded_budget_fairly() {
+    use std::net::Ipv4Addr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let setup = setup("signed-budget").await;
-    // Eight uploads of 7.5 MiB each (of a declared 7.9) that then stall: 60 MiB of the 64 held.
-    let piece = vec![b'x'; 7 * 1024 * 1024 + 512 * 1024];
-    let mut stalled = Vec::new();
-    for _ in 0..8 {
-        let mut tls = device_connection(&setup, "ci.example.org").await;
-        tls.write_all(signed_upload_head(7_900_000).as_bytes()).await.unwrap();
-        tls.write_all(&piece).await.unwrap();
-        stalled.push(tls);
+    let host = |n: u8| Ipv4Addr::new(127, 0, 0, n);
+    // One client address may hold two stalled uploads (15 MiB of its 16 MiB share); its third
+    // is refused with 429, recorded, while the budget still has room for others.
+    let mut stalled = vec![stalled_signed_upload(&setup, host(1)).await, stalled_signed_upload(&setup, host(1)).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = answer_on(stalled_signed_upload(&setup, host(1)).await).await;
+    assert!(third.starts_with("HTTP/1.1 429"), "{third}");
+    assert!(audit_log_shows(&setup, "from this client address hold its share").await, "the refusal is recorded");
+    let metrics = setup.gateway.metrics().render();
+    assert!(metrics.contains("zerogate_client_share_reached_total 1\n"), "{metrics}");
+    // Three more hosts with two each: eight uploads, 60 MiB of the 64 held.
+    for n in 2..=4 {
+        stalled.push(stalled_signed_upload(&setup, host(n)).await);
+        stalled.push(stalled_signed_upload(&setup, host(n)).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // A ninth goes past the budget: refused with 503 (and recorded), not held.
-    let mut ninth = device_connection(&setup, "ci.example.org").await;
-    ninth.write_all(signed_upload_head(7_900_000).as_bytes()).await.unwrap();
-    let _ = ninth.write_all(&piece).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), ninth.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
-    assert!(log.contains("signed bodies being read hold the budget"), "the refusal is recorded");
-    // Once the stalled uploads go away their share returns: an upload is read (and its
-    // signature refused) again.
+    // A fifth host, within its own share, goes past the whole budget: 503 (and recorded).
+    let ninth = answer_on(stalled_signed_upload(&setup, host(5)).await).await;
+    assert!(ninth.starts_with("HTTP/1.1 503"), "{ninth}");
+    assert!(audit_log_shows(&setup, "signed bodies being read hold the budget").await, "the refusal is recorded");
+    // Once the stalled uploads go away, the budget and every share return: the first host's
+    // upload is read (and its signature refused) again.
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut tenth = device_connection(&setup, "ci.example.org").await;
+    let piece = vec![b'x'; 7 * 1024 * 1024 + 512 * 1024];
+    let mut tenth = device_connection_from(&setup, "ci.example.org", &[], host(1)).await;
     tenth.write_all(signed_upload_head(piece.len()).as_bytes()).await.unwrap();
     tenth.write_all(&piece).await.unwrap();
     let mut head = [0u8; 12];
     tenth.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 401", "the budget was given back");
+    assert_eq!(&head, b"HTTP/1.1 401", "the budget and the share were given back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1015,6 +1038,17 @@ async fn device_connection_speaking(
     name: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    device_connection_from(setup, name, alpn, std::net::Ipv4Addr::LOCALHOST).await
+}
+
+/// [`device_connection_speaking`] from the loopback address `source` (any of 127.0.0.0/8), as
+/// another host would connect.
+async fn device_connection_from(
+    setup: &Setup,
+    name: &str,
+    alpn: &[&[u8]],
+    source: std::net::Ipv4Addr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let root = std::fs::read(setup.dir.join("root.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&root) {
@@ -1033,7 +1067,9 @@ async fn device_connection_speaking(
             .with_client_auth_cert(chain, key)
             .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], setup.port).into()).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
 }
