@@ -23,9 +23,10 @@ use zerogate_control::datadir::{DataDir, write_atomic};
 use zerogate_control::server::{ServerOptions, unix_now};
 use zerogate_control::service::IdentityService;
 use zerogate_gateway::assertion::AssertionSigner;
+use zerogate_gateway::certificate::{CertificateFiles, ServerCertificate};
 use zerogate_gateway::config::{AppSettings, GatewayConfig};
 use zerogate_gateway::decide::{App, Mode};
-use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, SharedKeys, tls_config};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, SharedKeys, tls_config};
 use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
 use zerogate_policy::{LivePolicy, PolicyFiles, Reload};
 use zerogate_store::SqliteStore;
@@ -118,6 +119,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             client_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_requests_per_principal: zerogate_gateway::config::DEFAULT_MAX_REQUESTS_PER_PRINCIPAL,
+            certificate: None,
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
             issuers: Vec::new(),
@@ -351,33 +353,11 @@ fn assemble(
         max_connections: config.max_connections,
         max_requests_per_principal: config.max_requests_per_principal,
     })?;
-    let (chain, key, lifetime) = server_certificate(service, names)?;
-    let certificate = Arc::new(ServerCertificate::new(chain, key)?);
-    let tls = Arc::new(tls_config(Arc::clone(&certificate), &[authority.root_der().clone()])?);
-
-    // Renew the gateway's certificate at half its lifetime.
-    {
-        let service = Arc::clone(service);
-        let names = names.to_vec();
-        tokio::spawn(async move {
-            let mut period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
-            loop {
-                tokio::time::sleep(period).await;
-                match server_certificate(&service, &names) {
-                    Ok((chain, key, lifetime)) => {
-                        if let Err(error) = certificate.replace(chain, key) {
-                            tracing::error!(%error, "gateway certificate replacement failed");
-                        }
-                        period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "gateway certificate renewal failed; retrying in 30 s");
-                        period = Duration::from_secs(30);
-                    }
-                }
-            }
-        });
-    }
+    let certificate = match &config.certificate {
+        Some(files) => brought_certificate(files, names, &gateway)?,
+        None => ca_certificate(service, names, &gateway)?,
+    };
+    let tls = Arc::new(tls_config(certificate, &[authority.root_der().clone()])?);
     // Revocations and access keys from the CA's store, every second.
     {
         let service = Arc::clone(service);
@@ -449,6 +429,99 @@ fn newest_change(paths: &[PathBuf]) -> Option<SystemTime> {
         }
     }
     newest
+}
+
+/// The certificate from zerogate's CA, renewed at half its lifetime.
+fn ca_certificate(
+    service: &Arc<IdentityService<SqliteStore>>,
+    names: &[String],
+    gateway: &Arc<Gateway>,
+) -> Result<Arc<ServerCertificate>> {
+    let (chain, key, lifetime) = server_certificate(service, names)?;
+    record_expiry(gateway, &chain);
+    let certificate = Arc::new(ServerCertificate::new(chain, key)?);
+    let (service, names, gateway, serving) =
+        (Arc::clone(service), names.to_vec(), Arc::clone(gateway), Arc::clone(&certificate));
+    tokio::spawn(async move {
+        let mut period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(period).await;
+            match server_certificate(&service, &names) {
+                Ok((chain, key, lifetime)) => {
+                    record_expiry(&gateway, &chain);
+                    if let Err(error) = serving.replace(chain, key) {
+                        tracing::error!(%error, "gateway certificate replacement failed");
+                    }
+                    period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "gateway certificate renewal failed; retrying in 30 s");
+                    period = Duration::from_secs(30);
+                }
+            }
+        }
+    });
+    Ok(certificate)
+}
+
+/// The served certificate's expiry, in the metrics (Prometheus can alert before it lapses).
+fn record_expiry(gateway: &Gateway, chain: &[CertificateDer<'_>]) {
+    if let Some((_, not_after)) = chain.first().and_then(|leaf| zerogate_pki::ca::validity(leaf)) {
+        gateway.metrics().server_certificate_expires(not_after);
+    }
+}
+
+/// The certificate the operator brings (`[gateway] certificate` and `private_key`), checked
+/// before it is served; its files are watched, and a new pair is served once it checks (a pair
+/// that does not is refused, and the one in service stays).
+fn brought_certificate(
+    files: &CertificateFiles,
+    names: &[String],
+    gateway: &Arc<Gateway>,
+) -> Result<Arc<ServerCertificate>> {
+    let checked = files.load(names, unix_now())?;
+    warn_if_expiring(checked.not_after);
+    gateway.metrics().server_certificate_expires(checked.not_after);
+    let certificate = Arc::new(ServerCertificate::new(checked.chain, checked.key)?);
+    let (files, names, gateway, serving) =
+        (files.clone(), names.to_vec(), Arc::clone(gateway), Arc::clone(&certificate));
+    tokio::spawn(async move {
+        let mut seen = files.modified();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = files.modified();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match files.load(&names, unix_now()) {
+                Ok(checked) => {
+                    let not_after = checked.not_after;
+                    match serving.replace(checked.chain, checked.key) {
+                        Ok(()) => {
+                            tracing::info!(not_after, "gateway certificate reloaded from its files");
+                            gateway.metrics().server_certificate_expires(not_after);
+                            warn_if_expiring(not_after);
+                        }
+                        Err(error) => tracing::error!(%error, "gateway certificate replacement failed"),
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "new gateway certificate refused; the one in service stays");
+                }
+            }
+        }
+    });
+    Ok(certificate)
+}
+
+/// A brought certificate is renewed by someone else: say so while there is time.
+fn warn_if_expiring(not_after: i64) {
+    let left = not_after - unix_now();
+    if left < 7 * 24 * 3600 {
+        tracing::warn!(not_after, days_left = left / 86_400, "the gateway certificate expires within 7 days");
+    }
 }
 
 /// A fresh certificate for the gateway from the CA (key made here), and its lifetime in seconds.

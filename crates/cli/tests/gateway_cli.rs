@@ -161,3 +161,193 @@ fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
     assert!(allowed >= 14, "{allowed} allowed records");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs openssl with `args` in `dir`; panics with its stderr when it fails.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server certificate for `name` from the test's own "public" CA in `dir` (ca.pem, ca.key),
+/// valid 30 days: `{stem}.pem` and `{stem}.key`.
+fn public_leaf(dir: &Path, stem: &str, name: &str) {
+    let (key, csr, ext, pem) =
+        (format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"), format!("{stem}.pem"));
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30", "-extfile", &ext, "-out",
+            &pem,
+        ],
+    );
+}
+
+/// The SHA-256 fingerprint of the certificate the gateway on `port` serves for localhost.
+fn served_fingerprint(dir: &Path, port: u16) -> String {
+    let hello = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let pem = String::from_utf8_lossy(&hello.stdout);
+    let (Some(start), Some(end)) = (pem.find("-----BEGIN CERTIFICATE-----"), pem.find("-----END CERTIFICATE-----"))
+    else {
+        return String::new();
+    };
+    std::fs::write(dir.join("served.pem"), &pem[start..end + "-----END CERTIFICATE-----".len()]).unwrap();
+    openssl(dir, &["x509", "-in", "served.pem", "-noout", "-fingerprint", "-sha256"])
+}
+
+fn fingerprint(dir: &Path, pem: &str) -> String {
+    openssl(dir, &["x509", "-in", pem, "-noout", "-fingerprint", "-sha256"])
+}
+
+/// curl to the gateway on `port` trusting only `ca`, with the device's certificate: the status
+/// (0 when TLS to the gateway fails).
+fn curl_trusting(port: u16, ca: &Path, device: &Path) -> u16 {
+    let s = |name: &str| device.join(name).display().to_string();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca.display().to_string()])
+        .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+        .arg(format!("https://localhost:{port}/hello"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-brought", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let data = dir.join("data");
+    let d = |p: &PathBuf| p.display().to_string();
+    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
+    let device = dir.join("device");
+    ok(zerogate()
+        .args(["ca", "issue", "--data-dir", &d(&data), "--spiffe-id", "spiffe://gw.test/device/laptop-1"])
+        .args(["--out", &d(&device)])
+        .output()
+        .unwrap());
+    std::fs::write(
+        dir.join("policy/devices.cedar"),
+        "@id(\"devices\")\npermit (principal is Zerogate::Device, action == Zerogate::Action::\"http\", \
+         resource in Zerogate::Application::\"hello\") when { context.authn == \"mtls\" };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy/entities.json"),
+        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    // A CA of the operator's own (a public one, in production) and two certificates for localhost.
+    openssl(
+        &tls,
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"]
+            .into_iter()
+            .chain(["-subj", "/CN=Operator Test CA", "-keyout", "ca.key", "-out", "ca.pem"])
+            .collect::<Vec<_>>(),
+    );
+    public_leaf(&tls, "first", "localhost");
+    public_leaf(&tls, "second", "localhost");
+    public_leaf(&tls, "elsewhere", "other.example");
+    let serve = |stem: &str| {
+        std::fs::copy(tls.join(format!("{stem}.key")), tls.join("key.pem")).unwrap();
+        std::fs::copy(tls.join(format!("{stem}.pem")), tls.join("chain.pem")).unwrap();
+    };
+    serve("first");
+    let (port, admin) = (free_port(), free_port());
+    let config = |port: u16, admin: u16| {
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"test\"\n\
+             certificate = \"tls/chain.pem\"\nprivate_key = \"tls/key.pem\"\n[policy]\npolicies = \"policy\"\n\
+             entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
+             upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n",
+            upstream()
+        )
+    };
+    std::fs::write(dir.join("gateway.toml"), config(port, admin)).unwrap();
+    let mut gateway = zerogate()
+        .args(["gateway", "--data-dir", &d(&data), "--config", &d(&dir.join("gateway.toml"))])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let public_ca = tls.join("ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl_trusting(port, &public_ca, &device) != 200 {
+        assert!(Instant::now() < deadline, "the gateway never answered with the brought certificate");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The brought certificate is what clients see, not one from zerogate's CA; client
+    // certificates are still verified against zerogate's CA.
+    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"));
+    assert_eq!(curl_trusting(port, &device.join("bundle.pem"), &device), 0, "zerogate's CA did not sign it");
+    let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("zerogate_server_certificate_expiry_timestamp_seconds "))
+        .expect("the expiry is in the metrics")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now + 29 * 86_400..now + 31 * 86_400).contains(&expiry), "30 days from now: {expiry}");
+
+    // A new pair whose key is not its certificate's, or which does not name the host, is
+    // refused: the one in service stays.
+    std::fs::copy(tls.join("second.pem"), tls.join("chain.pem")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"), "a mismatched pair is not served");
+    serve("elsewhere");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"), "nor one for another host");
+    assert_eq!(curl_trusting(port, &public_ca, &device), 200);
+    // A good pair is served to new connections without a restart.
+    serve("second");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_fingerprint(&tls, port) != fingerprint(&tls, "second.pem") {
+        assert!(Instant::now() < deadline, "the renewed certificate was never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(curl_trusting(port, &public_ca, &device), 200);
+
+    // At start, a bad pair is an error that names the key and the reason: nothing starts.
+    std::fs::copy(tls.join("first.key"), tls.join("key.pem")).unwrap();
+    std::fs::write(dir.join("bad.toml"), config(free_port(), free_port())).unwrap();
+    let refused =
+        zerogate().args(["gateway", "--data-dir", &d(&data), "--config", &d(&dir.join("bad.toml"))]).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("gateway.private_key") && stderr.contains("not the certificate's key"), "{stderr}");
+    Command::new("kill").arg("-TERM").arg(gateway.id().to_string()).status().unwrap();
+    let _ = gateway.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

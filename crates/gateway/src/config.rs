@@ -16,6 +16,9 @@
 //!                                  # the listen backlog until one closes
 //! max_requests_per_principal = 128 # requests one identity may have in flight at once (open
 //!                                  # streams and WebSockets included); past it 429, recorded
+//! # certificate = "tls/fullchain.pem" # a certificate to serve (a public CA's, for browsers),
+//! # private_key = "tls/key.pem"       # leaf first, with its key; read again when they change.
+//!                                  # Without them the gateway serves one from zerogate's CA
 //!
 //! [policy]
 //! policies = "policy/"             # a .cedar file or a directory of them
@@ -51,6 +54,7 @@ use serde::Deserialize;
 use zerogate_authn::identity::Method;
 use zerogate_authn::jwt::{Algorithm, TokenKind};
 
+use crate::certificate::CertificateFiles;
 use crate::decide::{App, Mode};
 
 /// A configuration that cannot be used: where and why.
@@ -90,6 +94,8 @@ struct RawGateway {
     max_connections: usize,
     #[serde(default = "default_max_requests_per_principal")]
     max_requests_per_principal: usize,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
 }
 
 fn default_max_connections() -> usize {
@@ -246,6 +252,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Requests one principal may have in flight at once (default 128).
     pub max_requests_per_principal: usize,
+    /// A certificate the operator brings for the public listener; `None`: one from zerogate's CA.
+    pub certificate: Option<CertificateFiles>,
     /// The policy files.
     pub policies: PathBuf,
     /// The entities file.
@@ -443,6 +451,12 @@ impl GatewayConfig {
         if !(1..=1_000_000).contains(&raw.gateway.max_requests_per_principal) {
             return Err(error("gateway.max_requests_per_principal", "must be between 1 and 1000000".into()));
         }
+        let certificate = match (&raw.gateway.certificate, &raw.gateway.private_key) {
+            (None, None) => None,
+            (Some(chain), Some(key)) => Some(CertificateFiles { chain: resolve(chain), key: resolve(key) }),
+            (Some(_), None) => return Err(error("gateway.private_key", "needed with gateway.certificate".into())),
+            (None, Some(_)) => return Err(error("gateway.certificate", "needed with gateway.private_key".into())),
+        };
         Ok(Self {
             listen,
             admin_listen,
@@ -451,6 +465,7 @@ impl GatewayConfig {
             client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
             max_connections: raw.gateway.max_connections,
             max_requests_per_principal: raw.gateway.max_requests_per_principal,
+            certificate,
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),
             issuers,

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod assertion;
 pub mod canonical;
+pub mod certificate;
 pub mod config;
 pub mod decide;
 pub mod demo;

@@ -24,9 +24,8 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::RootCertStore;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zerogate_audit::{AuditLog, Decision, DecisionRecord, RequestSummary};
@@ -38,6 +37,7 @@ use zerogate_policy::LivePolicy;
 
 use crate::assertion::{ASSERTION_HEADER, AssertionSigner};
 use crate::canonical::{self, CanonicalRequest};
+use crate::certificate::ServerCertificate;
 use crate::config::AppSettings;
 use crate::decide::{Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
@@ -442,9 +442,16 @@ pub struct Metrics {
     principal_limit_reached: AtomicU64,
     /// Signed uploads refused because their client address held its share of the budget.
     client_share_reached: AtomicU64,
+    /// When the certificate the public listener serves expires (Unix seconds; a gauge).
+    server_certificate_expiry: AtomicU64,
 }
 
 impl Metrics {
+    /// The certificate the public listener serves now expires at `not_after` (Unix seconds).
+    pub fn server_certificate_expires(&self, not_after: i64) {
+        self.server_certificate_expiry.store(u64::try_from(not_after).unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// The counters in Prometheus' text format.
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -460,7 +467,7 @@ impl Metrics {
         ] {
             out.push_str(&format!("zerogate_requests_total{{outcome=\"{outcome}\"}} {}\n", get(counter)));
         }
-        let singles: [(&str, &str, &str, &AtomicU64); 6] = [
+        let singles: [(&str, &str, &str, &AtomicU64); 7] = [
             (
                 "zerogate_audit_failures_total",
                 "counter",
@@ -496,6 +503,12 @@ impl Metrics {
                 "counter",
                 "Signed uploads refused (429) because their client address held its share of the signed-body budget.",
                 &self.client_share_reached,
+            ),
+            (
+                "zerogate_server_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When the certificate the public listener serves expires (Unix seconds).",
+                &self.server_certificate_expiry,
             ),
         ];
         for (name, kind, help, value) in singles {
@@ -543,45 +556,6 @@ pub(crate) struct Connection {
     /// The client certificate verified once per connection (revocation and expiry are checked
     /// again on every request).
     certificate: OnceLock<Result<Authenticated, String>>,
-}
-
-/// The gateway's own certificate, replaceable while it runs (it is short-lived and renewed).
-#[derive(Debug)]
-pub struct ServerCertificate {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl ServerCertificate {
-    /// A certificate chain (leaf first) and its key.
-    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, GatewayError> {
-        Ok(Self { current: RwLock::new(Arc::new(certified(chain, key)?)) })
-    }
-
-    /// Replaces the certificate for new connections.
-    pub fn replace(
-        &self,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<(), GatewayError> {
-        let fresh = Arc::new(certified(chain, key)?);
-        let mut current = self.current.write().map_err(|_| GatewayError::Tls("certificate lock poisoned".into()))?;
-        *current = fresh;
-        Ok(())
-    }
-}
-
-fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey, GatewayError> {
-    let signing = rustls::crypto::aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| GatewayError::Tls(e.to_string()))?;
-    Ok(CertifiedKey::new(chain, signing))
-}
-
-impl ResolvesServerCert for ServerCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| Arc::clone(&c))
-    }
 }
 
 /// A TLS configuration for the public listener: the gateway's certificate, and client

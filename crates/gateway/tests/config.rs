@@ -54,10 +54,22 @@ fn a_good_file_is_read_with_its_defaults() {
     assert_eq!(config.client_timeout, std::time::Duration::from_secs(60), "the default");
     assert_eq!(config.max_connections, 10_000, "the default");
     assert_eq!(config.max_requests_per_principal, 128, "the default");
+    assert_eq!(config.certificate, None, "by default a certificate from zerogate's CA");
     assert_eq!(billing.app.methods, vec![Method::Oidc, Method::Mtls]);
     assert_eq!(billing.app.routes, vec![("/admin".to_owned(), r#"Zerogate::Route::"billing-admin""#.to_owned())]);
     let wiki = &config.apps[1];
     assert_eq!((wiki.app.mode, wiki.require_client_certificate), (Mode::Enforce, false), "enforce by default");
+}
+
+#[test]
+fn a_brought_certificate_and_key_are_found_next_to_the_file() {
+    let text = GOOD.replace(
+        "id = \"gw-eu-1\"",
+        "id = \"gw-eu-1\"\ncertificate = \"tls/fullchain.pem\"\nprivate_key = \"/secrets/key.pem\"",
+    );
+    let files = parse(&text).unwrap().certificate.expect("a brought certificate");
+    assert_eq!(files.chain, Path::new("/etc/zerogate/tls/fullchain.pem"), "relative to the file's directory");
+    assert_eq!(files.key, Path::new("/secrets/key.pem"), "absolute as it is");
 }
 
 #[test]
@@ -125,6 +137,16 @@ fn each_error_names_its_key_and_reason() {
             GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\nmax_requests_per_principal = 0"),
             "gateway.max_requests_per_principal",
             "between 1 and 1000000",
+        ),
+        (
+            GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\ncertificate = \"tls/chain.pem\""),
+            "gateway.private_key",
+            "needed with gateway.certificate",
+        ),
+        (
+            GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\nprivate_key = \"tls/key.pem\""),
+            "gateway.certificate",
+            "needed with gateway.private_key",
         ),
     ];
     for (text, key, reason) in cases {

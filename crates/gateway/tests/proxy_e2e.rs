@@ -24,8 +24,9 @@ use zerogate_authn::identity::Revocations;
 use zerogate_authn::jwt::Validation;
 use zerogate_authn::oidc::{FetchSettings, IssuerConfig, OidcVerifier};
 use zerogate_gateway::assertion::AssertionSigner;
+use zerogate_gateway::certificate::ServerCertificate;
 use zerogate_gateway::config::GatewayConfig;
-use zerogate_gateway::proxy::{Gateway, GatewayParts, ServerCertificate, SharedKeys, tls_config};
+use zerogate_gateway::proxy::{Gateway, GatewayParts, SharedKeys, tls_config};
 use zerogate_pki::{Authority, Lifetimes, RevocationList, Serial, SpiffeId, SvidVerifier, TrustDomain, VerifiedCsr};
 use zerogate_policy::{LivePolicy, PolicyFiles};
 
