@@ -138,6 +138,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 sigv4_region: "us-east-1".into(),
                 sigv4_service: "execute-api".into(),
                 upstream_timeout: Duration::from_secs(60),
+                certificate: None,
             }],
         };
         let names = vec![host.clone(), "127.0.0.1".to_owned()];
@@ -353,10 +354,7 @@ fn assemble(
         max_connections: config.max_connections,
         max_requests_per_principal: config.max_requests_per_principal,
     })?;
-    let certificate = match &config.certificate {
-        Some(files) => brought_certificate(files, names, &gateway)?,
-        None => ca_certificate(service, names, &gateway)?,
-    };
+    let certificate = served_certificates(service, config, names, &gateway)?;
     let tls = Arc::new(tls_config(certificate, &[authority.root_der().clone()])?);
     // Revocations and access keys from the CA's store, every second.
     {
@@ -438,7 +436,6 @@ fn ca_certificate(
     gateway: &Arc<Gateway>,
 ) -> Result<Arc<ServerCertificate>> {
     let (chain, key, lifetime) = server_certificate(service, names)?;
-    record_expiry(gateway, &chain);
     let certificate = Arc::new(ServerCertificate::new(chain, key)?);
     let (service, names, gateway, serving) =
         (Arc::clone(service), names.to_vec(), Arc::clone(gateway), Arc::clone(&certificate));
@@ -448,9 +445,9 @@ fn ca_certificate(
             tokio::time::sleep(period).await;
             match server_certificate(&service, &names) {
                 Ok((chain, key, lifetime)) => {
-                    record_expiry(&gateway, &chain);
-                    if let Err(error) = serving.replace(chain, key) {
-                        tracing::error!(%error, "gateway certificate replacement failed");
+                    match serving.replace(chain, key) {
+                        Ok(()) => gateway.metrics().server_certificate_expires(serving.earliest_expiry()),
+                        Err(error) => tracing::error!(%error, "gateway certificate replacement failed"),
                     }
                     period = Duration::from_secs(lifetime / 2).max(Duration::from_secs(30));
                 }
@@ -464,27 +461,67 @@ fn ca_certificate(
     Ok(certificate)
 }
 
-/// The served certificate's expiry, in the metrics (Prometheus can alert before it lapses).
-fn record_expiry(gateway: &Gateway, chain: &[CertificateDer<'_>]) {
-    if let Some((_, not_after)) = chain.first().and_then(|leaf| zerogate_pki::ca::validity(leaf)) {
-        gateway.metrics().server_certificate_expires(not_after);
-    }
+/// Where a brought pair is served.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// For every host without a certificate of its own (`[gateway] certificate`).
+    Default,
+    /// For the hosts it is checked against alone (an `[[app]]`'s `certificate`).
+    Hosts,
 }
 
-/// The certificate the operator brings (`[gateway] certificate` and `private_key`), checked
-/// before it is served; its files are watched, and a new pair is served once it checks (a pair
-/// that does not is refused, and the one in service stays).
-fn brought_certificate(
-    files: &CertificateFiles,
+/// The certificates the operator brings: the default (`[gateway] certificate`, else one from
+/// zerogate's CA) and each application's own (served for its host). Each pair is checked before
+/// it is served, for the hosts it serves; its files are watched, and a new pair is served once it
+/// checks (a pair that does not is refused, and the one in service stays).
+fn served_certificates(
+    service: &Arc<IdentityService<SqliteStore>>,
+    config: &GatewayConfig,
     names: &[String],
     gateway: &Arc<Gateway>,
 ) -> Result<Arc<ServerCertificate>> {
-    let checked = files.load(names, unix_now())?;
-    warn_if_expiring(checked.not_after);
-    gateway.metrics().server_certificate_expires(checked.not_after);
-    let certificate = Arc::new(ServerCertificate::new(checked.chain, checked.key)?);
-    let (files, names, gateway, serving) =
-        (files.clone(), names.to_vec(), Arc::clone(gateway), Arc::clone(&certificate));
+    // Applications that share files share one pair.
+    let mut own: Vec<(CertificateFiles, Vec<String>)> = Vec::new();
+    for app in &config.apps {
+        if let Some(files) = &app.certificate {
+            match own.iter_mut().find(|(f, _)| (&f.chain, &f.key) == (&files.chain, &files.key)) {
+                Some((_, hosts)) => hosts.push(app.app.host.clone()),
+                None => own.push((files.clone(), vec![app.app.host.clone()])),
+            }
+        }
+    }
+    let certificate = match &config.certificate {
+        Some(files) => {
+            // The default serves every host without its own (and `zerogate up`'s extra names).
+            let hosts: Vec<String> =
+                names.iter().filter(|n| !own.iter().any(|(_, hosts)| hosts.contains(n))).cloned().collect();
+            let checked = files.load(&hosts, unix_now())?;
+            warn_if_expiring(files, checked.not_after);
+            let certificate = Arc::new(ServerCertificate::new(checked.chain, checked.key)?);
+            watch_brought(files.clone(), hosts, Slot::Default, &certificate, gateway);
+            certificate
+        }
+        None => ca_certificate(service, names, gateway)?,
+    };
+    for (files, hosts) in own {
+        let checked = files.load(&hosts, unix_now())?;
+        warn_if_expiring(&files, checked.not_after);
+        certificate.replace_for(&hosts, checked.chain, checked.key)?;
+        watch_brought(files, hosts, Slot::Hosts, &certificate, gateway);
+    }
+    gateway.metrics().server_certificate_expires(certificate.earliest_expiry());
+    Ok(certificate)
+}
+
+/// Reads `files` again whenever they change, and serves the new pair once it checks.
+fn watch_brought(
+    files: CertificateFiles,
+    hosts: Vec<String>,
+    slot: Slot,
+    certificate: &Arc<ServerCertificate>,
+    gateway: &Arc<Gateway>,
+) {
+    let (serving, gateway) = (Arc::clone(certificate), Arc::clone(gateway));
     tokio::spawn(async move {
         let mut seen = files.modified();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -495,32 +532,43 @@ fn brought_certificate(
                 continue;
             }
             seen = now;
-            match files.load(&names, unix_now()) {
+            let table = files.table.as_str();
+            match files.load(&hosts, unix_now()) {
                 Ok(checked) => {
                     let not_after = checked.not_after;
-                    match serving.replace(checked.chain, checked.key) {
+                    let replaced = match slot {
+                        Slot::Default => serving.replace(checked.chain, checked.key),
+                        Slot::Hosts => serving.replace_for(&hosts, checked.chain, checked.key),
+                    };
+                    match replaced {
                         Ok(()) => {
-                            tracing::info!(not_after, "gateway certificate reloaded from its files");
-                            gateway.metrics().server_certificate_expires(not_after);
-                            warn_if_expiring(not_after);
+                            tracing::info!(table, not_after, "certificate reloaded from its files");
+                            gateway.metrics().server_certificate_expires(serving.earliest_expiry());
+                            warn_if_expiring(&files, not_after);
                         }
-                        Err(error) => tracing::error!(%error, "gateway certificate replacement failed"),
+                        Err(error) => tracing::error!(table, %error, "certificate replacement failed"),
                     }
                 }
                 Err(error) => {
-                    tracing::error!(%error, "new gateway certificate refused; the one in service stays");
+                    tracing::error!(%error, "new certificate refused; the one in service stays");
                 }
             }
         }
     });
-    Ok(certificate)
 }
 
 /// A brought certificate is renewed by someone else: say so while there is time.
-fn warn_if_expiring(not_after: i64) {
+fn warn_if_expiring(files: &CertificateFiles, not_after: i64) {
     let left = not_after - unix_now();
     if left < 7 * 24 * 3600 {
-        tracing::warn!(not_after, days_left = left / 86_400, "the gateway certificate expires within 7 days");
+        let file = files.chain.display().to_string();
+        tracing::warn!(
+            table = files.table,
+            file,
+            not_after,
+            days_left = left / 86_400,
+            "a certificate expires within 7 days"
+        );
     }
 }
 

@@ -207,10 +207,10 @@ fn public_leaf(dir: &Path, stem: &str, name: &str) {
     );
 }
 
-/// The SHA-256 fingerprint of the certificate the gateway on `port` serves for localhost.
-fn served_fingerprint(dir: &Path, port: u16) -> String {
+/// The SHA-256 fingerprint of the certificate the gateway on `port` serves for `name` (SNI).
+fn served_fingerprint(dir: &Path, port: u16, name: &str) -> String {
     let hello = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", name])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -264,10 +264,12 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
     .unwrap();
     std::fs::write(
         dir.join("policy/entities.json"),
-        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
+        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] },
+            { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] }]"#,
     )
     .unwrap();
-    // A CA of the operator's own (a public one, in production) and two certificates for localhost.
+    // A CA of the operator's own (a public one, in production), two certificates for localhost,
+    // one for another host and one for the wiki.
     openssl(
         &tls,
         &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"]
@@ -278,6 +280,7 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
     public_leaf(&tls, "first", "localhost");
     public_leaf(&tls, "second", "localhost");
     public_leaf(&tls, "elsewhere", "other.example");
+    public_leaf(&tls, "wiki", "wiki.test");
     let serve = |stem: &str| {
         std::fs::copy(tls.join(format!("{stem}.key")), tls.join("key.pem")).unwrap();
         std::fs::copy(tls.join(format!("{stem}.pem")), tls.join("chain.pem")).unwrap();
@@ -289,7 +292,11 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"test\"\n\
              certificate = \"tls/chain.pem\"\nprivate_key = \"tls/key.pem\"\n[policy]\npolicies = \"policy\"\n\
              entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
-             upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n",
+             upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n\
+             [[app]]\nhost = \"wiki.test\"\nupstream = \"http://127.0.0.1:{}\"\n\
+             resource = 'Zerogate::Application::\"wiki\"'\nauthn = [\"mtls\"]\n\
+             certificate = \"tls/wiki.pem\"\nprivate_key = \"tls/wiki.key\"\n",
+            upstream(),
             upstream()
         )
     };
@@ -308,8 +315,12 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
     }
     // The brought certificate is what clients see, not one from zerogate's CA; client
     // certificates are still verified against zerogate's CA.
-    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"));
+    assert_eq!(served_fingerprint(&tls, port, "localhost"), fingerprint(&tls, "first.pem"));
     assert_eq!(curl_trusting(port, &device.join("bundle.pem"), &device), 0, "zerogate's CA did not sign it");
+    // An application with a certificate of its own gets it, chosen by the name the client asks
+    // for (the default names only localhost, which is all it must).
+    assert_eq!(served_fingerprint(&tls, port, "wiki.test"), fingerprint(&tls, "wiki.pem"));
+    assert_eq!(served_fingerprint(&tls, port, "WIKI.test"), fingerprint(&tls, "wiki.pem"), "names are case-blind");
     let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output().unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout);
     let expiry: i64 = metrics
@@ -325,15 +336,20 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
     // refused: the one in service stays.
     std::fs::copy(tls.join("second.pem"), tls.join("chain.pem")).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"), "a mismatched pair is not served");
+    assert_eq!(
+        served_fingerprint(&tls, port, "localhost"),
+        fingerprint(&tls, "first.pem"),
+        "a mismatched pair is not served"
+    );
     serve("elsewhere");
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(served_fingerprint(&tls, port), fingerprint(&tls, "first.pem"), "nor one for another host");
+    assert_eq!(served_fingerprint(&tls, port, "localhost"), fingerprint(&tls, "first.pem"), "nor one for another host");
     assert_eq!(curl_trusting(port, &public_ca, &device), 200);
+    assert_eq!(served_fingerprint(&tls, port, "wiki.test"), fingerprint(&tls, "wiki.pem"), "the wiki keeps its own");
     // A good pair is served to new connections without a restart.
     serve("second");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while served_fingerprint(&tls, port) != fingerprint(&tls, "second.pem") {
+    while served_fingerprint(&tls, port, "localhost") != fingerprint(&tls, "second.pem") {
         assert!(Instant::now() < deadline, "the renewed certificate was never served");
         std::thread::sleep(Duration::from_millis(200));
     }

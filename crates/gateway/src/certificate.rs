@@ -5,6 +5,7 @@
 //! host. When its files change it is read and checked again; a pair that fails is refused and the
 //! last good one stays in service, so a half-finished renewal never takes the listener down.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -16,29 +17,73 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::proxy::GatewayError;
 
-/// The certificate served to new connections; replaced whole, so a handshake sees one pair.
+/// The certificates served to new connections: one for the names the client asks for (SNI) that
+/// an application brings its own for, and the default for every other. Each pair is replaced
+/// whole, so a handshake sees one pair.
 #[derive(Debug)]
 pub struct ServerCertificate {
-    current: RwLock<Arc<CertifiedKey>>,
+    default: RwLock<Served>,
+    /// By application host (lowercase, as the configuration keeps it).
+    by_host: RwLock<HashMap<String, Served>>,
+}
+
+/// One pair as rustls serves it, and when its leaf expires (Unix seconds).
+#[derive(Debug, Clone)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    not_after: i64,
+}
+
+impl Served {
+    fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, GatewayError> {
+        let not_after = chain.first().and_then(|leaf| zerogate_pki::ca::validity(leaf)).map_or(0, |(_, to)| to);
+        Ok(Self { key: Arc::new(certified(chain, key)?), not_after })
+    }
 }
 
 impl ServerCertificate {
-    /// A certificate chain (leaf first) and its key.
+    /// The default certificate: a chain (leaf first) and its key.
     pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, GatewayError> {
-        Ok(Self { current: RwLock::new(Arc::new(certified(chain, key)?)) })
+        Ok(Self { default: RwLock::new(Served::new(chain, key)?), by_host: RwLock::default() })
     }
 
-    /// Replaces the certificate for new connections.
+    /// Replaces the default certificate for new connections.
     pub fn replace(
         &self,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<(), GatewayError> {
-        let fresh = Arc::new(certified(chain, key)?);
-        let mut current = self.current.write().map_err(|_| GatewayError::Tls("certificate lock poisoned".into()))?;
-        *current = fresh;
+        let fresh = Served::new(chain, key)?;
+        *self.default.write().map_err(|_| poisoned())? = fresh;
         Ok(())
     }
+
+    /// Serves `chain` and `key` to new connections that ask for any of `hosts`, in place of the
+    /// default (set and replaced alike).
+    pub fn replace_for(
+        &self,
+        hosts: &[String],
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(), GatewayError> {
+        let fresh = Served::new(chain, key)?;
+        let mut by_host = self.by_host.write().map_err(|_| poisoned())?;
+        for host in hosts {
+            by_host.insert(host.to_ascii_lowercase(), fresh.clone());
+        }
+        Ok(())
+    }
+
+    /// When the first of the certificates served expires (Unix seconds): what to renew next.
+    pub fn earliest_expiry(&self) -> i64 {
+        let default = self.default.read().map_or(0, |d| d.not_after);
+        let by_host = self.by_host.read().map(|m| m.values().map(|s| s.not_after).min()).ok().flatten();
+        by_host.map_or(default, |earliest| earliest.min(default))
+    }
+}
+
+fn poisoned() -> GatewayError {
+    GatewayError::Tls("certificate lock poisoned".into())
 }
 
 /// The pair as rustls serves it; a key that is not the leaf's is refused.
@@ -48,15 +93,27 @@ fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -
 }
 
 impl ResolvesServerCert for ServerCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| Arc::clone(&c))
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let own = self.by_host.read().ok().and_then(|m| {
+                // A trailing dot names the same host; SNI is case-insensitive.
+                let name = name.strip_suffix('.').unwrap_or(name);
+                m.get(name).or_else(|| m.get(&name.to_ascii_lowercase())).map(|s| Arc::clone(&s.key))
+            });
+            if own.is_some() {
+                return own;
+            }
+        }
+        self.default.read().ok().map(|d| Arc::clone(&d.key))
     }
 }
 
-/// A certificate the operator brings: `[gateway] certificate` (the chain, leaf first) and
-/// `[gateway] private_key`, both PEM.
+/// A certificate the operator brings: `certificate` (the chain, leaf first) and `private_key`,
+/// both PEM, in `[gateway]` (the default) or in an `[[app]]` (for its host alone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFiles {
+    /// Where they are configured, for errors: `gateway` or `app[2]`.
+    pub table: String,
     /// The chain, leaf first.
     pub chain: PathBuf,
     /// The leaf's private key (PKCS#8, SEC1 or PKCS#1).
@@ -65,10 +122,10 @@ pub struct CertificateFiles {
 
 /// Why a brought certificate cannot be served: the configuration key, its file and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("gateway.{key} `{}`: {reason}", file.display())]
+#[error("{key} `{}`: {reason}", file.display())]
 pub struct CertificateFileError {
-    /// `certificate` or `private_key`.
-    pub key: &'static str,
+    /// `certificate` or `private_key`, under its table (`gateway.certificate`, `app[2].private_key`).
+    pub key: String,
     /// The file.
     pub file: PathBuf,
     /// What is wrong.
@@ -89,9 +146,16 @@ pub struct CheckedCertificate {
 impl CertificateFiles {
     /// Reads both files and checks the pair at `now` (Unix seconds) for every name in `hosts`.
     pub fn load(&self, hosts: &[String], now: i64) -> Result<CheckedCertificate, CertificateFileError> {
-        let chain_error =
-            |reason: String| CertificateFileError { key: "certificate", file: self.chain.clone(), reason };
-        let key_error = |reason: String| CertificateFileError { key: "private_key", file: self.key.clone(), reason };
+        let chain_error = |reason: String| CertificateFileError {
+            key: format!("{}.certificate", self.table),
+            file: self.chain.clone(),
+            reason,
+        };
+        let key_error = |reason: String| CertificateFileError {
+            key: format!("{}.private_key", self.table),
+            file: self.key.clone(),
+            reason,
+        };
         let pem = std::fs::read(&self.chain).map_err(|e| chain_error(e.to_string()))?;
         let chain = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
@@ -147,7 +211,8 @@ mod tests {
         params.not_after = date_time_ymd(to, 12, 31);
         let cert = params.self_signed(&key).unwrap();
         std::fs::create_dir_all(dir).unwrap();
-        let files = CertificateFiles { chain: dir.join("chain.pem"), key: dir.join("key.pem") };
+        let files =
+            CertificateFiles { table: "gateway".into(), chain: dir.join("chain.pem"), key: dir.join("key.pem") };
         std::fs::write(&files.chain, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         (files, key)
@@ -173,7 +238,7 @@ mod tests {
         let refused = |files: &CertificateFiles, names: &[&str], now: i64| files.load(&hosts(names), now).unwrap_err();
 
         let error = refused(&files, &["billing.example.org", "example.org"], NOW);
-        assert_eq!(error.key, "certificate");
+        assert_eq!(error.key, "gateway.certificate");
         assert!(error.to_string().contains("does not name the application host `example.org`"), "{error}");
         let error = refused(&files, &["a.b.example.org"], NOW);
         assert!(error.reason.contains("`a.b.example.org`"), "a wildcard covers one label: {error}");
@@ -183,19 +248,19 @@ mod tests {
 
         // Another certificate's key, an empty file, a key where the chain should be.
         let (other, _) = pair(&dir.join("other"), &["billing.example.org"], 2026, 2026);
-        let crossed = CertificateFiles { chain: files.chain.clone(), key: other.key.clone() };
+        let crossed = CertificateFiles { key: other.key.clone(), ..files.clone() };
         let error = refused(&crossed, &["billing.example.org"], NOW);
-        assert_eq!(error.key, "private_key");
+        assert_eq!(error.key, "gateway.private_key");
         assert!(error.to_string().starts_with(&format!("gateway.private_key `{}`", other.key.display())), "{error}");
         assert!(error.reason.contains("not the certificate's key"), "{error}");
         std::fs::write(dir.join("empty.pem"), "").unwrap();
-        let empty = CertificateFiles { chain: dir.join("empty.pem"), key: files.key.clone() };
+        let empty = CertificateFiles { chain: dir.join("empty.pem"), ..files.clone() };
         assert!(refused(&empty, &["billing.example.org"], NOW).reason.contains("no CERTIFICATE block"));
-        let swapped = CertificateFiles { chain: files.key.clone(), key: files.chain.clone() };
+        let swapped = CertificateFiles { table: "app[1]".into(), chain: files.key.clone(), key: files.chain.clone() };
         let error = refused(&swapped, &["billing.example.org"], NOW);
-        assert!(error.key == "certificate" && error.reason.contains("no CERTIFICATE block"), "{error}");
-        let missing = CertificateFiles { chain: dir.join("none.pem"), key: files.key.clone() };
-        assert_eq!(refused(&missing, &["billing.example.org"], NOW).key, "certificate");
+        assert!(error.key == "app[1].certificate" && error.reason.contains("no CERTIFICATE block"), "{error}");
+        let missing = CertificateFiles { chain: dir.join("none.pem"), ..files.clone() };
+        assert_eq!(refused(&missing, &["billing.example.org"], NOW).key, "gateway.certificate");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -44,6 +44,8 @@
 //! # sigv4_service = "execute-api"
 //! upstream_timeout_seconds = 60    # connect + answer, and the longest stall while the request
 //!                                  # body is sent: 504 past it
+//! # certificate = "tls/billing.pem" # a certificate of its own for this host (chosen by SNI),
+//! # private_key = "tls/billing.key" # else the gateway's
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -166,6 +168,8 @@ struct RawApp {
     sigv4_service: String,
     #[serde(default = "default_upstream_timeout")]
     upstream_timeout_seconds: u64,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
 }
 
 fn default_upstream_timeout() -> u64 {
@@ -233,6 +237,8 @@ pub struct AppSettings {
     /// How long the upstream has to accept the connection and answer, and the longest it may
     /// stall while the request body is sent (default 60 s): 504 past it.
     pub upstream_timeout: std::time::Duration,
+    /// A certificate of its own for this host (the gateway's default otherwise).
+    pub certificate: Option<CertificateFiles>,
 }
 
 /// The whole configuration, checked.
@@ -304,6 +310,15 @@ impl GatewayConfig {
             }
         };
         let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        // A certificate and its key come together, or not at all.
+        let certificate_files = |table: &str, chain: &Option<PathBuf>, key: &Option<PathBuf>| match (chain, key) {
+            (None, None) => Ok(None),
+            (Some(chain), Some(key)) => {
+                Ok(Some(CertificateFiles { table: table.to_owned(), chain: resolve(chain), key: resolve(key) }))
+            }
+            (Some(_), None) => Err(error(&format!("{table}.private_key"), format!("needed with {table}.certificate"))),
+            (None, Some(_)) => Err(error(&format!("{table}.certificate"), format!("needed with {table}.private_key"))),
+        };
         let mut issuers = Vec::new();
         for (index, raw) in raw.oidc.iter().enumerate() {
             let key = |name: &str| format!("oidc[{index}].{name}");
@@ -434,6 +449,7 @@ impl GatewayConfig {
                 sigv4_region: raw.sigv4_region.clone(),
                 sigv4_service: raw.sigv4_service.clone(),
                 upstream_timeout: std::time::Duration::from_secs(raw.upstream_timeout_seconds),
+                certificate: certificate_files(&format!("app[{index}]"), &raw.certificate, &raw.private_key)?,
             });
         }
         if apps.is_empty() {
@@ -451,12 +467,7 @@ impl GatewayConfig {
         if !(1..=1_000_000).contains(&raw.gateway.max_requests_per_principal) {
             return Err(error("gateway.max_requests_per_principal", "must be between 1 and 1000000".into()));
         }
-        let certificate = match (&raw.gateway.certificate, &raw.gateway.private_key) {
-            (None, None) => None,
-            (Some(chain), Some(key)) => Some(CertificateFiles { chain: resolve(chain), key: resolve(key) }),
-            (Some(_), None) => return Err(error("gateway.private_key", "needed with gateway.certificate".into())),
-            (None, Some(_)) => return Err(error("gateway.certificate", "needed with gateway.private_key".into())),
-        };
+        let certificate = certificate_files("gateway", &raw.gateway.certificate, &raw.gateway.private_key)?;
         Ok(Self {
             listen,
             admin_listen,

@@ -507,7 +507,7 @@ impl Metrics {
             (
                 "zerogate_server_certificate_expiry_timestamp_seconds",
                 "gauge",
-                "When the certificate the public listener serves expires (Unix seconds).",
+                "When the first of the certificates the public listener serves expires (Unix seconds).",
                 &self.server_certificate_expiry,
             ),
         ];

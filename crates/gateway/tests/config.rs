@@ -70,6 +70,12 @@ fn a_brought_certificate_and_key_are_found_next_to_the_file() {
     let files = parse(&text).unwrap().certificate.expect("a brought certificate");
     assert_eq!(files.chain, Path::new("/etc/zerogate/tls/fullchain.pem"), "relative to the file's directory");
     assert_eq!(files.key, Path::new("/secrets/key.pem"), "absolute as it is");
+    let text = GOOD
+        .replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\ncertificate = \"wiki.pem\"\nprivate_key = \"wiki.key\"");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.certificate, None);
+    let own = config.apps[1].certificate.as_ref().expect("the wiki's own certificate");
+    assert_eq!((own.table.as_str(), own.chain.as_path()), ("app[1]", Path::new("/etc/zerogate/wiki.pem")));
 }
 
 #[test]
@@ -147,6 +153,11 @@ fn each_error_names_its_key_and_reason() {
             GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\nprivate_key = \"tls/key.pem\""),
             "gateway.certificate",
             "needed with gateway.private_key",
+        ),
+        (
+            GOOD.replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\nprivate_key = \"tls/wiki.key\""),
+            "app[1].certificate",
+            "needed with app[1].private_key",
         ),
     ];
     for (text, key, reason) in cases {
