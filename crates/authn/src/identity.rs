@@ -168,6 +168,9 @@ pub struct Revocations {
     pub credentials: HashSet<String>,
     /// Principals as Cedar uids (`Zerogate::User::"alice"`): every credential of theirs.
     pub principals: HashSet<String>,
+    /// The lists could not be brought up to date within their grace period: no credential is
+    /// known not to be revoked, so every one is refused until they are.
+    pub out_of_date: bool,
 }
 
 impl Revocations {

@@ -29,7 +29,7 @@ use zerogate_gateway::decide::{App, Mode};
 use zerogate_gateway::proxy::{Gateway, GatewayParts, SharedKeys, tls_config};
 use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
 use zerogate_policy::{LivePolicy, PolicyFiles, Reload};
-use zerogate_store::SqliteStore;
+use zerogate_store::{RevokedKind, SqliteStore};
 
 use crate::identity_cmd::{DataDirArg, init_logging, service};
 
@@ -333,6 +333,7 @@ fn assemble(
         Some(Arc::new(OidcVerifier::new(issuers)?))
     };
     let user_id_from_email = config.issuers.iter().any(|i| i.user_id_from_email);
+    let revocations = Arc::new(RwLock::new(revoked_access(service)?));
     let access_keys = SharedKeys::default();
     if let (Ok(keys), Ok(mut shared)) = (service.access_keys(), access_keys.0.write()) {
         *shared = keys;
@@ -344,7 +345,7 @@ fn assemble(
         audit: Arc::clone(&audit),
         svid,
         svid_revocations: Arc::clone(&svid_revocations),
-        revocations: Arc::new(RwLock::new(Revocations::default())),
+        revocations: Arc::clone(&revocations),
         oidc: oidc.clone(),
         access_keys: access_keys.clone(),
         user_id_from_email,
@@ -356,28 +357,50 @@ fn assemble(
     })?;
     let certificate = served_certificates(service, config, names, &gateway)?;
     let tls = Arc::new(tls_config(certificate, &[authority.root_der().clone()])?);
-    // Revocations and access keys from the CA's store, every second.
+    // Revocations (certificates, identities, credentials, principals) and access keys from the
+    // store, every second. A store that cannot be read for REVOCATIONS_GRACE leaves them out of
+    // date: every request is refused (503, recorded) until they are read again.
     {
         let service = Arc::clone(service);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last_read = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                match service.revocation_list() {
-                    Ok(list) => {
+                let read = service
+                    .revocation_list()
+                    .and_then(|list| Ok((list, service.access_keys()?)))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|(list, keys)| Ok((list, keys, revoked_access(&service)?)));
+                match read {
+                    Ok((list, keys, revoked)) => {
+                        last_read = tokio::time::Instant::now();
                         if let Ok(mut current) = svid_revocations.write() {
                             *current = list;
                         }
-                    }
-                    Err(error) => tracing::error!(%error, "reading revocations failed"),
-                }
-                match service.access_keys() {
-                    Ok(keys) => {
                         if let Ok(mut current) = access_keys.0.write() {
                             *current = keys;
                         }
+                        if let Ok(mut current) = revocations.write() {
+                            if current.out_of_date {
+                                tracing::info!("revocations read again; requests are decided again");
+                            }
+                            *current = revoked;
+                        }
                     }
-                    Err(error) => tracing::error!(%error, "reading access keys failed"),
+                    Err(error) => {
+                        tracing::error!(%error, "reading revocations failed");
+                        if last_read.elapsed() >= REVOCATIONS_GRACE
+                            && let Ok(mut current) = revocations.write()
+                            && !current.out_of_date
+                        {
+                            tracing::error!(
+                                grace_s = REVOCATIONS_GRACE.as_secs(),
+                                "revocations out of date past their grace period: every request is refused until they are read"
+                            );
+                            current.out_of_date = true;
+                        }
+                    }
                 }
             }
         });
@@ -408,6 +431,21 @@ fn assemble(
         });
     }
     Ok(Running { gateway, tls, jwks, issuer, oidc, audit })
+}
+
+/// How long revocations may go unread (the store failing) before nothing is trusted.
+const REVOCATIONS_GRACE: Duration = Duration::from_secs(10);
+
+/// The revoked credentials and principals in the store, as the decision reads them.
+fn revoked_access(service: &IdentityService<SqliteStore>) -> Result<Revocations> {
+    let mut revocations = Revocations::default();
+    for revoked in service.revoked_access()? {
+        match revoked.kind {
+            RevokedKind::Credential => revocations.credentials.insert(revoked.id),
+            RevokedKind::Principal => revocations.principals.insert(revoked.id),
+        };
+    }
+    Ok(revocations)
 }
 
 /// The latest modification time among `paths` (files, or the files of a directory).

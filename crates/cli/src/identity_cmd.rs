@@ -204,7 +204,7 @@ pub(crate) fn when_ms(ms: i64) -> String {
     when(ms.div_euclid(1000))
 }
 
-fn when(unix: i64) -> String {
+pub(crate) fn when(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

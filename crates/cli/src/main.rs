@@ -7,6 +7,7 @@ mod identity_cmd;
 mod map_cmd;
 mod policy_cmd;
 mod recommend_cmd;
+mod revoke_cmd;
 mod simulate_cmd;
 mod summary;
 
@@ -49,6 +50,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Cedar policy: validate against zerogate's schema, explain a decision, print the schema.
     Policy(policy_cmd::PolicyArgs),
+    /// Revoke a credential (an OIDC token by jti, a session, …) or a principal (every credential of
+    /// a user, device, workload or API client): refused from the next request on.
+    Revoke(revoke_cmd::RevokeArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Server(args) => identity_cmd::run_server(args),
         Command::Enroll(args) => identity_cmd::run_enroll(args),
         Command::Agent(args) => identity_cmd::run_agent(args),
+        Command::Revoke(args) => revoke_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
     };

@@ -367,3 +367,122 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
     let _ = gateway.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An OIDC provider's keys (`jwks.json`) and access tokens made by PyJWT (an implementation
+/// independent of zerogate's) in `dir`: `alice-1`, `alice-2` (one user, two tokens) and `bob`.
+fn oidc_tokens(dir: &Path, issuer: &str) {
+    let script = r#"
+import json, sys, time, jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+out, issuer = sys.argv[1], sys.argv[2]
+key = ec.generate_private_key(ec.SECP256R1())
+jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+jwk.update(kid="k1", alg="ES256", use="sig")
+json.dump({"keys": [jwk]}, open(f"{out}/jwks.json", "w"))
+now = int(time.time())
+for name, sub, jti in (("alice-1", "alice", "t-1"), ("alice-2", "alice", "t-2"), ("bob", "bob", "t-3")):
+    claims = {"iss": issuer, "aud": "zerogate", "sub": sub, "iat": now, "exp": now + 600, "jti": jti}
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
+    open(f"{out}/{name}.jwt", "w").write(token)
+"#;
+    let made = Command::new("python3").args(["-c", script]).arg(dir).arg(issuer).output().expect("python3 runs");
+    assert!(made.status.success(), "PyJWT: {}", String::from_utf8_lossy(&made.stderr));
+}
+
+/// curl with a bearer token to the gateway on `port` (trusting `bundle`): the status.
+fn curl_bearer(port: u16, bundle: &Path, token_file: &Path) -> u16 {
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--cacert", &bundle.display().to_string(), "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("https://localhost:{port}/hello"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-revoke", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let data = dir.join("data");
+    let d = |p: &PathBuf| p.display().to_string();
+    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
+    oidc_tokens(&dir, "https://idp.gw.test");
+    std::fs::write(
+        dir.join("policy/people.cedar"),
+        "@id(\"people\")\npermit (principal is Zerogate::User, action == Zerogate::Action::\"http\", \
+         resource in Zerogate::Application::\"hello\") when { context.authn == \"oidc\" };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy/entities.json"),
+        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"test\"\n[policy]\npolicies = \"policy\"\n\
+             entities = \"policy/entities.json\"\n[[oidc]]\nissuer = \"https://idp.gw.test\"\n\
+             audiences = [\"zerogate\"]\nalgorithms = [\"ES256\"]\njwks_file = \"jwks.json\"\n\
+             [[app]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:{}\"\n\
+             resource = 'Zerogate::Application::\"hello\"'\nauthn = [\"oidc\"]\n",
+            upstream()
+        ),
+    )
+    .unwrap();
+    let mut gateway = zerogate()
+        .args(["gateway", "--data-dir", &d(&data), "--config", &d(&dir.join("gateway.toml"))])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, ok(zerogate().args(["ca", "bundle", "--data-dir", &d(&data)]).output().unwrap())).unwrap();
+    let status = |token: &str| curl_bearer(port, &bundle, &dir.join(format!("{token}.jwt")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("alice-1") != 200 {
+        assert!(Instant::now() < deadline, "the gateway never served alice");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One token: refused from (at the latest) a second on; the same user's other token is not.
+    let revoke =
+        |args: &[&str]| ok(zerogate().arg("revoke").args(args).args(["--data-dir", &d(&data)]).output().unwrap());
+    assert!(revoke(&["--credential", "jti:t-1", "--reason", "laptop stolen"]).contains("revoked credential jti:t-1"));
+    let until_refused = |token: &str| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while status(token) != 401 {
+            assert!(Instant::now() < deadline, "{token} is still served after its revocation");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until_refused("alice-1");
+    for _ in 0..3 {
+        assert_eq!((status("alice-1"), status("alice-2"), status("bob")), (401, 200, 200));
+    }
+    // The user: every token of theirs.
+    revoke(&["--principal", r#"Zerogate::User::"alice""#]);
+    until_refused("alice-2");
+    assert_eq!(status("bob"), 200, "another user is still served");
+    // A typo is refused instead of revoking nothing.
+    let typo = zerogate().args(["revoke", "--principal", "alice", "--data-dir", &d(&data)]).output().unwrap();
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("not a principal uid"), "{typo:?}");
+    let listed = revoke(&["--list"]);
+    assert!(
+        listed.contains("credential\tjti:t-1\tlaptop stolen") && listed.contains(r#"Zerogate::User::"alice""#),
+        "{listed}"
+    );
+
+    // Both refusals are on record, with why.
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
+    assert!(log.contains("the credential or principal is revoked"), "refused requests are recorded");
+    assert!(log.contains("\"credential.revoke\"") && log.contains("\"principal.revoke\""), "so are the revocations");
+    Command::new("kill").arg("-TERM").arg(gateway.id().to_string()).status().unwrap();
+    let _ = gateway.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

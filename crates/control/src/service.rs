@@ -7,7 +7,7 @@ use rustls_pki_types::CertificateDer;
 use zerogate_pki::{
     Authority, CaError, Issued, RevocationList, Serial, SpiffeId, SvidVerifier, TokenError, VerifiedCsr, VerifiedSvid,
 };
-use zerogate_store::{CertRecord, Event, IssuedVia, Store, StoreError};
+use zerogate_store::{CertRecord, Event, IssuedVia, RevokedAccess, RevokedKind, Store, StoreError};
 
 /// Why a request was refused. The message is the client's; details go to the event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +247,31 @@ impl<S: Store> IdentityService<S> {
         self.audited(now, "access-key.revoke", id, origin, attempt, |()| "revoked".to_owned())
     }
 
+    /// Revokes a credential (any credential id the audit log names: an OIDC token's `jti:…`, a
+    /// session's `sid:…`, a certificate's `serial:…`, an access key's `akid:…`) or a principal
+    /// (a Cedar uid, `Zerogate::User::"alice"`: every credential of theirs). Gateways refuse it
+    /// from their next request on. `false` if it was already revoked.
+    pub fn revoke_access(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+        reason: &str,
+        now: i64,
+        origin: Origin<'_>,
+    ) -> Result<bool, Refusal> {
+        let attempt =
+            check_revoked_id(kind, id).and_then(|()| self.store.revoke_access(kind, id, now, reason).map_err(internal));
+        let action = format!("{}.revoke", kind.as_str());
+        self.audited(now, &action, id, origin, attempt, |fresh| {
+            if *fresh { format!("revoked; reason: {reason}") } else { "already revoked".to_owned() }
+        })
+    }
+
+    /// Every revoked credential and principal.
+    pub fn revoked_access(&self) -> Result<Vec<RevokedAccess>, Refusal> {
+        self.store.revoked_access().map_err(internal)
+    }
+
     /// Live access keys: id → (secret, client).
     pub fn access_keys(&self) -> Result<std::collections::HashMap<String, (String, String)>, Refusal> {
         let keys = self.store.access_keys().map_err(internal)?;
@@ -442,6 +467,30 @@ fn record_of(issued: &Issued, via: IssuedVia, renews: Option<Serial>, key_type: 
     }
 }
 
+/// A credential id or principal uid in the form gateways compare it in; anything else could
+/// never match, so a typo would revoke nothing while looking done.
+fn check_revoked_id(kind: RevokedKind, id: &str) -> Result<(), Refusal> {
+    let bad = |why: &str| Err(Refusal::BadRequest(format!("`{id}`: {why}")));
+    if id.chars().any(char::is_control) {
+        return bad("control characters");
+    }
+    match kind {
+        RevokedKind::Credential => match id.split_once(':') {
+            Some(("jti" | "sid" | "sub" | "serial" | "akid", rest)) if !rest.is_empty() => Ok(()),
+            _ => bad("not a credential id (jti:…, sid:…, sub:…@issuer, serial:…, akid:…, as the audit log names it)"),
+        },
+        RevokedKind::Principal => {
+            let quoted = ["Zerogate::User::", "Zerogate::Device::", "Zerogate::Workload::", "Zerogate::ApiClient::"]
+                .iter()
+                .find_map(|kind| id.strip_prefix(kind));
+            match quoted {
+                Some(q) if q.len() >= 3 && q.starts_with('"') && q.ends_with('"') => Ok(()),
+                _ => bad(r#"not a principal uid (Zerogate::User::"alice", …Device, …Workload, …ApiClient)"#),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +521,30 @@ mod tests {
         // Half-way to its next update, it is renewed.
         assert_eq!(s.current_crl(2_200 + 1799, 3600).unwrap(), after);
         assert_ne!(s.current_crl(2_200 + 1800, 3600).unwrap(), after);
+    }
+
+    #[test]
+    fn access_is_revoked_only_by_ids_a_gateway_can_match_and_each_revocation_is_an_event() {
+        let s = service();
+        let revoke = |kind, id: &str| s.revoke_access(kind, id, "test", 3_000, Origin::default());
+        assert!(revoke(RevokedKind::Credential, "jti:abc").unwrap());
+        assert!(!revoke(RevokedKind::Credential, "jti:abc").unwrap(), "already revoked");
+        assert!(revoke(RevokedKind::Principal, r#"Zerogate::User::"alice""#).unwrap());
+        for (kind, id) in [
+            (RevokedKind::Credential, "abc"),
+            (RevokedKind::Credential, "jti:"),
+            (RevokedKind::Credential, "token:abc"),
+            (RevokedKind::Credential, "jti:a\nb"),
+            (RevokedKind::Principal, "alice"),
+            (RevokedKind::Principal, r#"Zerogate::Group::"admins""#),
+            (RevokedKind::Principal, "Zerogate::User::alice"),
+        ] {
+            assert!(matches!(revoke(kind, id), Err(Refusal::BadRequest(_))), "{id}");
+        }
+        let kept: Vec<String> = s.revoked_access().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(kept, ["jti:abc", r#"Zerogate::User::"alice""#]);
+        let events = s.store().events(100).unwrap();
+        assert!(events.iter().any(|e| e.action == "credential.revoke" && e.subject == "jti:abc"));
+        assert!(events.iter().any(|e| e.action == "principal.revoke" && e.outcome == "refused"), "refusals too");
     }
 }

@@ -162,6 +162,11 @@ pub fn decide(
             Some(format!("authentication: {} is not accepted by this application", who.method)),
         );
     }
+    if revocations.out_of_date {
+        let error =
+            "revocations: not brought up to date within their grace period; no credential is trusted until they are";
+        return refuse(record, 503, Some(error.to_owned()));
+    }
     if revocations.is_revoked(who) {
         return refuse(record, 401, Some("authentication: the credential or principal is revoked".to_owned()));
     }

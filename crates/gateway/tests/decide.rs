@@ -119,6 +119,12 @@ fn refusals_have_the_right_status_and_reason() {
     let mut revoked = Revocations::default();
     revoked.principals.insert(r#"Zerogate::User::"alice""#.into());
     assert_eq!(run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &revoked).status, 401);
+    // Revocation lists that could not be brought up to date: nothing is trusted (503), and the
+    // record says why.
+    let out_of_date = Revocations { out_of_date: true, ..Revocations::default() };
+    let out = run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &out_of_date);
+    assert_eq!((out.forward, out.status), (false, 503));
+    assert!(out.record.errors.iter().any(|e| e.contains("grace period")), "{:?}", out.record.errors);
 
     // The route is the resource: the forbid on /admin applies from outside the office.
     let out = run(&enforce, "/admin/users", "192.0.2.7", Ok(alice()), &Revocations::default());

@@ -126,6 +126,39 @@ impl std::fmt::Debug for AccessKeyRecord {
     }
 }
 
+/// What a revocation of access names: one credential, or a principal with all its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedKind {
+    /// A credential id as the audit log names it (`jti:…`, `sid:…`, `sub:…@…`, `serial:…`, `akid:…`).
+    Credential,
+    /// A principal as a Cedar uid (`Zerogate::User::"alice"`).
+    Principal,
+}
+
+impl RevokedKind {
+    /// The name kept in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Credential => "credential",
+            Self::Principal => "principal",
+        }
+    }
+}
+
+/// A credential or principal whose access was revoked (beyond certificates and access keys:
+/// OIDC tokens and users, say), refused by gateways from their next request on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedAccess {
+    /// What `id` names.
+    pub kind: RevokedKind,
+    /// The credential id or principal uid.
+    pub id: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
 /// Revocations as the CRL needs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
@@ -165,6 +198,10 @@ pub trait Store: Send + Sync {
     fn access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError>;
     /// Revokes an access key; `false` if no live key has this id.
     fn revoke_access_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Revokes a credential or principal; `false` if it was already revoked.
+    fn revoke_access(&self, kind: RevokedKind, id: &str, now: i64, reason: &str) -> Result<bool, StoreError>;
+    /// Every revoked credential and principal, oldest first.
+    fn revoked_access(&self) -> Result<Vec<RevokedAccess>, StoreError>;
     /// Appends an identity event.
     fn record_event(&self, event: &Event) -> Result<(), StoreError>;
     /// The latest `limit` events, oldest first.

@@ -7,7 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use zerogate_pki::{RevocationList, Serial, TokenRecord};
 
-use crate::{AccessKeyRecord, CertRecord, Event, IssuedVia, Revocations, Store, StoreError};
+use crate::{
+    AccessKeyRecord, CertRecord, Event, IssuedVia, Revocations, RevokedAccess, RevokedKind, Store, StoreError,
+};
 
 /// Migrations, applied in order; `PRAGMA user_version` says how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -55,6 +57,15 @@ const MIGRATIONS: &[&str] = &[
         client TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
+    );
+",
+    r"
+    CREATE TABLE revoked_access (
+        kind TEXT NOT NULL CHECK (kind IN ('credential', 'principal')),
+        id TEXT NOT NULL,
+        revoked_at INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (kind, id)
     );
 ",
 ];
@@ -324,6 +335,41 @@ impl Store for SqliteStore {
         Ok(changed == 1)
     }
 
+    fn revoke_access(&self, kind: RevokedKind, id: &str, now: i64, reason: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "INSERT INTO revoked_access (kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, id) DO NOTHING",
+                params![kind.as_str(), id, now, reason],
+            )
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    fn revoked_access(&self) -> Result<Vec<RevokedAccess>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT kind, id, revoked_at, reason FROM revoked_access ORDER BY revoked_at, kind, id")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, id, revoked_at, reason) = row.map_err(db)?;
+            let kind = match kind.as_str() {
+                "credential" => RevokedKind::Credential,
+                "principal" => RevokedKind::Principal,
+                other => return Err(StoreError::Corrupt(format!("revoked_access kind `{other}`"))),
+            };
+            out.push(RevokedAccess { kind, id, revoked_at, reason });
+        }
+        Ok(out)
+    }
+
     fn record_event(&self, event: &Event) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -424,6 +470,33 @@ mod tests {
         assert_eq!((a.revoked_at, a.revocation_reason.as_deref()), (Some(200), Some("key lost")));
         assert_eq!(store.next_crl_number().unwrap(), 1);
         assert_eq!(store.next_crl_number().unwrap(), 2);
+    }
+
+    #[test]
+    fn revoked_credentials_and_principals_are_kept_once_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("zerogate-store-{}-revoked", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert!(store.revoke_access(RevokedKind::Credential, "jti:t-1", 10, "leaked").unwrap());
+            assert!(!store.revoke_access(RevokedKind::Credential, "jti:t-1", 20, "again").unwrap(), "once");
+            assert!(store.revoke_access(RevokedKind::Principal, r#"Zerogate::User::"alice""#, 30, "left").unwrap());
+            // The same text as another kind is another revocation.
+            assert!(store.revoke_access(RevokedKind::Principal, "jti:t-1", 40, "odd").unwrap());
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let kept: Vec<_> = store.revoked_access().unwrap().into_iter().map(|r| (r.kind, r.id, r.revoked_at)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (RevokedKind::Credential, "jti:t-1".to_owned(), 10),
+                (RevokedKind::Principal, r#"Zerogate::User::"alice""#.to_owned(), 30),
+                (RevokedKind::Principal, "jti:t-1".to_owned(), 40),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
