@@ -61,6 +61,73 @@ impl CanonicalRequest {
             None => self.path.clone(),
         }
     }
+
+    /// Path and query as the audit log keeps them: the values of query parameters that carry
+    /// a secret (a presigned URL's signature and session token, OAuth tokens and codes, API keys,
+    /// passwords) replaced by `REDACTED`, since whoever reads the log could use them; the names
+    /// and every other value stay, to say what was asked.
+    pub fn recorded_target(&self) -> String {
+        let Some(query) = &self.query else { return self.path.clone() };
+        let mut out = String::with_capacity(self.path.len() + 1 + query.len());
+        out.push_str(&self.path);
+        out.push('?');
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if carries_secret(name) => {
+                    out.push_str(name);
+                    out.push_str("=REDACTED");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        out
+    }
+}
+
+/// Query parameters whose value is a secret, by name (case-insensitive, percent-decoded).
+const SECRET_PARAMETERS: &[&str] = &[
+    "x-amz-signature",
+    "x-amz-security-token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "token",
+    "code",
+    "client_secret",
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "sig",
+    "signature",
+];
+
+fn carries_secret(name: &str) -> bool {
+    let decoded = percent_decode(name.as_bytes());
+    SECRET_PARAMETERS.iter().any(|secret| decoded.eq_ignore_ascii_case(secret.as_bytes()))
+}
+
+/// `%XX` escapes decoded (a malformed escape kept as it is); `+` left alone.
+fn percent_decode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(&b) = text.get(at) {
+        match percent_byte(text, at).filter(|_| b == b'%') {
+            Some(decoded) => {
+                out.push(decoded);
+                at += 3;
+            }
+            None => {
+                out.push(b);
+                at += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Checks a request as received on a TLS connection whose client asked for `server_name` (SNI),

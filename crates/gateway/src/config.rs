@@ -376,6 +376,11 @@ impl GatewayConfig {
             if !hosts.insert(host.clone()) {
                 return Err(error(&key("host"), format!("`{host}` is configured twice")));
             }
+            if raw.upstream.contains('@') {
+                // Credentials in the address would reach logs; the upstream trusts the
+                // gateway's identity assertion instead.
+                return Err(error(&key("upstream"), "must not carry credentials (user:password@)".into()));
+            }
             let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
                 raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
             });

@@ -124,7 +124,7 @@ pub fn decide(
         request: RequestSummary {
             method: Some(attempt.method.to_owned()),
             host: Some(attempt.request.host.clone()),
-            path: Some(attempt.request.target()),
+            path: Some(attempt.request.recorded_target()),
             source: Some(attempt.source.to_string()),
         },
         decision: Decision::Deny,

@@ -1053,7 +1053,7 @@ impl Gateway {
             request: RequestSummary {
                 method: Some(method.as_str().to_owned()),
                 host: canonical.map(|c| c.host.clone()).or_else(|| connection.server_name.clone()),
-                path: canonical.map(CanonicalRequest::target),
+                path: canonical.map(CanonicalRequest::recorded_target),
                 source: Some(connection.peer.ip().to_string()),
             },
             decision: Decision::Deny,

@@ -33,6 +33,29 @@ fn check(method: &str, target: &str, extra: &[(&str, &str)]) -> Result<Canonical
 }
 
 #[test]
+fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
+    let presigned = "/report?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261207%2Fus-east-1%2Fs3%2Faws4_request\
+                     &X-Amz-Date=20261207T000000Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host\
+                     &X-Amz-Security-Token=FQoG&X-Amz-Signature=f00d";
+    let canonical = check("GET", presigned, &[]).unwrap();
+    assert_eq!(canonical.target(), presigned, "forwarded as sent");
+    let recorded = canonical.recorded_target();
+    assert!(!recorded.contains("f00d") && !recorded.contains("FQoG"), "{recorded}");
+    assert!(recorded.ends_with("&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED"), "{recorded}");
+    assert!(recorded.contains("X-Amz-Credential=AKID%2F20261207"), "the key id says who: {recorded}");
+    for (target, kept) in [
+        ("/cb?code=abc&state=xyz", "/cb?code=REDACTED&state=xyz"),
+        ("/x?ACCESS_TOKEN=abc&q=1&token", "/x?ACCESS_TOKEN=REDACTED&q=1&token"),
+        ("/x?%61pi_key=abc", "/x?%61pi_key=REDACTED"),
+        ("/x?sig=abc&signed=1", "/x?sig=REDACTED&signed=1"),
+        ("/x?q=token%3Dabc", "/x?q=token%3Dabc"),
+        ("/plain", "/plain"),
+    ] {
+        assert_eq!(check("GET", target, &[]).unwrap().recorded_target(), kept, "{target}");
+    }
+}
+
+#[test]
 fn ordinary_requests_pass_unchanged() {
     for target in ["/", "/invoices", "/invoices/", "/a/b.c/d-e_f~g", "/search?q=a%20b&x=%2F", "/caf%C3%A9", "/%25"] {
         let canonical = check("GET", target, &[]).unwrap_or_else(|e| panic!("{target}: {e}"));

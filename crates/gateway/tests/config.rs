@@ -101,6 +101,11 @@ fn each_error_names_its_key_and_reason() {
         (GOOD.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/app"), "app[1].upstream", "without a path"),
         (GOOD.replace("http://127.0.0.1:3000", "ftp://127.0.0.1"), "app[1].upstream", "http://"),
         (
+            GOOD.replace("http://127.0.0.1:3000", "http://svc:hunter2@127.0.0.1:3000"),
+            "app[1].upstream",
+            "must not carry credentials",
+        ),
+        (
             GOOD.replace("'Zerogate::Application::\"wiki\"'", "'Zerogate::User::\"wiki\"'"),
             "app[1].resource",
             "Application",
