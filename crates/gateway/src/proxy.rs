@@ -1072,10 +1072,15 @@ impl Gateway {
         match receiver.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => {
+                bump(&self.metrics.audit_failures);
                 tracing::error!(%error, "audit append failed: refusing the request");
                 Err(())
             }
-            Err(_) => Err(()),
+            Err(_) => {
+                bump(&self.metrics.audit_failures);
+                tracing::error!("the audit writer dropped an append: refusing the request");
+                Err(())
+            }
         }
     }
 

@@ -354,22 +354,28 @@ async fn setup_with(name: &str, client_timeout: Duration) -> Setup {
     setup_tuned(name, Tuning { client_timeout, ..Tuning::default() }).await
 }
 
-/// The gateway's limits in a test.
+/// The gateway's limits in a test, and where its audit log is (`None`: in the test's directory).
 struct Tuning {
     client_timeout: Duration,
     max_connections: usize,
     max_requests_per_principal: usize,
+    audit_path: Option<PathBuf>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { client_timeout: Duration::from_secs(60), max_connections: 10_000, max_requests_per_principal: 128 }
+        Self {
+            client_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_requests_per_principal: 128,
+            audit_path: None,
+        }
     }
 }
 
 /// [`setup`] with the gateway's limits set to `tuning`.
 async fn setup_tuned(name: &str, tuning: Tuning) -> Setup {
-    let Tuning { client_timeout, max_connections, max_requests_per_principal } = tuning;
+    let Tuning { client_timeout, max_connections, max_requests_per_principal, audit_path } = tuning;
     let dir = std::env::temp_dir().join(format!("zerogate-gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
@@ -473,7 +479,7 @@ authn = ["mtls"]
 
     let key = CheckpointKey::generate().unwrap();
     let audit_key_b64 = key.public_key_b64();
-    let audit_path = dir.join("audit.jsonl");
+    let audit_path = audit_path.unwrap_or_else(|| dir.join("audit.jsonl"));
     let audit = Arc::new(AuditLog::open(&audit_path, key, Options::default()).unwrap());
     let policy = Arc::new(
         LivePolicy::start(PolicyFiles { policies: config.policies.clone(), entities: config.entities.clone() })
@@ -843,6 +849,32 @@ async fn signed_bodies_read_before_authentication_share_one_bounded_budget_fairl
     let mut head = [0u8; 12];
     tenth.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 401", "the budget and the share were given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_audit_log_cannot_be_written_nothing_is_forwarded() {
+    // /dev/full: every write fails as on a full disk (ENOSPC).
+    let tuning = Tuning { audit_path: Some(PathBuf::from("/dev/full")), ..Tuning::default() };
+    let setup = setup_tuned("audit-full", tuning).await;
+    // A request policy allows (HTTP/1.1 and HTTP/2 upstreams), one it denies, one shadow mode
+    // would let through, one without a credential, on both client protocols: each refused with
+    // 503, and the upstreams see none of them.
+    for (host, path, with_cert) in [
+        ("billing.example.org", "/reports/q3", true),
+        ("grpc.example.org", "/svc.Api/Call", true),
+        ("billing.example.org", "/invoices", true),
+        ("wiki.example.org", "/page", false),
+        ("api.example.org", "/v1/things", false),
+    ] {
+        for protocol in ["--http1.1", "--http2"] {
+            let (status, body) = curl(&setup, host, path, with_cert, &[protocol]);
+            assert_eq!(status, 503, "{host}{path} {protocol}: {body}");
+            assert!(!body.contains("audit"), "the body is generic: {body}");
+        }
+    }
+    assert!(setup.seen.lock().unwrap().is_empty(), "nothing reached an upstream");
+    let metrics = setup.gateway.metrics().render();
+    assert!(metrics.contains("zerogate_audit_failures_total 10\n"), "one per refused request: {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
