@@ -1094,25 +1094,51 @@ impl<'g> Reauthorize<'g> {
     /// Reads more from the upstream, authorizing the session again whenever the interval
     /// passes while waiting; `Err(Relay::Cut)` when access ended.
     async fn fill(&mut self, upstream: &mut Buffered<UpstreamIo>) -> Result<usize, Relay> {
-        let every = self.gateway.parts.reauthorize_every;
         loop {
+            let every = self.gateway.parts.reauthorize_every;
             let sleep = self.next_check.get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            // The interval first: an upstream that always has more ready must not starve it.
             tokio::select! {
                 biased;
+                () = sleep.as_mut() => self.check()?,
                 read = upstream.fill() => return read.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
-                () = sleep.as_mut() => {
-                    let refused = match self.gateway.apps.get(&self.session.request.host) {
-                        Some(app) => self.gateway.reauthorize(app, &self.session).err(),
-                        None => None,
-                    };
-                    if let Some(record) = refused {
-                        self.refused = Some(record);
-                        return Err(Relay::Cut);
-                    }
-                    sleep.as_mut().reset(tokio::time::Instant::now() + every);
-                }
             }
         }
+    }
+
+    /// Authorizes the session again if the interval has passed, without waiting: a response
+    /// whose next bytes are always already here (one chunk after another) is checked as one
+    /// that waits is.
+    fn check_if_due(&mut self) -> Result<(), Relay> {
+        match &self.next_check {
+            None => {
+                let every = self.gateway.parts.reauthorize_every;
+                self.next_check = Some(Box::pin(tokio::time::sleep(every)));
+                Ok(())
+            }
+            // The deadline, not the timer's state: a timer the driver has not fired yet (a busy
+            // worker) would say it has not elapsed.
+            Some(sleep) if sleep.deadline() <= tokio::time::Instant::now() => self.check(),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Authorizes the session again now; the next check is an interval away.
+    fn check(&mut self) -> Result<(), Relay> {
+        let refused = match self.gateway.apps.get(&self.session.request.host) {
+            Some(app) => self.gateway.reauthorize(app, &self.session).err(),
+            None => None,
+        };
+        if let Some(record) = refused {
+            self.refused = Some(record);
+            return Err(Relay::Cut);
+        }
+        let next = tokio::time::Instant::now() + self.gateway.parts.reauthorize_every;
+        match self.next_check.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(next),
+            None => self.next_check = Some(Box::pin(tokio::time::sleep_until(next))),
+        }
+        Ok(())
     }
 
     async fn record_cut(self) {
@@ -1146,6 +1172,9 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
     match framing {
         Framing::Empty => send(&mut client.io, out, client.patience).await.map_err(to_client_error),
         Framing::Length(mut left) => loop {
+            if let Some(reauthorize) = reauthorize.as_deref_mut() {
+                reauthorize.check_if_due()?;
+            }
             let here = upstream.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             out.extend_from_slice(upstream.buf.get(..here).unwrap_or_default());
             upstream.consume(here);
@@ -1167,6 +1196,9 @@ async fn relay_response_body<S: AsyncWrite + Unpin>(
             let mut piece = Vec::new();
             loop {
                 piece.clear();
+                if let Some(reauthorize) = reauthorize.as_deref_mut() {
+                    reauthorize.check_if_due()?;
+                }
                 let more = if framing == Framing::Chunked {
                     // Everything already here is decoded without waiting; a wait is where the
                     // session is authorized again.

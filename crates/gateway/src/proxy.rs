@@ -799,7 +799,7 @@ impl Gateway {
                 let session =
                     Session { request: canonical, method, source: connection.peer.ip(), who, certificate, in_flight };
                 let gateway = Arc::clone(&self);
-                response.map(|inner| Reverified { inner, gateway, session, next_check: None, cut: false }.boxed())
+                response.map(|inner| Reverified::new(inner, gateway, session).boxed())
             }
             None => response,
         }
@@ -1662,7 +1662,7 @@ impl hyper::body::Body for IdleBounded {
 
 /// `body`, re-authorized for `session` while it streams (see [`Reverified`]).
 pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) -> Body {
-    Reverified { inner: body, gateway, session, next_check: None, cut: false }.boxed()
+    Reverified::new(body, gateway, session).boxed()
 }
 
 /// A response body for an authenticated caller, authorized again every `reauthorize_every`
@@ -1674,8 +1674,19 @@ struct Reverified {
     inner: Body,
     gateway: Arc<Gateway>,
     session: Session,
-    next_check: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// When the session is authorized again: checked on every frame, so a body that is always
+    /// ready (a fast download) is re-authorized as one that waits is.
+    due: tokio::time::Instant,
+    /// Wakes the task at `due` while the body waits; made the first time it does.
+    wake: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     cut: bool,
+}
+
+impl Reverified {
+    fn new(inner: Body, gateway: Arc<Gateway>, session: Session) -> Self {
+        let due = tokio::time::Instant::now() + gateway.parts.reauthorize_every;
+        Self { inner, gateway, session, due, wake: None, cut: false }
+    }
 }
 
 impl hyper::body::Body for Reverified {
@@ -1687,15 +1698,12 @@ impl hyper::body::Body for Reverified {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         use std::future::Future;
-        use std::task::Poll;
         let this = &mut *self;
         if this.cut {
-            return Poll::Ready(None);
+            return std::task::Poll::Ready(None);
         }
-        let every = this.gateway.parts.reauthorize_every;
-        if let Some(sleep) = this.next_check.as_mut()
-            && sleep.as_mut().poll(cx).is_ready()
-        {
+        let now = tokio::time::Instant::now();
+        if now >= this.due {
             let refused = match this.gateway.apps.get(&this.session.request.host) {
                 Some(app) => this.gateway.reauthorize(app, &this.session).err(),
                 None => None,
@@ -1706,16 +1714,21 @@ impl hyper::body::Body for Reverified {
                 tokio::spawn(async move {
                     let _ = gateway.audit(*record).await;
                 });
-                return Poll::Ready(Some(Err("access ended: the stream was cut".into())));
+                return std::task::Poll::Ready(Some(Err("access ended: the stream was cut".into())));
             }
-            sleep.as_mut().reset(tokio::time::Instant::now() + every);
-            let _ = sleep.as_mut().poll(cx);
+            this.due = now + this.gateway.parts.reauthorize_every;
+            if let Some(wake) = this.wake.as_mut() {
+                wake.as_mut().reset(this.due);
+            }
         }
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending() && this.next_check.is_none() {
-            let mut sleep = Box::pin(tokio::time::sleep(every));
-            let _ = sleep.as_mut().poll(cx);
-            this.next_check = Some(sleep);
+        if polled.is_pending() {
+            let due = this.due;
+            let wake = this.wake.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if wake.as_mut().poll(cx).is_ready() {
+                // Due while we looked: come back at once to check.
+                cx.waker().wake_by_ref();
+            }
         }
         polled
     }

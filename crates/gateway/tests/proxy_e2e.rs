@@ -1881,6 +1881,48 @@ async fn a_streaming_response_is_cut_when_access_ends_on_http1_and_http2() {
     assert_eq!(log.matches("long-lived connection cut").count(), 3, "each cut is recorded");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_never_pauses_is_still_cut_when_access_ends() {
+    // The upstream sends as fast as the client reads, so the gateway never waits for it: the
+    // interval must still come round.
+    let setup = setup("flood").await;
+    for (host, http2) in [
+        ("billing.example.org", false),
+        ("billing.example.org", true),
+        ("grpc.example.org", false),
+        ("grpc.example.org", true),
+    ] {
+        let curl = Command::new("curl")
+            .args(["-sS", "--max-time", "8", "-o", "/dev/null", "-w", "%{size_download}"])
+            .arg(if http2 { "--http2" } else { "--http1.1" })
+            .arg("--cacert")
+            .arg(setup.dir.join("root.pem"))
+            .args(["--resolve", &format!("{host}:{}:127.0.0.1", setup.port)])
+            .arg("--cert")
+            .arg(setup.dir.join("device.pem"))
+            .arg("--key")
+            .arg(setup.dir.join("device.key"))
+            .arg(format!("https://{host}:{}/reports/flood", setup.port))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("curl runs");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let revoked_at = std::time::Instant::now();
+        setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+        let out = tokio::task::block_in_place(|| curl.wait_with_output().unwrap());
+        let elapsed = revoked_at.elapsed();
+        setup.svid_revocations.write().unwrap().serials.clear();
+        let size: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        assert!(size > 1024 * 1024, "{host} http2={http2}: the download ran ({size} bytes)");
+        assert!(elapsed < Duration::from_secs(2), "{host} http2={http2}: cut after {elapsed:?}");
+        assert!(!out.status.success(), "{host} http2={http2}: the cut looked like a complete response");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert_eq!(log.matches("long-lived connection cut").count(), 4, "each cut is recorded");
+}
+
 /// Signs with the AWS SDK for Rust's signer (the aws-sigv4 crate), as {url, headers}.
 fn aws_sigv4_sign(setup: &Setup, method: &str, url: &str, body: &str) -> Value {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
