@@ -267,7 +267,12 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<(hyper::http::request::Parts,
         Some(1) => Version::HTTP_11,
         _ => return Err(unparsable("unsupported HTTP version".into())),
     };
-    let uri: Uri = head.path.unwrap_or_default().parse().map_err(|_| unparsable("invalid request target".into()))?;
+    let target = head.path.unwrap_or_default();
+    // The URI parser drops a fragment without a word: what is refused must be seen first.
+    if target.contains('#') {
+        return Err(unparsable("fragment in the request target".into()));
+    }
+    let uri: Uri = target.parse().map_err(|_| unparsable("invalid request target".into()))?;
     let mut headers = HeaderMap::with_capacity(head.headers.len());
     for field in head.headers.iter() {
         let name =

@@ -1354,6 +1354,109 @@ async fn websockets_to_an_http2_upstream_go_as_extended_connect_from_either_clie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_requests_are_refused_at_the_gateway_and_never_reach_the_upstream() {
+    let setup = setup("ambiguous").await;
+    let host = "Host: billing.example.org\r\n";
+    // Every request here would be allowed (a device, under /reports) were it not ambiguous: the
+    // refusal is the canonical request's alone. Raw bytes, so nothing on the way normalizes them.
+    let attempts: Vec<(&str, String, u16)> = [
+        ("dot segment", "GET /reports/../admin HTTP/1.1", 400),
+        ("encoded dot segment", "GET /reports/%2e%2e/admin HTTP/1.1", 400),
+        ("encoded slash", "GET /reports%2f..%2fadmin HTTP/1.1", 400),
+        ("encoded backslash", "GET /reports/%5c..%5cadmin HTTP/1.1", 400),
+        ("raw backslash", "GET /reports\\..\\admin HTTP/1.1", 400),
+        ("path parameter", "GET /reports;jsessionid=1/q3 HTTP/1.1", 400),
+        ("encoded NUL", "GET /reports/q3%00.csv HTTP/1.1", 400),
+        ("encoded CRLF", "GET /reports/q3%0d%0aX-Injected:%201 HTTP/1.1", 400),
+        ("double encoding", "GET /reports/%252e%252e/admin HTTP/1.1", 400),
+        ("fragment", "GET /reports/q3#admin HTTP/1.1", 400),
+        ("authority form", "GET billing.example.org:443 HTTP/1.1", 400),
+        ("asterisk form", "OPTIONS * HTTP/1.1", 400),
+        ("CONNECT", "CONNECT billing.example.org:443 HTTP/1.1", 400),
+    ]
+    .into_iter()
+    .map(|(name, line, status)| (name, format!("{line}\r\n{host}\r\n"), status))
+    .chain([
+        ("two Host headers", format!("GET /reports/q3 HTTP/1.1\r\n{host}{host}\r\n"), 400),
+        ("Host of another application", "GET /reports/q3 HTTP/1.1\r\nHost: wiki.example.org\r\n\r\n".to_owned(), 421),
+        ("Host on another port", "GET /reports/q3 HTTP/1.1\r\nHost: billing.example.org:8443\r\n\r\n".to_owned(), 421),
+        ("no Host", "GET /reports/q3 HTTP/1.1\r\n\r\n".to_owned(), 400),
+        ("underscore in a name", format!("GET /reports/q3 HTTP/1.1\r\n{host}X_Forwarded_User: admin\r\n\r\n"), 400),
+        (
+            "method override",
+            format!("POST /reports/q3 HTTP/1.1\r\n{host}X-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"),
+            400,
+        ),
+        ("target override", format!("GET /reports/q3 HTTP/1.1\r\n{host}X-Original-URL: /admin\r\n\r\n"), 400),
+    ])
+    .collect();
+    for (name, raw, status) in &attempts {
+        let answer = raw_http1(&setup, raw.as_bytes()).await.unwrap_or_else(|| panic!("{name}: left open"));
+        assert_eq!(statuses(&answer), [*status], "{name}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{name}: closed after it: {answer}");
+    }
+    // Raw control characters in the target and a NUL in a header value: refused by the parser.
+    for (name, raw) in [
+        ("raw NUL in the target", b"GET /reports/q3\x00x HTTP/1.1\r\nHost: billing.example.org\r\n\r\n".to_vec()),
+        (
+            "raw NUL in a header",
+            b"GET /reports/q3 HTTP/1.1\r\nHost: billing.example.org\r\nX-A: a\x00b\r\n\r\n".to_vec(),
+        ),
+    ] {
+        let answer = raw_http1(&setup, &raw).await.unwrap_or_else(|| panic!("{name}: left open"));
+        assert_eq!(statuses(&answer), [400], "{name}: {answer}");
+    }
+    // Over HTTP/2: `:authority` and Host that disagree, another application's name, a dot segment.
+    let port = setup.port;
+    for (authority, host_header, path, want) in [
+        (format!("billing.example.org:{port}"), Some(format!("wiki.example.org:{port}")), "/reports/q3", 400),
+        (format!("wiki.example.org:{port}"), None, "/reports/q3", 421),
+        (format!("billing.example.org:{port}"), None, "/reports/../admin", 400),
+    ] {
+        let (mut sender, _driver) = http2_connection_to(&setup, "billing.example.org", None).await;
+        let mut request = Request::get(format!("https://{authority}{path}"));
+        if let Some(host) = &host_header {
+            request = request.header("host", host);
+        }
+        let answer = sender.send_request(request.body(Full::new(Bytes::new()).boxed()).unwrap()).await;
+        let status = answer.map(|r| r.status().as_u16()).unwrap_or(0);
+        assert_eq!(status, want, "HTTP/2 {authority} {host_header:?} {path}");
+    }
+    assert!(setup.seen.lock().unwrap().is_empty(), "the upstream saw none of them: {:?}", setup.seen.lock().unwrap());
+    assert!(audit_log_shows(&setup, "fragment in the request target").await, "each refusal is on record");
+    // A fragment in HTTP/2's `:path` (raw frames: a client library would drop it before
+    // sending) cannot be refused: the HTTP/2 layer (the `http` crate's URI parser) drops it
+    // before the gateway sees the request. One reading still holds: the request is decided,
+    // recorded and forwarded as `/reports/q3`, the path without it.
+    {
+        use tokio::io::AsyncWriteExt;
+        // With the device's certificate: only the fragment stands between it and the upstream.
+        let mut tls = device_connection_speaking(&setup, "billing.example.org", &[b"h2"]).await;
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(h2_frame(0x4, 0, 0, &[]));
+        let path = b"/reports/q3#admin";
+        let authority = format!("billing.example.org:{port}");
+        // :method GET, :scheme https (static), :path and :authority (literals, indexed names).
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path);
+        block.extend_from_slice(&[0x01, authority.len() as u8]);
+        block.extend_from_slice(authority.as_bytes());
+        bytes.extend(h2_frame(0x1, 0x5, 1, &block));
+        tls.write_all(&bytes).await.unwrap();
+        loop {
+            match h2_read_frame(&mut tls).await {
+                (0x1, _, 1, block) => break assert_eq!(block.first(), Some(&0x88), "answered 200"),
+                (0x3 | 0x7, ..) => panic!("the stream or connection was refused"),
+                _ => {}
+            }
+        }
+    }
+    let seen = setup.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["target"], "/reports/q3", "forwarded as decided, without the fragment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_attempts_over_raw_http1_never_reach_the_upstream() {
     let setup = setup("smuggling").await;
     let host = "Host: billing.example.org\r\n";
