@@ -137,6 +137,52 @@ fn up_serves_the_demo_application_behind_the_full_pipeline() {
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
     assert!(metrics.contains("zerogate_requests_total{outcome=\"allow\"}"), "{metrics}");
     assert!(!curl(&up, "/metrics", Some(&laptop)).1.contains("zerogate_requests_total"), "metrics are not public");
+    let admin = |path: &str| {
+        let out = Command::new("curl").args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", up.admin)]).output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    assert_eq!(admin("/healthz"), "ok\n\n200");
+    let jwks = admin("/jwks.json");
+    let keys: serde_json::Value = serde_json::from_str(jwks.rsplit_once('\n').unwrap().0).unwrap();
+    assert_eq!(keys["keys"][0]["alg"], "ES256", "the keys that verify the identity assertion: {jwks}");
+    for path in ["/healthz", "/jwks.json"] {
+        let (_, body) = curl(&up, path, Some(&laptop));
+        assert!(!body.contains("\"keys\"") && body != "ok\n", "{path} is not served on the public listener: {body}");
+    }
+
+    // openssl, an independent TLS client, with the certificate `zerogate enroll` wrote.
+    let port = up.gateway.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    // openssl sends the -cert file's first certificate alone: the intermediate goes as -cert_chain.
+    let svid = std::fs::read_to_string(laptop.join("svid.pem")).unwrap();
+    let intermediate = &svid[svid[1..].find("-----BEGIN CERTIFICATE-----").unwrap() + 1..];
+    std::fs::write(scratch.join("intermediate.pem"), intermediate).unwrap();
+    let mut s_client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .arg("-cert")
+        .arg(laptop.join("svid.pem"))
+        .arg("-cert_chain")
+        .arg(scratch.join("intermediate.pem"))
+        .arg("-key")
+        .arg(laptop.join("svid.key.pem"))
+        .arg("-CAfile")
+        .arg(laptop.join("bundle.pem"))
+        .args(["-ign_eof", "-verify_return_error", "-verify_hostname", "localhost"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("GET /hello HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(answer.contains("hello spiffe://zerogate.local/device/laptop-1"), "{answer}");
 
     // An API client with an access key, signing with botocore (the AWS SDK for Python's signer).
     let created = ok(bin(&data).args(["ca", "access-key", "create", "--client", "ci-bot", "--json"]).output().unwrap());
@@ -189,6 +235,11 @@ fn up_serves_the_demo_application_behind_the_full_pipeline() {
     .to_ascii_lowercase();
     ok(bin(&data).args(["ca", "revoke", "--serial", &serial]).output().unwrap());
     eventually("the revocation", || curl(&up, "/hello", Some(&laptop)).0 == 401);
+    // An identity revoked as a whole: every certificate it holds, and it cannot renew.
+    let tablet = enroll(&data, &up, "tablet-1", &scratch);
+    assert_eq!(curl(&up, "/hello", Some(&tablet)).0, 200);
+    ok(bin(&data).args(["ca", "revoke", "--spiffe-id", "spiffe://zerogate.local/device/tablet-1"]).output().unwrap());
+    eventually("the identity's revocation", || curl(&up, "/hello", Some(&tablet)).0 == 401);
     up.stop();
 
     // Every decision was recorded and the log verifies, signed to the end after a clean stop.
