@@ -41,6 +41,9 @@ permit (principal == Zerogate::ApiClient::"deployer", action, resource == Zeroga
 when { context.authn == "sigv4" };
 @id("wiki-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"wiki");
+@id("wiki-drafts-closed")
+forbid (principal, action == Zerogate::Action::"http", resource == Zerogate::Application::"wiki")
+when { context has path && context.path like "/drafts*" };
 @id("grpc-devices")
 permit (principal is Zerogate::Device, action, resource == Zerogate::Application::"grpc");
 @id("legacy-devices")
@@ -851,6 +854,48 @@ async fn signed_bodies_read_before_authentication_share_one_bounded_budget_fairl
     assert_eq!(&head, b"HTTP/1.1 401", "the budget and the share were given back");
 }
 
+/// The claims of an identity assertion the upstream received (its signature is checked elsewhere).
+fn assertion_claims(assertion: &str) -> Value {
+    use base64::Engine as _;
+    let claims = assertion.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_lets_a_policy_deny_through_marked_and_still_strips_forged_identities() {
+    let setup = setup("shadow").await;
+    let forged = ["-H", "X-Zerogate-Identity: forged", "-H", "X-Forwarded-User: admin", "-H", "Remote-User: admin"];
+    // A device the policy forbids on /drafts: forwarded (shadow), with the gateway's assertion
+    // of who it is and none of the identities the client stated.
+    let (status, body) = curl(&setup, "wiki.example.org", "/drafts/q4", true, &forged);
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["target"], "/drafts/q4");
+    for spoofed in ["x-forwarded-user", "remote-user"] {
+        assert!(seen["headers"].get(spoofed).is_none(), "{spoofed} reached the upstream: {seen}");
+    }
+    let assertion = seen["headers"]["x-zerogate-identity"].as_str().expect("the gateway's assertion");
+    assert_ne!(assertion, "forged");
+    let claims = assertion_claims(assertion);
+    assert!(claims["sub"].as_str().unwrap().starts_with("spiffe://corp.example/device/"), "{claims}");
+    // No credential at all: forwarded too, with no identity whatever the client claims.
+    let (status, body) = curl(&setup, "wiki.example.org", "/page", false, &forged);
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["headers"].get("x-zerogate-identity").is_none(), "no identity to assert: {seen}");
+    assert!(seen["headers"].get("x-forwarded-user").is_none() && seen["headers"].get("remote-user").is_none());
+    // Both are on record as shadow denies, the forbid named as the reason.
+    let text = std::fs::read_to_string(&setup.audit_path).unwrap();
+    let shadow: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["record"]["decision"] == "shadow-deny")
+        .collect();
+    assert_eq!(shadow.len(), 2, "{text}");
+    assert_eq!(shadow[0]["record"]["policies"], json!(["wiki-drafts-closed"]), "{}", shadow[0]);
+    assert!(shadow[1]["record"]["errors"][0].as_str().unwrap().contains("no_credential"), "{}", shadow[1]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_audit_log_cannot_be_written_nothing_is_forwarded() {
     // /dev/full: every write fails as on a full disk (ENOSPC).
@@ -896,10 +941,7 @@ async fn bearer_tokens_from_an_oidc_provider_pass_only_when_valid_and_permitted(
     assert!(seen["headers"].get("authorization").is_none(), "the bearer token is not forwarded");
     assert!(seen["headers"].get("x-auth-request-user").is_none());
     let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap();
-    let claims = assertion.split('.').nth(1).unwrap();
-    use base64::Engine as _;
-    let claims: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    let claims = assertion_claims(assertion);
     assert_eq!((claims["sub"].as_str(), claims["authn"].as_str()), (Some("alice"), Some("oidc")));
     assert_eq!(claims["groups"], json!(["engineering"]));
     for ok in ["es256", "eddsa", "ps256"] {
