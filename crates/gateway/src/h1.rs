@@ -468,7 +468,9 @@ where
     // An upstream may answer before it has read the whole body (a 413, a 401) and close: then
     // writing the rest fails, and its answer, if it came, is what the client gets.
     let mut answered_early = None;
-    if let Err(failure) = relay_request_body(client, &mut upstream, rest, out, deadline).await {
+    // The session is authorized again while the body arrives, as while the response streams.
+    let mut reauthorize = session.map(|session| Reauthorize::new(gateway, session));
+    if let Err(failure) = relay_request_body(client, &mut upstream, rest, out, deadline, reauthorize.as_mut()).await {
         match failure {
             Relay::UpstreamBeforeResponse(reason) => {
                 match tokio::time::timeout(EARLY_ANSWER_WAIT, read_response_head(&mut upstream, head_only)).await {
@@ -506,7 +508,12 @@ where
                 tracing::debug!(%reason, "request body not completed");
                 return Next::Close;
             }
-            Relay::Cut => return Next::Close,
+            Relay::Cut => {
+                if let Some(reauthorize) = reauthorize {
+                    reauthorize.record_cut().await;
+                }
+                return Next::Close;
+            }
         }
     }
     let body_unfinished = answered_early.is_some();
@@ -528,7 +535,6 @@ where
     out.clear();
     let to_client = write_response_head(out, &upstream.buf, &head, framing, keep_client, close_after);
     upstream.consume(head.len);
-    let mut reauthorize = session.map(|session| Reauthorize::new(gateway, session));
     let relayed = relay_response_body(client, &mut upstream, framing, to_client, out, reauthorize.as_mut(), deadline);
     match relayed.await {
         Ok(()) => {
@@ -789,6 +795,7 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
     framing: Framing,
     out: &mut Vec<u8>,
     stall: Duration,
+    mut reauthorize: Option<&mut Reauthorize<'_>>,
 ) -> Result<(), Relay> {
     let write = |e: io::Error| Relay::UpstreamBeforeResponse(format!("write: {e}"));
     // An upstream that takes nothing for `stall` is treated as one that stopped reading (it may
@@ -802,6 +809,9 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
                     Ok(read) => read.map_err(|e| Relay::Client(format!("the request body: {e}")))?,
                     Err(_) => return Err(Relay::Client("the request body stalled".into())),
                 };
+                if let Some(reauthorize) = reauthorize.as_deref_mut() {
+                    reauthorize.check_if_due()?;
+                }
                 let piece = client.buf.get(..here).unwrap_or_default();
                 tokio::time::timeout(stall, upstream.io.write_all(piece)).await.map_err(stalled)?.map_err(write)?;
                 client.consume(here);
@@ -817,6 +827,9 @@ async fn relay_request_body<S: AsyncRead + Unpin>(
                     Ok(more) => more.map_err(Relay::Client)?,
                     Err(_) => return Err(Relay::Client("the request body stalled".into())),
                 };
+                if let Some(reauthorize) = reauthorize.as_deref_mut() {
+                    reauthorize.check_if_due()?;
+                }
                 let mut chunk = Vec::with_capacity(out.len() + 16);
                 if !out.is_empty() {
                     chunk.extend_from_slice(format!("{:x}\r\n", out.len()).as_bytes());
@@ -1691,7 +1704,13 @@ where
                 Framing::Length(length) => Some(length),
                 _ => None,
             };
-            (FedBody { pieces: receiver, left: length, ended: false }.boxed(), Some(sender))
+            let fed = FedBody { pieces: receiver, left: length, ended: false }.boxed();
+            // The body still to come is authorized again on the interval, as the response is.
+            let fed = match admitted.session(canonical, &method, connection.peer.ip()) {
+                Some(session) => crate::proxy::reverified(Arc::clone(gateway), session, fed),
+                None => fed,
+            };
+            (fed, Some(sender))
         }
     };
     let forward = gateway.forward(app, parts, body, canonical, admitted, connection.peer.ip(), now);
@@ -1731,18 +1750,8 @@ where
         return refuse(client, refused, Framing::Empty, false, &mut out).await;
     };
     let (head, body) = response.into_parts();
-    let mut body = match &admitted.who {
-        Some(who) => {
-            let session = Session {
-                request: canonical.clone(),
-                method,
-                source: connection.peer.ip(),
-                who: who.clone(),
-                certificate: admitted.certificate.clone(),
-                in_flight: admitted.in_flight.clone(),
-            };
-            crate::proxy::reverified(Arc::clone(gateway), session, body)
-        }
+    let mut body = match admitted.session(canonical, &method, connection.peer.ip()) {
+        Some(session) => crate::proxy::reverified(Arc::clone(gateway), session, body),
         None => body,
     };
     out.extend_from_slice(b"HTTP/1.1 ");

@@ -276,6 +276,23 @@ pub(crate) struct Admitted {
     pub(crate) in_flight: Option<Held>,
 }
 
+impl Admitted {
+    /// The session a part of this exchange that outlives the decision (a request body still
+    /// arriving, a response still streaming) is authorized again as; `None` for a caller without
+    /// an identity (shadow mode let it through).
+    pub(crate) fn session(&self, request: &CanonicalRequest, method: &str, source: IpAddr) -> Option<Session> {
+        let who = self.who.as_ref()?;
+        Some(Session {
+            request: request.clone(),
+            method: method.to_owned(),
+            source,
+            who: who.clone(),
+            certificate: self.certificate.clone(),
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
 /// A WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade`. Other
 /// upgrades (h2c, …) are not forwarded.
 pub(crate) fn is_websocket_upgrade(headers: &hyper::HeaderMap) -> bool {
@@ -789,6 +806,12 @@ impl Gateway {
             return crate::h1::websocket_over_http2(&self, app, parts, &canonical, &admitted, connection, now).await;
         }
         let method = parts.method.as_str().to_owned();
+        // A request body still arriving (an upload, a client stream) is authorized again on the
+        // interval too: an upload does not outlive access.
+        let body = match admitted.session(&canonical, &method, connection.peer.ip()) {
+            Some(session) if !hyper::body::Body::is_end_stream(&body) => reverified(Arc::clone(&self), session, body),
+            _ => body,
+        };
         let response = self.forward(app, parts, body, &canonical, &admitted, connection.peer.ip(), now).await;
         answered.store(true, Ordering::Relaxed);
         match admitted.who {

@@ -2068,6 +2068,70 @@ async fn a_download_that_never_pauses_is_still_cut_when_access_ends() {
     assert_eq!(log.matches("long-lived connection cut").count(), 4, "each cut is recorded");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_still_arriving_is_cut_when_access_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("upload-cut").await;
+    let revoke =
+        || setup.svid_revocations.write().unwrap().serials.insert(Serial::parse(&setup.device_serial).unwrap());
+    let restore = || setup.svid_revocations.write().unwrap().serials.clear();
+    // HTTP/1.1 clients, to an HTTP/1.1 and an HTTP/2 upstream: a chunk every 100 ms, the
+    // certificate revoked after 800 ms; the gateway must close within the interval.
+    for host in ["billing.example.org", "grpc.example.org"] {
+        let mut tls = device_connection(&setup, host).await;
+        let head = format!("POST /reports/upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut revoked_at = None;
+        let ended = loop {
+            if revoked_at.is_none() && started.elapsed() > Duration::from_millis(800) {
+                revoke();
+                revoked_at = Some(std::time::Instant::now());
+            }
+            if tls.write_all(b"5\r\ntick\n\r\n").await.is_err() {
+                break revoked_at.map(|at| at.elapsed());
+            }
+            let mut byte = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut byte)).await {
+                Ok(Ok(0) | Err(_)) => break revoked_at.map(|at| at.elapsed()),
+                Ok(Ok(_)) => {}
+                Err(_) => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(6), "{host}: the upload outlived its access");
+        };
+        restore();
+        let ended = ended.unwrap_or_else(|| panic!("{host}: ended before the revocation"));
+        assert!(ended < Duration::from_secs(2), "{host}: cut {ended:?} after the revocation");
+    }
+    // An HTTP/2 client, to both upstreams: the stream is reset.
+    for host in ["billing.example.org", "grpc.example.org"] {
+        let (mut sender, _driver) = http2_connection_to(&setup, host, None).await;
+        let body = Ticker(tokio::time::interval(Duration::from_millis(100))).boxed();
+        let request = Request::post(format!("https://{host}:{}/reports/upload", setup.port)).body(body).unwrap();
+        let started = std::time::Instant::now();
+        let answer = tokio::spawn(async move { sender.send_request(request).await.map(|r| r.status()) });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        revoke();
+        let revoked_at = std::time::Instant::now();
+        let answered = tokio::time::timeout(Duration::from_secs(4), answer).await;
+        restore();
+        let elapsed = revoked_at.elapsed();
+        assert!(answered.is_ok(), "{host} over HTTP/2: the upload outlived its access");
+        assert!(elapsed < Duration::from_secs(2), "{host} over HTTP/2: cut {elapsed:?} after the revocation");
+        assert!(started.elapsed() > Duration::from_millis(800));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    assert_eq!(log.matches("long-lived connection cut").count(), 4, "each cut is recorded");
+    // Each upstream saw its upload fail, never end as if it were whole.
+    let seen = setup.seen.lock().unwrap().clone();
+    let uploads: Vec<&Value> = seen.iter().filter(|s| s["target"] == "/reports/upload").collect();
+    assert!(!uploads.is_empty());
+    for upload in uploads {
+        assert!(upload["body"].as_str().is_some_and(|b| b.starts_with("failed")), "a cut upload looked whole: {upload}");
+    }
+}
+
 /// Signs with the AWS SDK for Rust's signer (the aws-sigv4 crate), as {url, headers}.
 fn aws_sigv4_sign(setup: &Setup, method: &str, url: &str, body: &str) -> Value {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
