@@ -1,10 +1,11 @@
-//! Audit before allow, under a crash: clients hammer the gateway of `zerogate up`, the process is
-//! killed with SIGKILL mid-load, and after a restart the audit log verifies and holds a record of
-//! every request that was answered 200 (a request reaches the upstream only after its record is
-//! durable, so no allowed request can be missing).
+//! Audit before allow, under a crash: clients hammer `zerogate gateway` in front of an upstream
+//! that records every request reaching it, the gateway is killed with SIGKILL mid-load, and after
+//! a restart the audit log verifies and holds an allow record for every request the upstream
+//! received, answered or not (a request reaches the upstream only after its record is durable).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,36 +24,102 @@ fn ok(command: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Starts `zerogate up`; returns the child and the gateway and control URLs.
-fn up(data: &Path) -> (Child, String, String) {
+/// A plain HTTP/1.1 upstream in this process that answers `hello` and records the target of
+/// every request that reaches it, whether or not its answer gets back to the client.
+fn recording_upstream(reached: Arc<Mutex<BTreeSet<String>>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let reached = Arc::clone(&reached);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    if let Some(target) = head.split_whitespace().nth(1) {
+                        reached.lock().unwrap().insert(target.to_owned());
+                    }
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Starts `zerogate gateway --config` on `data`; returns the child and the gateway's URL.
+fn start_gateway(data: &Path, config: &Path) -> (Child, String) {
     let mut child = bin(data)
-        .args(["up", "--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["gateway", "--config"])
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = |label: &str| loop {
-        let line = lines.next().expect("up prints its addresses").unwrap();
-        if line.trim_start().starts_with(label) {
-            return line.split_whitespace().nth(1).unwrap().to_owned();
+    let started = loop {
+        let line = lines.next().expect("the gateway says where it listens").unwrap();
+        if line.starts_with("zerogate gateway") {
+            break line;
         }
     };
-    let gateway = url("gateway");
-    let control = url("control");
+    let address = started.split("https://").nth(1).unwrap().split(':').nth(1).unwrap().to_owned();
     std::thread::spawn(move || for _ in lines {});
-    (child, gateway, control)
+    (child, format!("https://localhost:{address}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
-fn no_allowed_request_is_missing_from_the_log_after_a_crash() {
+fn no_request_that_reached_the_upstream_is_missing_from_the_log_after_a_crash() {
     let scratch = std::env::temp_dir().join(format!("zerogate-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("policy")).unwrap();
     let data = scratch.join("data");
-    let (mut child, gateway, control) = up(&data);
-    let token = ok(bin(&data).args(["ca", "token", "create", "--spiffe-id", "spiffe://zerogate.local/device/loadgen"]));
+    ok(bin(&data).args(["ca", "init", "--trust-domain", "crash.test"]));
     let identity: PathBuf = scratch.join("loadgen");
-    ok(bin(&data).args(["enroll", "--server", &control, "--token", token.trim(), "--dir"]).arg(&identity));
+    ok(bin(&data).args(["ca", "issue", "--spiffe-id", "spiffe://crash.test/device/loadgen", "--out"]).arg(&identity));
+    std::fs::write(
+        scratch.join("policy/devices.cedar"),
+        "@id(\"devices\")\npermit (principal is Zerogate::Device, action == Zerogate::Action::\"http\", \
+         resource in Zerogate::Application::\"hello\") when { context.authn == \"mtls\" };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.join("policy/entities.json"),
+        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    // The upstream lives outside the gateway's process: it keeps what reached it when the
+    // gateway dies, including requests whose answers never got back.
+    let reached = Arc::new(Mutex::new(BTreeSet::new()));
+    let config = scratch.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{}\"\nid = \"crash\"\n[policy]\npolicies = \"policy\"\n\
+             entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
+             upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n",
+            free_port(),
+            recording_upstream(Arc::clone(&reached))
+        ),
+    )
+    .unwrap();
+    let (mut child, gateway) = start_gateway(&data, &config);
 
     let answered = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,7 +150,7 @@ fn no_allowed_request_is_missing_from_the_log_after_a_crash() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2000));
     child.kill().unwrap(); // SIGKILL: no shutdown, no final checkpoint
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -92,21 +159,30 @@ fn no_allowed_request_is_missing_from_the_log_after_a_crash() {
         worker.join().unwrap();
     }
     let answered = answered.lock().unwrap().clone();
+    let reached = reached.lock().unwrap().clone();
     assert!(answered.len() >= 20, "only {} requests were answered before the crash", answered.len());
+    assert!(answered.is_subset(&reached), "answered without reaching the upstream?");
 
     // Restart on the same data: the log is opened (a torn last line, never acknowledged, is cut),
-    // it verifies, and every answered request has its record.
-    let (mut child, _, _) = up(&data);
+    // it verifies, and every request that reached the upstream has its allow record.
+    let (mut child, _) = start_gateway(&data, &config);
     child.kill().unwrap();
     child.wait().unwrap();
     let report: serde_json::Value = serde_json::from_str(&ok(bin(&data).args(["audit", "verify", "--json"]))).unwrap();
     assert_eq!(report["problem_count"], 0, "{report}");
-    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
-    let missing: Vec<&String> = answered.iter().filter(|path| !log.contains(&format!("\"path\":\"{path}\""))).collect();
+    let allowed: BTreeSet<String> = std::fs::read_to_string(data.join("audit/audit.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["record"]["decision"] == "allow")
+        .filter_map(|line| line["record"]["request"]["path"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = reached.difference(&allowed).collect();
     assert!(
         missing.is_empty(),
-        "{} of {} answered requests have no record: {missing:?}",
+        "{} of {} requests that reached the upstream have no allow record: {missing:?}",
         missing.len(),
-        answered.len()
+        reached.len()
     );
+    let _ = std::fs::remove_dir_all(&scratch);
 }

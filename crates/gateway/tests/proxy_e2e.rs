@@ -2128,7 +2128,10 @@ async fn an_upload_still_arriving_is_cut_when_access_ends() {
     let uploads: Vec<&Value> = seen.iter().filter(|s| s["target"] == "/reports/upload").collect();
     assert!(!uploads.is_empty());
     for upload in uploads {
-        assert!(upload["body"].as_str().is_some_and(|b| b.starts_with("failed")), "a cut upload looked whole: {upload}");
+        assert!(
+            upload["body"].as_str().is_some_and(|b| b.starts_with("failed")),
+            "a cut upload looked whole: {upload}"
+        );
     }
 }
 
