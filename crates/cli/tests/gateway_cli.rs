@@ -486,3 +486,157 @@ fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
     let _ = gateway.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small OpenID provider over HTTPS, in Python's standard library (independent of zerogate):
+/// discovery for `https://localhost:PORT` and the JWKS in `dir/jwks.json`, read at each request.
+/// Returns the process and its issuer URL.
+fn oidc_provider(dir: &Path, cert: &Path, key: &Path) -> (std::process::Child, String) {
+    let script = r#"
+import http.server, json, ssl, sys
+directory, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
+class Provider(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        issuer = f"https://localhost:{self.server.server_port}"
+        if self.path == "/.well-known/openid-configuration":
+            body = json.dumps({"issuer": issuer, "jwks_uri": issuer + "/jwks"}).encode()
+        elif self.path == "/jwks":
+            body = open(f"{directory}/jwks.json", "rb").read()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_port, flush=True)
+server.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(cert)
+        .arg(key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let mut port = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    (child, format!("https://localhost:{}", port.trim()))
+}
+
+#[test]
+fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the_provider_is_down() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-oidc", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let data = dir.join("data");
+    let d = |p: &PathBuf| p.display().to_string();
+    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
+    // The provider's HTTPS certificate, from a CA of its own that the gateway is told to trust.
+    openssl(
+        &dir,
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+            .into_iter()
+            .chain(["-subj", "/CN=Provider Test CA", "-keyout", "ca.key", "-out", "ca.pem"])
+            .collect::<Vec<_>>(),
+    );
+    public_leaf(&dir, "idp", "localhost");
+    let (mut provider, issuer) = oidc_provider(&dir, &dir.join("idp.pem"), &dir.join("idp.key"));
+    oidc_tokens(&dir, &issuer);
+    std::fs::write(
+        dir.join("policy/people.cedar"),
+        "@id(\"people\")\npermit (principal is Zerogate::User, action == Zerogate::Action::\"http\", \
+         resource in Zerogate::Application::\"hello\") when { context.authn == \"oidc\" };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy/entities.json"),
+        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    let config = |port: u16, issuer: &str| {
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"test\"\n[policy]\npolicies = \"policy\"\n\
+             entities = \"policy/entities.json\"\n[[oidc]]\nissuer = \"{issuer}\"\n\
+             audiences = [\"zerogate\"]\nalgorithms = [\"ES256\"]\nca_file = \"ca.pem\"\n\
+             [[app]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:{}\"\n\
+             resource = 'Zerogate::Application::\"hello\"'\nauthn = [\"oidc\"]\n",
+            upstream()
+        )
+    };
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, ok(zerogate().args(["ca", "bundle", "--data-dir", &d(&data)]).output().unwrap())).unwrap();
+    let start = |name: &str, port: u16, issuer: &str| {
+        std::fs::write(dir.join(name), config(port, issuer)).unwrap();
+        let mut gateway = zerogate()
+            .args(["gateway", "--data-dir", &d(&data), "--config", &d(&dir.join(name))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+        let mut said = Vec::new();
+        loop {
+            let line = lines.next().expect("the gateway says where it listens").unwrap();
+            let started = line.starts_with("zerogate gateway");
+            said.push(line);
+            if started {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        (gateway, said.join("\n"))
+    };
+
+    // The keys come by discovery over verified HTTPS; PyJWT's tokens pass.
+    let port = free_port();
+    let (mut gateway, said) = start("up.toml", port, &issuer);
+    assert!(said.contains(&format!("oidc issuer {issuer}: 1 keys")), "{said}");
+    let status = |port: u16, token: &str| curl_bearer(port, &bundle, &dir.join(format!("{token}.jwt")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(port, "alice-1") != 200 {
+        assert!(Instant::now() < deadline, "the gateway never served alice");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(port, "bob"), 200);
+    // A token the provider's key did not sign (the same kid, another key) is refused.
+    std::fs::copy(dir.join("bob.jwt"), dir.join("bob.keep")).unwrap();
+    let keep_jwks = std::fs::read(dir.join("jwks.json")).unwrap();
+    oidc_tokens(&dir, &issuer);
+    std::fs::write(dir.join("jwks.json"), &keep_jwks).unwrap();
+    assert_eq!(status(port, "alice-1"), 401, "signed by a key the provider does not publish");
+    Command::new("kill").arg("-TERM").arg(gateway.id().to_string()).status().unwrap();
+    let _ = gateway.wait();
+
+    // A provider that cannot be reached: its tokens are refused, with a record saying why.
+    provider.kill().unwrap();
+    let _ = provider.wait();
+    let port = free_port();
+    let (mut gateway, said) = start("down.toml", port, &issuer);
+    assert!(said.contains("not ready"), "{said}");
+    // bob's token from the provider that was up: valid, but no key is known to check it by.
+    std::fs::copy(dir.join("bob.keep"), dir.join("bob-old.jwt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match status(port, "bob-old") {
+            0 => assert!(Instant::now() < deadline, "the gateway never answered"),
+            answered => break answered,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(refused, 401, "no keys, no access");
+    Command::new("kill").arg("-TERM").arg(gateway.id().to_string()).status().unwrap();
+    let _ = gateway.wait();
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("\"deny\"") && l.contains("authentication")).collect();
+    assert!(refusals.len() >= 2, "each refusal is on record: {refusals:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
