@@ -4,13 +4,14 @@
 //! received, answered or not (a request reaches the upstream only after its record is durable).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod common;
 
 fn bin(data_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
@@ -22,41 +23,6 @@ fn ok(command: &mut Command) -> String {
     let out = command.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A plain HTTP/1.1 upstream in this process that answers `hello` and records the target of
-/// every request that reaches it, whether or not its answer gets back to the client.
-fn recording_upstream(reached: Arc<Mutex<BTreeSet<String>>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let reached = Arc::clone(&reached);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    if let Some(target) = head.split_whitespace().nth(1) {
-                        reached.lock().unwrap().insert(target.to_owned());
-                    }
-                    if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 /// Starts `zerogate gateway --config` on `data`; returns the child and the gateway's URL.
@@ -78,10 +44,6 @@ fn start_gateway(data: &Path, config: &Path) -> (Child, String) {
     let address = started.split("https://").nth(1).unwrap().split(':').nth(1).unwrap().to_owned();
     std::thread::spawn(move || for _ in lines {});
     (child, format!("https://localhost:{address}"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -114,8 +76,8 @@ fn no_request_that_reached_the_upstream_is_missing_from_the_log_after_a_crash() 
             "[gateway]\nlisten = \"127.0.0.1:{}\"\nid = \"crash\"\n[policy]\npolicies = \"policy\"\n\
              entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
              upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n",
-            free_port(),
-            recording_upstream(Arc::clone(&reached))
+            common::free_port(),
+            common::upstream(Some(Arc::clone(&reached)))
         ),
     )
     .unwrap();

@@ -3,11 +3,12 @@
 //! address in use, and stops on SIGTERM with every allowed request on record. Real binary, real
 //! TLS, curl.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 fn zerogate() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
@@ -18,39 +19,6 @@ fn zerogate() -> Command {
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A plain HTTP/1.1 upstream answering `hello` to every request, keep-alive.
-fn upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn curl(port: u16, device: &Path) -> (u16, String) {
@@ -66,32 +34,50 @@ fn curl(port: u16, device: &Path) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-#[test]
-fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
-    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-gateway", std::process::id()));
+/// A fresh scratch directory `zerogate-cli-PID-{name}`: a CA in `data/` (trust domain gw.test)
+/// and `policy/` letting a `kind` (`Device` or `User`) that authenticated with `authn` reach the
+/// application `hello`, with an entity for each of `apps`. Returns the directory and `data/`.
+fn scratch(name: &str, kind: &str, authn: &str, apps: &[&str]) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
     let data = dir.join("data");
-    let d = |p: &PathBuf| p.display().to_string();
-    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
+    ok(zerogate().args(["ca", "init", "--data-dir"]).arg(&data).args(["--trust-domain", "gw.test"]).output().unwrap());
+    std::fs::write(
+        dir.join("policy/access.cedar"),
+        format!(
+            "@id(\"access\")\npermit (principal is Zerogate::{kind}, action == Zerogate::Action::\"http\", \
+             resource in Zerogate::Application::\"hello\") when {{ context.authn == \"{authn}\" }};\n"
+        ),
+    )
+    .unwrap();
+    let entities: Vec<serde_json::Value> = apps
+        .iter()
+        .map(|app| serde_json::json!({ "uid": { "type": "Zerogate::Application", "id": app }, "attrs": {}, "parents": [] }))
+        .collect();
+    std::fs::write(dir.join("policy/entities.json"), serde_json::to_string(&entities).unwrap()).unwrap();
+    (dir, data)
+}
+
+/// A device certificate for laptop-1 from the CA in `data`, written to `dir/device`.
+fn device(dir: &Path, data: &Path) -> PathBuf {
     let device = dir.join("device");
     ok(zerogate()
-        .args(["ca", "issue", "--data-dir", &d(&data), "--spiffe-id", "spiffe://gw.test/device/laptop-1"])
-        .args(["--out", &d(&device)])
+        .args(["ca", "issue", "--data-dir"])
+        .arg(data)
+        .args(["--spiffe-id", "spiffe://gw.test/device/laptop-1", "--out"])
+        .arg(&device)
         .output()
         .unwrap());
-    std::fs::write(
-        dir.join("policy/devices.cedar"),
-        "@id(\"devices\")\npermit (principal is Zerogate::Device, action == Zerogate::Action::\"http\", \
-         resource in Zerogate::Application::\"hello\") when { context.authn == \"mtls\" };\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policy/entities.json"),
-        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
-    )
-    .unwrap();
-    let port = free_port();
+    device
+}
+
+#[test]
+fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
+    let (dir, data) = scratch("gateway", "Device", "mtls", &["hello"]);
+    let d = |p: &PathBuf| p.display().to_string();
+    let device = device(&dir, &data);
+    let port = common::free_port();
     let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
@@ -99,7 +85,7 @@ fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"test\"\n[policy]\npolicies = \"policy\"\n\
              entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
              upstream = \"http://127.0.0.1:{}\"\nresource = 'Zerogate::Application::\"hello\"'\nauthn = [\"mtls\"]\n",
-            upstream()
+            common::upstream(None)
         ),
     )
     .unwrap();
@@ -242,32 +228,11 @@ fn curl_trusting(port: u16, ca: &Path, device: &Path) -> u16 {
 
 #[test]
 fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() {
-    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-brought", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let (dir, data) = scratch("brought", "Device", "mtls", &["hello", "wiki"]);
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
-    let data = dir.join("data");
     let d = |p: &PathBuf| p.display().to_string();
-    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
-    let device = dir.join("device");
-    ok(zerogate()
-        .args(["ca", "issue", "--data-dir", &d(&data), "--spiffe-id", "spiffe://gw.test/device/laptop-1"])
-        .args(["--out", &d(&device)])
-        .output()
-        .unwrap());
-    std::fs::write(
-        dir.join("policy/devices.cedar"),
-        "@id(\"devices\")\npermit (principal is Zerogate::Device, action == Zerogate::Action::\"http\", \
-         resource in Zerogate::Application::\"hello\") when { context.authn == \"mtls\" };\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policy/entities.json"),
-        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] },
-            { "uid": { "type": "Zerogate::Application", "id": "wiki" }, "attrs": {}, "parents": [] }]"#,
-    )
-    .unwrap();
+    let device = device(&dir, &data);
     // A CA of the operator's own (a public one, in production), two certificates for localhost,
     // one for another host and one for the wiki.
     openssl(
@@ -286,7 +251,7 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
         std::fs::copy(tls.join(format!("{stem}.pem")), tls.join("chain.pem")).unwrap();
     };
     serve("first");
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (common::free_port(), common::free_port());
     let config = |port: u16, admin: u16| {
         format!(
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"test\"\n\
@@ -296,8 +261,8 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
              [[app]]\nhost = \"wiki.test\"\nupstream = \"http://127.0.0.1:{}\"\n\
              resource = 'Zerogate::Application::\"wiki\"'\nauthn = [\"mtls\"]\n\
              certificate = \"tls/wiki.pem\"\nprivate_key = \"tls/wiki.key\"\n",
-            upstream(),
-            upstream()
+            common::upstream(None),
+            common::upstream(None)
         )
     };
     std::fs::write(dir.join("gateway.toml"), config(port, admin)).unwrap();
@@ -357,7 +322,7 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
 
     // At start, a bad pair is an error that names the key and the reason: nothing starts.
     std::fs::copy(tls.join("first.key"), tls.join("key.pem")).unwrap();
-    std::fs::write(dir.join("bad.toml"), config(free_port(), free_port())).unwrap();
+    std::fs::write(dir.join("bad.toml"), config(common::free_port(), common::free_port())).unwrap();
     let refused =
         zerogate().args(["gateway", "--data-dir", &d(&data), "--config", &d(&dir.join("bad.toml"))]).output().unwrap();
     assert!(!refused.status.success());
@@ -404,25 +369,10 @@ fn curl_bearer(port: u16, bundle: &Path, token_file: &Path) -> u16 {
 
 #[test]
 fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
-    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-revoke", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("policy")).unwrap();
-    let data = dir.join("data");
+    let (dir, data) = scratch("revoke", "User", "oidc", &["hello"]);
     let d = |p: &PathBuf| p.display().to_string();
-    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
     oidc_tokens(&dir, "https://idp.gw.test");
-    std::fs::write(
-        dir.join("policy/people.cedar"),
-        "@id(\"people\")\npermit (principal is Zerogate::User, action == Zerogate::Action::\"http\", \
-         resource in Zerogate::Application::\"hello\") when { context.authn == \"oidc\" };\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policy/entities.json"),
-        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
-    )
-    .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         dir.join("gateway.toml"),
         format!(
@@ -431,7 +381,7 @@ fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
              audiences = [\"zerogate\"]\nalgorithms = [\"ES256\"]\njwks_file = \"jwks.json\"\n\
              [[app]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:{}\"\n\
              resource = 'Zerogate::Application::\"hello\"'\nauthn = [\"oidc\"]\n",
-            upstream()
+            common::upstream(None)
         ),
     )
     .unwrap();
@@ -534,12 +484,8 @@ server.serve_forever()
 
 #[test]
 fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the_provider_is_down() {
-    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-oidc", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("policy")).unwrap();
-    let data = dir.join("data");
+    let (dir, data) = scratch("oidc", "User", "oidc", &["hello"]);
     let d = |p: &PathBuf| p.display().to_string();
-    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "gw.test"]).output().unwrap());
     // The provider's HTTPS certificate, from a CA of its own that the gateway is told to trust.
     openssl(
         &dir,
@@ -551,17 +497,6 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
     public_leaf(&dir, "idp", "localhost");
     let (mut provider, issuer) = oidc_provider(&dir, &dir.join("idp.pem"), &dir.join("idp.key"));
     oidc_tokens(&dir, &issuer);
-    std::fs::write(
-        dir.join("policy/people.cedar"),
-        "@id(\"people\")\npermit (principal is Zerogate::User, action == Zerogate::Action::\"http\", \
-         resource in Zerogate::Application::\"hello\") when { context.authn == \"oidc\" };\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policy/entities.json"),
-        r#"[{ "uid": { "type": "Zerogate::Application", "id": "hello" }, "attrs": {}, "parents": [] }]"#,
-    )
-    .unwrap();
     let config = |port: u16, issuer: &str| {
         format!(
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"test\"\n[policy]\npolicies = \"policy\"\n\
@@ -569,7 +504,7 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
              audiences = [\"zerogate\"]\nalgorithms = [\"ES256\"]\nca_file = \"ca.pem\"\n\
              [[app]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:{}\"\n\
              resource = 'Zerogate::Application::\"hello\"'\nauthn = [\"oidc\"]\n",
-            upstream()
+            common::upstream(None)
         )
     };
     let bundle = dir.join("bundle.pem");
@@ -597,7 +532,7 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
     };
 
     // The keys come by discovery over verified HTTPS; PyJWT's tokens pass.
-    let port = free_port();
+    let port = common::free_port();
     let (mut gateway, said) = start("up.toml", port, &issuer);
     assert!(said.contains(&format!("oidc issuer {issuer}: 1 keys")), "{said}");
     let status = |port: u16, token: &str| curl_bearer(port, &bundle, &dir.join(format!("{token}.jwt")));
@@ -619,7 +554,7 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
     // A provider that cannot be reached: its tokens are refused, with a record saying why.
     provider.kill().unwrap();
     let _ = provider.wait();
-    let port = free_port();
+    let port = common::free_port();
     let (mut gateway, said) = start("down.toml", port, &issuer);
     assert!(said.contains("not ready"), "{said}");
     // bob's token from the provider that was up: valid, but no key is known to check it by.

@@ -95,7 +95,7 @@ fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -
 impl ResolvesServerCert for ServerCertificate {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
-            let own = self.by_host.read().ok().and_then(|m| {
+            let own = self.by_host.read().ok().filter(|m| !m.is_empty()).and_then(|m| {
                 // A trailing dot names the same host; SNI is case-insensitive.
                 let name = name.strip_suffix('.').unwrap_or(name);
                 m.get(name).or_else(|| m.get(&name.to_ascii_lowercase())).map(|s| Arc::clone(&s.key))

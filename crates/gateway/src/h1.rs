@@ -1100,45 +1100,41 @@ fn write_response_head(
 struct Reauthorize<'g> {
     gateway: &'g Arc<Gateway>,
     session: Session,
-    next_check: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the session is authorized again: compared before each piece of the exchange, so
+    /// one whose bytes are always already here is checked as one that waits is.
+    due: tokio::time::Instant,
+    /// Wakes a wait at `due`; made the first time the exchange waits.
+    wake: Option<Pin<Box<tokio::time::Sleep>>>,
     refused: Option<Box<zerogate_audit::DecisionRecord>>,
 }
 
 impl<'g> Reauthorize<'g> {
     fn new(gateway: &'g Arc<Gateway>, session: Session) -> Self {
-        Self { gateway, session, next_check: None, refused: None }
+        let due = tokio::time::Instant::now() + gateway.parts.reauthorize_every;
+        Self { gateway, session, due, wake: None, refused: None }
     }
 
     /// Reads more from the upstream, authorizing the session again whenever the interval
     /// passes while waiting; `Err(Relay::Cut)` when access ended.
     async fn fill(&mut self, upstream: &mut Buffered<UpstreamIo>) -> Result<usize, Relay> {
         loop {
-            let every = self.gateway.parts.reauthorize_every;
-            let sleep = self.next_check.get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            let due = self.due;
+            let wake = self.wake.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if wake.deadline() != due {
+                wake.as_mut().reset(due);
+            }
             // The interval first: an upstream that always has more ready must not starve it.
             tokio::select! {
                 biased;
-                () = sleep.as_mut() => self.check()?,
+                () = wake.as_mut() => self.check()?,
                 read = upstream.fill() => return read.map_err(|e| Relay::UpstreamDuringResponse(format!("read: {e}"))),
             }
         }
     }
 
-    /// Authorizes the session again if the interval has passed, without waiting: a response
-    /// whose next bytes are always already here (one chunk after another) is checked as one
-    /// that waits is.
+    /// Authorizes the session again if the interval has passed, without waiting.
     fn check_if_due(&mut self) -> Result<(), Relay> {
-        match &self.next_check {
-            None => {
-                let every = self.gateway.parts.reauthorize_every;
-                self.next_check = Some(Box::pin(tokio::time::sleep(every)));
-                Ok(())
-            }
-            // The deadline, not the timer's state: a timer the driver has not fired yet (a busy
-            // worker) would say it has not elapsed.
-            Some(sleep) if sleep.deadline() <= tokio::time::Instant::now() => self.check(),
-            Some(_) => Ok(()),
-        }
+        if tokio::time::Instant::now() >= self.due { self.check() } else { Ok(()) }
     }
 
     /// Authorizes the session again now; the next check is an interval away.
@@ -1151,11 +1147,7 @@ impl<'g> Reauthorize<'g> {
             self.refused = Some(record);
             return Err(Relay::Cut);
         }
-        let next = tokio::time::Instant::now() + self.gateway.parts.reauthorize_every;
-        match self.next_check.as_mut() {
-            Some(sleep) => sleep.as_mut().reset(next),
-            None => self.next_check = Some(Box::pin(tokio::time::sleep_until(next))),
-        }
+        self.due = tokio::time::Instant::now() + self.gateway.parts.reauthorize_every;
         Ok(())
     }
 
