@@ -414,9 +414,20 @@ fn assemble(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let now = newest_change(&watched);
+                let mut now = newest_change(&watched);
                 if now == seen {
                     continue;
+                }
+                // A change spread over several files (a deploy copying a directory) is read once
+                // it has settled, not half-way: the same newest change twice, 250 ms apart.
+                // (For a change that must apply at once, swap a symlink to the directory.)
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let again = newest_change(&watched);
+                    if again == now {
+                        break;
+                    }
+                    now = again;
                 }
                 seen = now;
                 match policy.reload() {
