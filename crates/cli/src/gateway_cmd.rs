@@ -410,26 +410,9 @@ fn assemble(
     {
         let watched = [config.policies.clone()].into_iter().chain(config.entities.clone()).collect::<Vec<_>>();
         tokio::spawn(async move {
-            let mut seen = newest_change(&watched);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut watch = Watched::new(watched);
             loop {
-                tick.tick().await;
-                let mut now = newest_change(&watched);
-                if now == seen {
-                    continue;
-                }
-                // A change spread over several files (a deploy copying a directory) is read once
-                // it has settled, not half-way: the same newest change twice, 250 ms apart.
-                // (For a change that must apply at once, swap a symlink to the directory.)
-                loop {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    let again = newest_change(&watched);
-                    if again == now {
-                        break;
-                    }
-                    now = again;
-                }
-                seen = now;
+                watch.settled_change().await;
                 match policy.reload() {
                     Reload::Applied { generation, policies } => {
                         tracing::info!(generation, policies, "policy reloaded");
@@ -457,6 +440,44 @@ fn revoked_access(service: &IdentityService<SqliteStore>) -> Result<Revocations>
         };
     }
     Ok(revocations)
+}
+
+/// Files (or directories of them) watched for changes, polled every second.
+struct Watched {
+    paths: Vec<PathBuf>,
+    seen: Option<SystemTime>,
+}
+
+impl Watched {
+    fn new(paths: Vec<PathBuf>) -> Self {
+        let seen = newest_change(&paths);
+        Self { paths, seen }
+    }
+
+    /// Returns once the files have changed and the change has settled: the same newest change
+    /// twice, 250 ms apart, so a change spread over several files (a deploy copying a directory,
+    /// a certificate and its key, a file written in place) is not read half-way. (For a change
+    /// that must apply at one instant, swap a symlink.)
+    async fn settled_change(&mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let mut now = newest_change(&self.paths);
+            if now == self.seen {
+                continue;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let again = newest_change(&self.paths);
+                if again == now {
+                    break;
+                }
+                now = again;
+            }
+            self.seen = now;
+            return;
+        }
+    }
 }
 
 /// The latest modification time among `paths` (files, or the files of a directory).
@@ -572,15 +593,9 @@ fn watch_brought(
 ) {
     let (serving, gateway) = (Arc::clone(certificate), Arc::clone(gateway));
     tokio::spawn(async move {
-        let mut seen = files.modified();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut watch = Watched::new(vec![files.chain.clone(), files.key.clone()]);
         loop {
-            tick.tick().await;
-            let now = files.modified();
-            if now == seen {
-                continue;
-            }
-            seen = now;
+            watch.settled_change().await;
             let table = files.table.as_str();
             match files.load(&hosts, unix_now()) {
                 Ok(checked) => {

@@ -6,9 +6,8 @@
 //! last good one stays in service, so a half-finished renewal never takes the listener down.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -187,18 +186,13 @@ impl CertificateFiles {
         })?;
         Ok(CheckedCertificate { chain, key, not_after })
     }
-
-    /// The later of the two files' modification times: a change is a reason to read them again.
-    pub fn modified(&self) -> Option<SystemTime> {
-        let of = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        of(&self.chain).max(of(&self.key))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair, date_time_ymd};
+    use std::path::Path;
 
     /// 2026-06-01, inside the test certificates' validity.
     const NOW: i64 = 1_780_272_000;
