@@ -260,7 +260,7 @@ impl<S: Store> IdentityService<S> {
         origin: Origin<'_>,
     ) -> Result<bool, Refusal> {
         let attempt =
-            check_revoked_id(kind, id).and_then(|()| self.store.revoke_access(kind, id, now, reason).map_err(internal));
+            compared_form(kind, id).and_then(|id| self.store.revoke_access(kind, &id, now, reason).map_err(internal));
         let action = format!("{}.revoke", kind.as_str());
         self.audited(now, &action, id, origin, attempt, |fresh| {
             if *fresh { format!("revoked; reason: {reason}") } else { "already revoked".to_owned() }
@@ -467,16 +467,26 @@ fn record_of(issued: &Issued, via: IssuedVia, renews: Option<Serial>, key_type: 
     }
 }
 
-/// A credential id or principal uid in the form gateways compare it in; anything else could
-/// never match, so a typo would revoke nothing while looking done.
-fn check_revoked_id(kind: RevokedKind, id: &str) -> Result<(), Refusal> {
+/// A credential id or principal uid in the form gateways compare it in (a serial as the
+/// certificate's own lowercase hex, however it was written); what no gateway could ever match is
+/// refused, so a typo cannot look like a revocation that happened.
+fn compared_form(kind: RevokedKind, id: &str) -> Result<String, Refusal> {
     let bad = |why: &str| Err(Refusal::BadRequest(format!("`{id}`: {why}")));
-    if id.chars().any(char::is_control) {
-        return bad("control characters");
+    if id.chars().any(char::is_control) || id.trim() != id {
+        return bad("control characters or surrounding spaces");
     }
     match kind {
         RevokedKind::Credential => match id.split_once(':') {
-            Some(("jti" | "sid" | "sub" | "serial" | "akid", rest)) if !rest.is_empty() => Ok(()),
+            Some(("serial", rest)) => match Serial::parse(rest) {
+                Some(serial) => Ok(format!("serial:{serial}")),
+                None => bad("not a serial number (hex)"),
+            },
+            Some(("sub", rest))
+                if rest.split_once('@').is_some_and(|(sub, iss)| !sub.is_empty() && !iss.is_empty()) =>
+            {
+                Ok(id.to_owned())
+            }
+            Some(("jti" | "sid" | "akid", rest)) if !rest.is_empty() => Ok(id.to_owned()),
             _ => bad("not a credential id (jti:…, sid:…, sub:…@issuer, serial:…, akid:…, as the audit log names it)"),
         },
         RevokedKind::Principal => {
@@ -484,7 +494,7 @@ fn check_revoked_id(kind: RevokedKind, id: &str) -> Result<(), Refusal> {
                 .iter()
                 .find_map(|kind| id.strip_prefix(kind));
             match quoted {
-                Some(q) if q.len() >= 3 && q.starts_with('"') && q.ends_with('"') => Ok(()),
+                Some(q) if q.len() >= 3 && q.starts_with('"') && q.ends_with('"') => Ok(id.to_owned()),
                 _ => bad(r#"not a principal uid (Zerogate::User::"alice", …Device, …Workload, …ApiClient)"#),
             }
         }
@@ -538,11 +548,16 @@ mod tests {
             (RevokedKind::Principal, "alice"),
             (RevokedKind::Principal, r#"Zerogate::Group::"admins""#),
             (RevokedKind::Principal, "Zerogate::User::alice"),
+            (RevokedKind::Credential, "sub:alice"),
+            (RevokedKind::Credential, " jti:abc"),
+            (RevokedKind::Credential, "serial:0x12"),
         ] {
             assert!(matches!(revoke(kind, id), Err(Refusal::BadRequest(_))), "{id}");
         }
+        // A serial as openssl prints it is kept as gateways name it.
+        assert!(revoke(RevokedKind::Credential, "serial:0A:1B:2C").unwrap());
         let kept: Vec<String> = s.revoked_access().unwrap().into_iter().map(|r| r.id).collect();
-        assert_eq!(kept, ["jti:abc", r#"Zerogate::User::"alice""#]);
+        assert_eq!(kept, ["jti:abc", "serial:0a1b2c", r#"Zerogate::User::"alice""#]);
         let events = s.store().events(100).unwrap();
         assert!(events.iter().any(|e| e.action == "credential.revoke" && e.subject == "jti:abc"));
         assert!(events.iter().any(|e| e.action == "principal.revoke" && e.outcome == "refused"), "refusals too");
