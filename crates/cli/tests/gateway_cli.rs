@@ -217,9 +217,16 @@ fn fingerprint(dir: &Path, pem: &str) -> String {
 /// (0 when TLS to the gateway fails).
 fn curl_trusting(port: u16, ca: &Path, device: &Path) -> u16 {
     let s = |name: &str| device.join(name).display().to_string();
+    curl_status(port, ca, &["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+}
+
+/// curl to `https://localhost:{port}/hello` trusting `ca`, with `extra` arguments: the status (0
+/// when TLS to the gateway fails).
+fn curl_status(port: u16, ca: &Path, extra: &[&str]) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca.display().to_string()])
-        .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(extra)
         .arg(format!("https://localhost:{port}/hello"))
         .output()
         .unwrap();
@@ -358,13 +365,7 @@ for name, sub, jti in (("alice-1", "alice", "t-1"), ("alice-2", "alice", "t-2"),
 /// curl with a bearer token to the gateway on `port` (trusting `bundle`): the status.
 fn curl_bearer(port: u16, bundle: &Path, token_file: &Path) -> u16 {
     let token = std::fs::read_to_string(token_file).unwrap();
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--cacert", &bundle.display().to_string(), "-H", &format!("Authorization: Bearer {token}")])
-        .arg(format!("https://localhost:{port}/hello"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    curl_status(port, bundle, &["-H", &format!("Authorization: Bearer {token}")])
 }
 
 #[test]
