@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Instant;
 
 use zerogate_pki::{RevocationList, SvidError, SvidVerifier};
 
@@ -76,8 +77,11 @@ pub struct Authenticated {
     /// How it authenticated.
     pub method: Method,
     /// The credential's stable id, prefixed by its kind: `jti:…`, `sid:…`, `sub:…`, `serial:…`,
-    /// `akid:…`.
+    /// `akid:…`. The one the audit record names.
     pub credential_id: String,
+    /// Other ids that name the same credential and are revoked with it: for an OIDC token with a
+    /// `jti`, its `sid:…` and `sub:…@issuer`.
+    pub also_known_as: Vec<String>,
     /// When the credential stops being valid (Unix seconds), when it has an end.
     pub expires_at: Option<i64>,
     /// OIDC `acr`.
@@ -96,12 +100,15 @@ impl Authenticated {
     /// `user_id_from_email` is set (and then required).
     pub fn from_token(token: &VerifiedToken, user_id_from_email: bool) -> Option<Self> {
         let id = if user_id_from_email { token.email.clone()? } else { token.subject.clone() };
+        let mut also_known_as = token.credential_ids();
+        let credential_id = also_known_as.remove(0);
         Some(Self {
             kind: PrincipalKind::User,
             id,
             groups: token.groups.clone(),
             method: Method::Oidc,
-            credential_id: token.credential_id(),
+            credential_id,
+            also_known_as,
             expires_at: Some(token.expires_at as i64),
             acr: token.acr.clone(),
             amr: token.amr.clone(),
@@ -124,6 +131,7 @@ impl Authenticated {
             groups: Vec::new(),
             method: Method::Mtls,
             credential_id: format!("serial:{}", svid.serial),
+            also_known_as: Vec::new(),
             expires_at: Some(svid.not_after),
             acr: None,
             amr: Vec::new(),
@@ -138,6 +146,7 @@ impl Authenticated {
             groups: Vec::new(),
             method: Method::SigV4,
             credential_id: format!("akid:{access_key_id}"),
+            also_known_as: Vec::new(),
             expires_at: None,
             acr: None,
             amr: Vec::new(),
@@ -164,19 +173,29 @@ pub fn cedar_string(text: &str) -> String {
 /// Revoked credentials and principals, checked after authentication on every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
-    /// Credential ids as in [`Authenticated::credential_id`] (`jti:…`, `serial:…`, `akid:…`, …).
+    /// Credential ids as in [`Authenticated::credential_id`] and [`Authenticated::also_known_as`]
+    /// (`jti:…`, `sid:…`, `sub:…@issuer`, `serial:…`, `akid:…`).
     pub credentials: HashSet<String>,
     /// Principals as Cedar uids (`Zerogate::User::"alice"`): every credential of theirs.
     pub principals: HashSet<String>,
-    /// The lists could not be brought up to date within their grace period: no credential is
-    /// known not to be revoked, so every one is refused until they are.
-    pub out_of_date: bool,
+    /// Until when these lists may be trusted. Whoever keeps them current moves it on after each
+    /// read; when the reads stop (a store that fails or hangs, a refresh task that died) it
+    /// passes, and from then on no credential is known not to be revoked: [`Self::is_current`]
+    /// is false and every request is refused. `None` for a fixed set that never goes stale.
+    pub trusted_until: Option<Instant>,
 }
 
 impl Revocations {
     /// Whether `who` may no longer be served.
     pub fn is_revoked(&self, who: &Authenticated) -> bool {
-        self.credentials.contains(&who.credential_id)
+        (!self.credentials.is_empty()
+            && (self.credentials.contains(&who.credential_id)
+                || who.also_known_as.iter().any(|id| self.credentials.contains(id))))
             || (!self.principals.is_empty() && self.principals.contains(&who.cedar_uid()))
+    }
+
+    /// Whether the lists may still be trusted at `now`.
+    pub fn is_current(&self, now: Instant) -> bool {
+        self.trusted_until.is_none_or(|until| now < until)
     }
 }

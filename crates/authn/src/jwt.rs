@@ -811,13 +811,20 @@ impl VerifiedToken {
         Ok(())
     }
 
-    /// The stable identifier of this credential for audit and revocation: the `jti`, else the
-    /// session id, else the subject at its issuer.
+    /// The stable identifier of this credential for audit: the `jti`, else the session id, else
+    /// the subject at its issuer.
     pub fn credential_id(&self) -> String {
-        match (&self.token_id, &self.session_id) {
-            (Some(jti), _) => format!("jti:{jti}"),
-            (None, Some(sid)) => format!("sid:{sid}"),
-            (None, None) => format!("sub:{}@{}", self.subject, self.issuer),
-        }
+        self.credential_ids().swap_remove(0)
+    }
+
+    /// Every id that names this credential, most specific first: `jti:…` and `sid:…` when the
+    /// token carries them, and always `sub:…@issuer`. A revocation of any of them refuses the
+    /// token: revoking a session (`sid`) reaches every token issued in it, whatever its `jti`.
+    pub fn credential_ids(&self) -> Vec<String> {
+        let mut ids = Vec::with_capacity(3);
+        ids.extend(self.token_id.as_ref().map(|jti| format!("jti:{jti}")));
+        ids.extend(self.session_id.as_ref().map(|sid| format!("sid:{sid}")));
+        ids.push(format!("sub:{}@{}", self.subject, self.issuer));
+        ids
     }
 }

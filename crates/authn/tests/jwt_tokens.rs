@@ -63,6 +63,15 @@ fn a_verified_token_carries_what_audit_and_policy_need() {
     let mut revocations = Revocations::default();
     revocations.credentials.insert(verified.credential_id());
     assert!(revocations.is_revoked(&user));
+    // The subject at its issuer names the token too, whatever its jti.
+    assert_eq!(user.also_known_as, vec![format!("sub:alice@{ISSUER}")]);
+    let revocations = Revocations { credentials: [format!("sub:alice@{ISSUER}")].into(), ..Revocations::default() };
+    assert!(revocations.is_revoked(&user));
+    let elsewhere = Revocations {
+        credentials: ["sub:alice@https://idp.example.test/second".to_owned()].into(),
+        ..Revocations::default()
+    };
+    assert!(!elsewhere.is_revoked(&user), "the same subject at another issuer is someone else");
     // A verified token is still subject to the clock: at its expiry plus the leeway it is refused.
     let expiry = cases.now + Duration::from_secs(300 + 30);
     assert_eq!(verified.check_time(expiry, Duration::from_secs(30)).unwrap_err().kind(), "expired");

@@ -26,6 +26,7 @@ use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::certificate::{CertificateFiles, ServerCertificate};
 use zerogate_gateway::config::{AppSettings, GatewayConfig};
 use zerogate_gateway::decide::{App, Mode};
+use zerogate_gateway::freshness::{Freshness, keep_current};
 use zerogate_gateway::proxy::{Gateway, GatewayParts, SharedKeys, tls_config};
 use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
 use zerogate_policy::{LivePolicy, PolicyFiles, Reload};
@@ -333,7 +334,10 @@ fn assemble(
         Some(Arc::new(OidcVerifier::new(issuers)?))
     };
     let user_id_from_email = config.issuers.iter().any(|i| i.user_id_from_email);
-    let revocations = Arc::new(RwLock::new(revoked_access(service)?));
+    let revocations = Arc::new(RwLock::new(Revocations {
+        trusted_until: Some(std::time::Instant::now() + REVOCATIONS_GRACE),
+        ..revoked_access(service)?
+    }));
     let access_keys = SharedKeys::default();
     if let (Ok(keys), Ok(mut shared)) = (service.access_keys(), access_keys.0.write()) {
         *shared = keys;
@@ -358,52 +362,27 @@ fn assemble(
     let certificate = served_certificates(service, config, names, &gateway)?;
     let tls = Arc::new(tls_config(certificate, &[authority.root_der().clone()])?);
     // Revocations (certificates, identities, credentials, principals) and access keys from the
-    // store, every second. A store that cannot be read for REVOCATIONS_GRACE leaves them out of
-    // date: every request is refused (503, recorded) until they are read again.
+    // store, every second. Each completed read keeps them trusted for REVOCATIONS_GRACE; past
+    // that (a store that fails or hangs) every request is refused (503, recorded) until one
+    // completes again.
     {
         let service = Arc::clone(service);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut last_read = tokio::time::Instant::now();
-            loop {
-                tick.tick().await;
-                let read = service
-                    .revocation_list()
-                    .and_then(|list| Ok((list, service.access_keys()?)))
-                    .map_err(anyhow::Error::from)
-                    .and_then(|(list, keys)| Ok((list, keys, revoked_access(&service)?)));
-                match read {
-                    Ok((list, keys, revoked)) => {
-                        last_read = tokio::time::Instant::now();
-                        if let Ok(mut current) = svid_revocations.write() {
-                            *current = list;
-                        }
-                        if let Ok(mut current) = access_keys.0.write() {
-                            *current = keys;
-                        }
-                        if let Ok(mut current) = revocations.write() {
-                            if current.out_of_date {
-                                tracing::info!("revocations read again; requests are decided again");
-                            }
-                            *current = revoked;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "reading revocations failed");
-                        if last_read.elapsed() >= REVOCATIONS_GRACE
-                            && let Ok(mut current) = revocations.write()
-                            && !current.out_of_date
-                        {
-                            tracing::error!(
-                                grace_s = REVOCATIONS_GRACE.as_secs(),
-                                "revocations out of date past their grace period: every request is refused until they are read"
-                            );
-                            current.out_of_date = true;
-                        }
-                    }
-                }
+        let read = move || -> Result<_> {
+            let list = service.revocation_list()?;
+            let keys = service.access_keys()?;
+            Ok((list, keys, revoked_access(&service)?))
+        };
+        let apply = move |(list, keys, revoked)| {
+            if let Ok(mut current) = svid_revocations.write() {
+                *current = list;
             }
-        });
+            if let Ok(mut current) = access_keys.0.write() {
+                *current = keys;
+            }
+            revoked
+        };
+        let freshness = Freshness { every: Duration::from_secs(1), grace: REVOCATIONS_GRACE };
+        tokio::spawn(keep_current(read, apply, revocations, freshness));
     }
     // Policy files: reloaded when they change; a set that does not validate is refused and the
     // last good one stays.
@@ -567,8 +546,9 @@ fn served_certificates(
                 names.iter().filter(|n| !own.iter().any(|(_, hosts)| hosts.contains(n))).cloned().collect();
             let checked = files.load(&hosts, unix_now())?;
             warn_if_expiring(files, checked.not_after);
+            let not_after = checked.not_after;
             let certificate = Arc::new(ServerCertificate::new(checked.chain, checked.key)?);
-            watch_brought(files.clone(), hosts, Slot::Default, &certificate, gateway);
+            watch_brought(files.clone(), hosts, Slot::Default, not_after, &certificate, gateway);
             certificate
         }
         None => ca_certificate(service, names, gateway)?,
@@ -576,36 +556,48 @@ fn served_certificates(
     for (files, hosts) in own {
         let checked = files.load(&hosts, unix_now())?;
         warn_if_expiring(&files, checked.not_after);
+        let not_after = checked.not_after;
         certificate.replace_for(&hosts, checked.chain, checked.key)?;
-        watch_brought(files, hosts, Slot::Hosts, &certificate, gateway);
+        watch_brought(files, hosts, Slot::Hosts, not_after, &certificate, gateway);
     }
     gateway.metrics().server_certificate_expires(certificate.earliest_expiry());
     Ok(certificate)
 }
 
-/// Reads `files` again whenever they change, and serves the new pair once it checks.
+/// Reads `files` again whenever they change, and serves the new pair once it checks; the pair
+/// in service (valid until `not_after`) is looked at every hour, so the warning that it expires
+/// soon goes on until someone renews it, not only when it was loaded.
 fn watch_brought(
     files: CertificateFiles,
     hosts: Vec<String>,
     slot: Slot,
+    mut not_after: i64,
     certificate: &Arc<ServerCertificate>,
     gateway: &Arc<Gateway>,
 ) {
     let (serving, gateway) = (Arc::clone(certificate), Arc::clone(gateway));
     tokio::spawn(async move {
         let mut watch = Watched::new(vec![files.chain.clone(), files.key.clone()]);
+        let mut hourly = tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK_EVERY, EXPIRY_CHECK_EVERY);
         loop {
-            watch.settled_change().await;
+            tokio::select! {
+                () = watch.settled_change() => {}
+                _ = hourly.tick() => {
+                    warn_if_expiring(&files, not_after);
+                    continue;
+                }
+            }
             let table = files.table.as_str();
             match files.load(&hosts, unix_now()) {
                 Ok(checked) => {
-                    let not_after = checked.not_after;
+                    let checked_until = checked.not_after;
                     let replaced = match slot {
                         Slot::Default => serving.replace(checked.chain, checked.key),
                         Slot::Hosts => serving.replace_for(&hosts, checked.chain, checked.key),
                     };
                     match replaced {
                         Ok(()) => {
+                            not_after = checked_until;
                             tracing::info!(table, not_after, "certificate reloaded from its files");
                             gateway.metrics().server_certificate_expires(serving.earliest_expiry());
                             warn_if_expiring(&files, not_after);
@@ -621,10 +613,17 @@ fn watch_brought(
     });
 }
 
-/// A brought certificate is renewed by someone else: say so while there is time.
+/// How often a brought certificate in service is looked at for its expiry.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// A brought certificate is renewed by someone else: say so while there is time, and loudly
+/// once it is too late.
 fn warn_if_expiring(files: &CertificateFiles, not_after: i64) {
     let left = not_after - unix_now();
-    if left < 7 * 24 * 3600 {
+    if left <= 0 {
+        let file = files.chain.display().to_string();
+        tracing::error!(table = files.table, file, not_after, "a served certificate has expired: clients refuse it");
+    } else if left < 7 * 24 * 3600 {
         let file = files.chain.display().to_string();
         tracing::warn!(
             table = files.table,

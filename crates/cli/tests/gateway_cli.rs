@@ -341,7 +341,8 @@ fn a_brought_certificate_is_served_checked_and_replaced_when_its_files_change() 
 }
 
 /// An OIDC provider's keys (`jwks.json`) and access tokens made by PyJWT (an implementation
-/// independent of zerogate's) in `dir`: `alice-1`, `alice-2` (one user, two tokens) and `bob`.
+/// independent of zerogate's) in `dir`: `alice-1` to `alice-4` (one user: four tokens, each with
+/// its own jti; sessions s-1, s-2, s-2 and none) and `bob` (session s-9).
 fn oidc_tokens(dir: &Path, issuer: &str) {
     let script = r#"
 import json, sys, time, jwt
@@ -353,8 +354,12 @@ jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
 jwk.update(kid="k1", alg="ES256", use="sig")
 json.dump({"keys": [jwk]}, open(f"{out}/jwks.json", "w"))
 now = int(time.time())
-for name, sub, jti in (("alice-1", "alice", "t-1"), ("alice-2", "alice", "t-2"), ("bob", "bob", "t-3")):
+tokens = (("alice-1", "alice", "t-1", "s-1"), ("alice-2", "alice", "t-2", "s-2"), ("alice-3", "alice", "t-3", "s-2"),
+          ("alice-4", "alice", "t-4", None), ("bob", "bob", "t-9", "s-9"))
+for name, sub, jti, sid in tokens:
     claims = {"iss": issuer, "aud": "zerogate", "sub": sub, "iat": now, "exp": now + 600, "jti": jti}
+    if sid:
+        claims["sid"] = sid
     token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
     open(f"{out}/{name}.jwt", "w").write(token)
 "#;
@@ -415,9 +420,13 @@ fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
     for _ in 0..3 {
         assert_eq!((status("alice-1"), status("alice-2"), status("bob")), (401, 200, 200));
     }
+    // A session: every token issued in it, though each has its own jti (as Keycloak issues them).
+    revoke(&["--credential", "sid:s-2"]);
+    until_refused("alice-2");
+    assert_eq!((status("alice-3"), status("alice-4"), status("bob")), (401, 200, 200));
     // The user: every token of theirs.
     revoke(&["--principal", r#"Zerogate::User::"alice""#]);
-    until_refused("alice-2");
+    until_refused("alice-4");
     assert_eq!(status("bob"), 200, "another user is still served");
     // A typo is refused instead of revoking nothing.
     let typo = zerogate().args(["revoke", "--principal", "alice", "--data-dir", &d(&data)]).output().unwrap();

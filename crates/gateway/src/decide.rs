@@ -11,7 +11,7 @@
 //! it is an ambiguity, not a policy question.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use zerogate_audit::{Credential, Decision, DecisionRecord, RequestSummary};
 use zerogate_authn::identity::{Authenticated, Method, Revocations};
@@ -162,7 +162,7 @@ pub fn decide(
             Some(format!("authentication: {} is not accepted by this application", who.method)),
         );
     }
-    if revocations.out_of_date {
+    if !revocations.is_current(Instant::now()) {
         let error =
             "revocations: not brought up to date within their grace period; no credential is trusted until they are";
         return refuse(record, 503, Some(error.to_owned()));

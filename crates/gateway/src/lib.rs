@@ -12,6 +12,7 @@ pub mod certificate;
 pub mod config;
 pub mod decide;
 pub mod demo;
+pub mod freshness;
 mod h1;
 mod pace;
 pub mod proxy;

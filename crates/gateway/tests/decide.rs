@@ -58,6 +58,7 @@ fn alice() -> Authenticated {
         groups: vec!["finance".into()],
         method: Method::Oidc,
         credential_id: "jti:t-1".into(),
+        also_known_as: vec!["sid:s-1".into(), "sub:alice@https://idp.example".into()],
         expires_at: None,
         acr: None,
         amr: vec![],
@@ -116,12 +117,17 @@ fn refusals_have_the_right_status_and_reason() {
     let mut revoked = Revocations::default();
     revoked.credentials.insert("jti:t-1".into());
     assert_eq!(run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &revoked).status, 401);
+    // Any id the credential goes by: its session, its subject at its issuer.
+    for alias in ["sid:s-1", "sub:alice@https://idp.example"] {
+        let revoked = Revocations { credentials: [alias.to_owned()].into(), ..Revocations::default() };
+        assert_eq!(run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &revoked).status, 401, "{alias}");
+    }
     let mut revoked = Revocations::default();
     revoked.principals.insert(r#"Zerogate::User::"alice""#.into());
     assert_eq!(run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &revoked).status, 401);
     // Revocation lists that could not be brought up to date: nothing is trusted (503), and the
     // record says why.
-    let out_of_date = Revocations { out_of_date: true, ..Revocations::default() };
+    let out_of_date = Revocations { trusted_until: Some(std::time::Instant::now()), ..Revocations::default() };
     let out = run(&enforce, "/invoices", "10.0.0.1", Ok(alice()), &out_of_date);
     assert_eq!((out.forward, out.status), (false, 503));
     assert!(out.record.errors.iter().any(|e| e.contains("grace period")), "{:?}", out.record.errors);
@@ -180,6 +186,7 @@ fn a_device_certificate_reaches_its_route_only() {
         groups: vec![],
         method: Method::Mtls,
         credential_id: "serial:0a".into(),
+        also_known_as: vec![],
         expires_at: None,
         acr: None,
         amr: vec![],
@@ -199,6 +206,15 @@ fn shadow_mode_records_would_be_denials_and_lets_them_through() {
     let none = Err(AuthnFailure { method: None, reason: "no_credential".into() });
     let out = run(&shadow, "/invoices", "192.0.2.7", none, &Revocations::default());
     assert_eq!((out.forward, out.record.decision), (true, Decision::ShadowDeny));
+    // A revoked credential and out-of-date lists are would-be denials too, with the reason.
+    let session = Revocations { credentials: ["sid:s-1".to_owned()].into(), ..Revocations::default() };
+    let out = run(&shadow, "/invoices", "10.0.0.1", Ok(alice()), &session);
+    assert_eq!((out.forward, out.record.decision), (true, Decision::ShadowDeny));
+    assert!(out.record.errors.iter().any(|e| e.contains("revoked")), "{:?}", out.record.errors);
+    let stale = Revocations { trusted_until: Some(std::time::Instant::now()), ..Revocations::default() };
+    let out = run(&shadow, "/invoices", "10.0.0.1", Ok(alice()), &stale);
+    assert_eq!((out.forward, out.record.decision), (true, Decision::ShadowDeny));
+    assert!(out.record.errors.iter().any(|e| e.contains("grace period")), "{:?}", out.record.errors);
     // Allowed requests are plain allows in shadow mode too.
     assert_eq!(
         run(&shadow, "/invoices", "10.0.0.1", Ok(alice()), &Revocations::default()).record.decision,
