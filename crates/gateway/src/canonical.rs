@@ -63,52 +63,86 @@ impl CanonicalRequest {
     }
 
     /// Path and query as the audit log keeps them: the values of query parameters that carry
-    /// a secret (a presigned URL's signature and session token, OAuth tokens and codes, API keys,
-    /// passwords) replaced by `REDACTED`, since whoever reads the log could use them; the names
-    /// and every other value stay, to say what was asked.
+    /// a secret (a presigned URL's signature and session token, OAuth tokens, codes and client
+    /// assertions, API keys, passwords), and any value that is a JWT, replaced by `REDACTED`,
+    /// since whoever reads the log could use them; the names and every other value stay, to say
+    /// what was asked. Parameters are split at `&` and at `;` (which some servers also take as a
+    /// separator), and a name is secret when any part of it is (`user[password]`,
+    /// `auth.token`), however it is spelled (`API-Key`, `api_key`, `%61pi_key`).
     pub fn recorded_target(&self) -> String {
         let Some(query) = &self.query else { return self.path.clone() };
         let mut out = String::with_capacity(self.path.len() + 1 + query.len());
         out.push_str(&self.path);
         out.push('?');
-        for (index, pair) in query.split('&').enumerate() {
-            if index > 0 {
-                out.push('&');
-            }
+        let mut rest = query.as_str();
+        loop {
+            let end = rest.find(['&', ';']).unwrap_or(rest.len());
+            let (pair, after) = rest.split_at(end);
             match pair.split_once('=') {
-                Some((name, _)) if carries_secret(name) => {
+                Some((name, value)) if carries_secret(name) || looks_like_jwt(value) => {
                     out.push_str(name);
                     out.push_str("=REDACTED");
                 }
                 _ => out.push_str(pair),
             }
+            let mut separator = after.chars();
+            match separator.next() {
+                Some(c) => out.push(c),
+                None => break,
+            }
+            rest = separator.as_str();
         }
         out
     }
 }
 
-/// Query parameters whose value is a secret, by name (case-insensitive, percent-decoded).
+/// Query parameter names whose value is a secret, compared percent-decoded, without case and
+/// with `-` and `_` left out (so `api_key`, `api-key` and `APIKEY` are one name).
 const SECRET_PARAMETERS: &[&str] = &[
-    "x-amz-signature",
-    "x-amz-security-token",
-    "access_token",
-    "id_token",
-    "refresh_token",
+    "xamzsignature",
+    "xamzsecuritytoken",
+    "xgoogsignature",
+    "accesstoken",
+    "idtoken",
+    "refreshtoken",
     "token",
+    "jwt",
+    "assertion",
+    "clientassertion",
+    "samlresponse",
     "code",
-    "client_secret",
+    "clientsecret",
     "password",
     "passwd",
+    "pwd",
     "secret",
-    "api_key",
+    "key",
     "apikey",
+    "privatekey",
     "sig",
     "signature",
+    "sessionid",
+    "ticket",
 ];
 
+/// Whether any part of a parameter name is a secret's: the name is split at `[`, `]` and `.`,
+/// the ways frameworks nest names (`user[password]`, `auth.token`).
 fn carries_secret(name: &str) -> bool {
     let decoded = percent_decode(name.as_bytes());
-    SECRET_PARAMETERS.iter().any(|secret| decoded.eq_ignore_ascii_case(secret.as_bytes()))
+    decoded.split(|b| matches!(b, b'[' | b']' | b'.')).any(|part| {
+        let folded: Vec<u8> = part.iter().filter(|b| !matches!(b, b'-' | b'_')).map(u8::to_ascii_lowercase).collect();
+        !folded.is_empty() && SECRET_PARAMETERS.iter().any(|secret| folded == secret.as_bytes())
+    })
+}
+
+/// Whether a value (percent-decoded) reads as a compact JWS or JWE: base64url segments, the
+/// first a JSON header (`eyJ` is `{"` encoded), separated by two or four dots.
+fn looks_like_jwt(value: &str) -> bool {
+    let decoded = percent_decode(value.as_bytes());
+    let dots = decoded.iter().filter(|&&b| b == b'.').count();
+    decoded.starts_with(b"eyJ")
+        && matches!(dots, 2 | 4)
+        && decoded.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
 }
 
 /// `%XX` escapes decoded (a malformed escape kept as it is); `+` left alone.

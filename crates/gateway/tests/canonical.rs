@@ -49,6 +49,24 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
         ("/x?%61pi_key=abc", "/x?%61pi_key=REDACTED"),
         ("/x?sig=abc&signed=1", "/x?sig=REDACTED&signed=1"),
         ("/x?q=token%3Dabc", "/x?q=token%3Dabc"),
+        // `;` separates too, and the separators are kept as sent.
+        ("/x?a=1;password=hunter2&b=2", "/x?a=1;password=REDACTED&b=2"),
+        // Nested names, as frameworks write them.
+        ("/login?user[name]=al&user[password]=pw", "/login?user[name]=al&user[password]=REDACTED"),
+        ("/x?auth.token=t&auth.kind=bearer", "/x?auth.token=REDACTED&auth.kind=bearer"),
+        // Every spelling of a name.
+        ("/x?API-Key=k&Api_Key=k&apikey=k&key=k", "/x?API-Key=REDACTED&Api_Key=REDACTED&apikey=REDACTED&key=REDACTED"),
+        ("/o?X-Goog-Signature=ab&X-Goog-Credential=svc", "/o?X-Goog-Signature=REDACTED&X-Goog-Credential=svc"),
+        (
+            "/t?client_assertion=x&client_assertion_type=jwt-bearer",
+            "/t?client_assertion=REDACTED&client_assertion_type=jwt-bearer",
+        ),
+        ("/x?jwt=a&keyword=k&monkey=m", "/x?jwt=REDACTED&keyword=k&monkey=m"),
+        // A JWT under any name, percent-encoded or not.
+        ("/x?state=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", "/x?state=REDACTED"),
+        ("/x?s=eyJhbGciOiJFUzI1NiJ9%2EeyJzdWIiOiJhIn0%2Ec2ln&n=eyJ", "/x?s=REDACTED&n=eyJ"),
+        ("/x?", "/x?"),
+        ("/x?&;=&a", "/x?&;=&a"),
         ("/plain", "/plain"),
     ] {
         assert_eq!(check("GET", target, &[]).unwrap().recorded_target(), kept, "{target}");
