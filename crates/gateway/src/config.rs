@@ -445,6 +445,16 @@ impl GatewayConfig {
             if !(1..=3600).contains(&raw.upstream_timeout_seconds) {
                 return Err(error(&key("upstream_timeout_seconds"), "must be between 1 and 3600".into()));
             }
+            if raw.certificate.is_some() && host.parse::<std::net::Ipv4Addr>().is_ok() {
+                // Clients send no server name (SNI) for an address, so a pair chosen by it
+                // would never be served.
+                return Err(error(
+                    &key("certificate"),
+                    format!(
+                        "`{host}` is an IP address, for which clients send no SNI; bring it in [gateway] certificate"
+                    ),
+                ));
+            }
             apps.push(AppSettings {
                 app: App { host, resource: raw.resource.clone(), routes, methods, mode },
                 upstream: raw.upstream.clone(),

@@ -164,6 +164,14 @@ fn each_error_names_its_key_and_reason() {
             "app[1].certificate",
             "needed with app[1].private_key",
         ),
+        (
+            GOOD.replace("host = \"wiki.example.org\"", "host = \"10.0.0.7\"").replace(
+                "authn = [\"sigv4\"]",
+                "authn = [\"sigv4\"]\ncertificate = \"wiki.pem\"\nprivate_key = \"wiki.key\"",
+            ),
+            "app[1].certificate",
+            "clients send no SNI",
+        ),
     ];
     for (text, key, reason) in cases {
         let error = parse(&text).expect_err(key);
