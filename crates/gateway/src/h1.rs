@@ -1698,14 +1698,18 @@ where
             };
             let fed = FedBody { pieces: receiver, left: length, ended: false }.boxed();
             // The body still to come is authorized again on the interval, as the response is.
-            let fed = match admitted.session(canonical, &method, connection.peer.ip()) {
-                Some(session) => crate::proxy::reverified(Arc::clone(gateway), session, fed),
-                None => fed,
+            let (fed, cut) = match admitted.session(canonical, &method, connection.peer.ip()) {
+                Some(session) => {
+                    let (fed, cut) = crate::proxy::reverified_upload(Arc::clone(gateway), session, fed);
+                    (fed, Some(cut))
+                }
+                None => (fed, None),
             };
-            (fed, Some(sender))
+            (fed, Some((sender, cut)))
         }
     };
-    let forward = gateway.forward(app, parts, body, canonical, admitted, connection.peer.ip(), now);
+    let (pieces, upload_cut) = pieces.map_or((None, None), |(sender, cut)| (Some(sender), cut));
+    let forward = gateway.forward(app, parts, body, upload_cut, canonical, admitted, connection.peer.ip(), now);
     let response = match pieces {
         None => Some(forward.await),
         Some(pieces) => {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -808,11 +808,15 @@ impl Gateway {
         let method = parts.method.as_str().to_owned();
         // A request body still arriving (an upload, a client stream) is authorized again on the
         // interval too: an upload does not outlive access.
-        let body = match admitted.session(&canonical, &method, connection.peer.ip()) {
-            Some(session) if !hyper::body::Body::is_end_stream(&body) => reverified(Arc::clone(&self), session, body),
-            _ => body,
+        let (body, upload_cut) = match admitted.session(&canonical, &method, connection.peer.ip()) {
+            Some(session) if !hyper::body::Body::is_end_stream(&body) => {
+                let (body, cut) = reverified_upload(Arc::clone(&self), session, body);
+                (body, Some(cut))
+            }
+            _ => (body, None),
         };
-        let response = self.forward(app, parts, body, &canonical, &admitted, connection.peer.ip(), now).await;
+        let response =
+            self.forward(app, parts, body, upload_cut, &canonical, &admitted, connection.peer.ip(), now).await;
         answered.store(true, Ordering::Relaxed);
         match admitted.who {
             // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
@@ -1301,6 +1305,7 @@ impl Gateway {
         app: &AppRuntime,
         parts: hyper::http::request::Parts,
         body: Body,
+        upload_cut: Option<UploadCut>,
         canonical: &CanonicalRequest,
         admitted: &Admitted,
         peer: IpAddr,
@@ -1360,6 +1365,12 @@ impl Gateway {
             Ok(Err(reason)) => (StatusCode::BAD_GATEWAY, reason),
             Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {timeout:?}")),
         };
+        if upload_cut.as_ref().is_some_and(UploadCut::happened) {
+            // The upload was cut because access ended (and recorded so): the upstream did not
+            // fail, the caller lost access.
+            tracing::info!(upstream = %app.settings.upstream, "upload cut: access ended");
+            return generic(StatusCode::FORBIDDEN, false);
+        }
         bump(&self.metrics.upstream_failures);
         tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
         generic(status, false)
@@ -1688,6 +1699,26 @@ pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) ->
     Reverified::new(body, gateway, session).boxed()
 }
 
+/// A request body (an upload) re-authorized for `session` while it arrives, and the flag it
+/// sets when it is cut, so that the failed exchange is answered as the end of access (403)
+/// rather than as an upstream failure.
+pub(crate) fn reverified_upload(gateway: Arc<Gateway>, session: Session, body: Body) -> (Body, UploadCut) {
+    let cut = UploadCut::default();
+    let mut body = Reverified::new(body, gateway, session);
+    body.cut_flag = Some(Arc::clone(&cut.0));
+    (body.boxed(), cut)
+}
+
+/// Set once a request body was cut because access ended (see [`reverified_upload`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UploadCut(Arc<AtomicBool>);
+
+impl UploadCut {
+    fn happened(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A response body for an authenticated caller, authorized again every `reauthorize_every`
 /// while it is still streaming (credential expiry, revocations, policy): when access ends the
 /// body fails, which resets an HTTP/2 stream and closes an HTTP/1.1 connection, and the cut is
@@ -1703,12 +1734,14 @@ struct Reverified {
     /// Wakes the task at `due` while the body waits; made the first time it does.
     wake: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     cut: bool,
+    /// Told of the cut, for a request body (see [`reverified_upload`]).
+    cut_flag: Option<Arc<AtomicBool>>,
 }
 
 impl Reverified {
     fn new(inner: Body, gateway: Arc<Gateway>, session: Session) -> Self {
         let due = tokio::time::Instant::now() + gateway.parts.reauthorize_every;
-        Self { inner, gateway, session, due, wake: None, cut: false }
+        Self { inner, gateway, session, due, wake: None, cut: false, cut_flag: None }
     }
 }
 
@@ -1733,6 +1766,9 @@ impl hyper::body::Body for Reverified {
             };
             if let Some(record) = refused {
                 this.cut = true;
+                if let Some(flag) = &this.cut_flag {
+                    flag.store(true, Ordering::Relaxed);
+                }
                 let gateway = Arc::clone(&this.gateway);
                 tokio::spawn(async move {
                     let _ = gateway.audit(*record).await;

@@ -2103,7 +2103,13 @@ async fn an_upload_still_arriving_is_cut_when_access_ends() {
         let ended = ended.unwrap_or_else(|| panic!("{host}: ended before the revocation"));
         assert!(ended < Duration::from_secs(2), "{host}: cut {ended:?} after the revocation");
     }
-    // An HTTP/2 client, to both upstreams: the stream is reset.
+    // An HTTP/2 client, to both upstreams: the stream is reset, or answered 403 (access ended),
+    // and never counted as the upstream failing.
+    let upstream_failures = || {
+        let metrics = setup.gateway.metrics().render();
+        metrics.lines().find(|l| l.starts_with("zerogate_upstream_failures_total")).unwrap().to_owned()
+    };
+    let failures_before = upstream_failures();
     for host in ["billing.example.org", "grpc.example.org"] {
         let (mut sender, _driver) = http2_connection_to(&setup, host, None).await;
         let body = Ticker(tokio::time::interval(Duration::from_millis(100))).boxed();
@@ -2116,10 +2122,15 @@ async fn an_upload_still_arriving_is_cut_when_access_ends() {
         let answered = tokio::time::timeout(Duration::from_secs(4), answer).await;
         restore();
         let elapsed = revoked_at.elapsed();
-        assert!(answered.is_ok(), "{host} over HTTP/2: the upload outlived its access");
+        let answered = answered.unwrap_or_else(|_| panic!("{host} over HTTP/2: the upload outlived its access"));
         assert!(elapsed < Duration::from_secs(2), "{host} over HTTP/2: cut {elapsed:?} after the revocation");
         assert!(started.elapsed() > Duration::from_millis(800));
+        match answered.unwrap() {
+            Ok(status) => assert_eq!(status, 403, "{host} over HTTP/2: a cut upload is the end of access"),
+            Err(reset) => assert!(!reset.is_incomplete_message(), "{host}: {reset}"),
+        }
     }
+    assert_eq!(upstream_failures(), failures_before, "a cut upload is not an upstream failure");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
     assert_eq!(log.matches("long-lived connection cut").count(), 4, "each cut is recorded");
