@@ -13,7 +13,11 @@ fn record(i: u64) -> DecisionRecord {
         at_ms: 1_800_000_000_000 + i as i64,
         gateway: "gw-1".into(),
         principal: Some("spiffe://example.org/workload/api".into()),
-        credential: Some(Credential { kind: "mtls".into(), id: "3fcd62c64abcaaa94611b927b0c3940c".into() }),
+        credential: Some(Credential {
+            kind: "mtls".into(),
+            id: "3fcd62c64abcaaa94611b927b0c3940c".into(),
+            also_known_as: Vec::new(),
+        }),
         resource: "app:billing".into(),
         action: "GET".into(),
         request: RequestSummary {

@@ -22,6 +22,10 @@ pub struct Credential {
     pub kind: String,
     /// The identifier.
     pub id: String,
+    /// Other identifiers of the same credential, any of which `zerogate revoke` takes: an OIDC
+    /// token's `sid:…` and `sub:…@issuer` beside its `jti:…`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_known_as: Vec<String>,
 }
 
 /// The request as it was authorized.
@@ -99,6 +103,12 @@ impl Serialize for Field<'_> {
 /// At most 64 fields of a list, each bounded.
 struct Fields<'a>(&'a [String]);
 
+impl Fields<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Serialize for Fields<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().take(64).map(|text| Field(text)))
@@ -126,6 +136,8 @@ struct Written<'a> {
 struct WrittenCredential<'a> {
     kind: Field<'a>,
     id: Field<'a>,
+    #[serde(skip_serializing_if = "Fields::is_empty")]
+    also_known_as: Fields<'a>,
 }
 
 #[derive(Serialize)]
@@ -151,7 +163,11 @@ impl DecisionRecord {
             at_ms: self.at_ms,
             gateway: Field(&self.gateway),
             principal: field(&self.principal),
-            credential: self.credential.as_ref().map(|c| WrittenCredential { kind: Field(&c.kind), id: Field(&c.id) }),
+            credential: self.credential.as_ref().map(|c| WrittenCredential {
+                kind: Field(&c.kind),
+                id: Field(&c.id),
+                also_known_as: Fields(&c.also_known_as),
+            }),
             resource: Field(&self.resource),
             action: Field(&self.action),
             request: WrittenRequest {

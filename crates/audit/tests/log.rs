@@ -19,7 +19,7 @@ fn record(i: u64) -> DecisionRecord {
         at_ms: 1_800_000_000_000 + i as i64,
         gateway: "gw-1".into(),
         principal: Some(format!("spiffe://example.org/workload/w{i}")),
-        credential: Some(Credential { kind: "mtls".into(), id: format!("serial-{i}") }),
+        credential: Some(Credential { kind: "mtls".into(), id: format!("serial-{i}"), also_known_as: Vec::new() }),
         resource: "app:billing".into(),
         action: "GET".into(),
         request: RequestSummary {

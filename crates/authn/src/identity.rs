@@ -79,8 +79,8 @@ pub struct Authenticated {
     /// The credential's stable id, prefixed by its kind: `jti:…`, `sid:…`, `sub:…`, `serial:…`,
     /// `akid:…`. The one the audit record names.
     pub credential_id: String,
-    /// Other ids that name the same credential and are revoked with it: for an OIDC token with a
-    /// `jti`, its `sid:…` and `sub:…@issuer`.
+    /// Other ids that name the same credential and are revoked with it: for an OIDC token, its
+    /// `sid:…` (when it has a `jti` as well) and `sub:…@issuer` (when it has a `jti` or a `sid`).
     pub also_known_as: Vec<String>,
     /// When the credential stops being valid (Unix seconds), when it has an end.
     pub expires_at: Option<i64>,

@@ -441,6 +441,11 @@ fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
     // Both refusals are on record, with why.
     let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
     assert!(log.contains("the credential or principal is revoked"), "refused requests are recorded");
+    // Each record names every id the token goes by, so the session to revoke can be read there.
+    assert!(
+        log.contains(r#""id":"jti:t-2","also_known_as":["sid:s-2","sub:alice@https://idp.gw.test"]"#),
+        "the audit log names the token's session and subject"
+    );
     assert!(log.contains("\"credential.revoke\"") && log.contains("\"principal.revoke\""), "so are the revocations");
     Command::new("kill").arg("-TERM").arg(gateway.id().to_string()).status().unwrap();
     let _ = gateway.wait();

@@ -481,8 +481,10 @@ fn compared_form(kind: RevokedKind, id: &str) -> Result<String, Refusal> {
                 Some(serial) => Ok(format!("serial:{serial}")),
                 None => bad("not a serial number (hex)"),
             },
+            // The subject at its issuer, which is an https:// URL (a subject may hold an `@`
+            // itself: `sub:alice@example.com` without an issuer would match nothing).
             Some(("sub", rest))
-                if rest.split_once('@').is_some_and(|(sub, iss)| !sub.is_empty() && !iss.is_empty()) =>
+                if rest.rfind("@https://").is_some_and(|at| at > 0 && rest.len() > at + "@https://".len()) =>
             {
                 Ok(id.to_owned())
             }
@@ -549,6 +551,9 @@ mod tests {
             (RevokedKind::Principal, r#"Zerogate::Group::"admins""#),
             (RevokedKind::Principal, "Zerogate::User::alice"),
             (RevokedKind::Credential, "sub:alice"),
+            (RevokedKind::Credential, "sub:alice@example.com"),
+            (RevokedKind::Credential, "sub:@https://idp.example.com"),
+            (RevokedKind::Credential, "sub:alice@https://"),
             (RevokedKind::Credential, " jti:abc"),
             (RevokedKind::Credential, "serial:0x12"),
         ] {
@@ -556,8 +561,20 @@ mod tests {
         }
         // A serial as openssl prints it is kept as gateways name it.
         assert!(revoke(RevokedKind::Credential, "serial:0A:1B:2C").unwrap());
+        // A session, and a subject (an email, with its own `@`) at its issuer.
+        assert!(revoke(RevokedKind::Credential, "sid:s-1").unwrap());
+        assert!(revoke(RevokedKind::Credential, "sub:alice@example.com@https://idp.example.com/realms/a").unwrap());
         let kept: Vec<String> = s.revoked_access().unwrap().into_iter().map(|r| r.id).collect();
-        assert_eq!(kept, ["jti:abc", "serial:0a1b2c", r#"Zerogate::User::"alice""#]);
+        assert_eq!(
+            kept,
+            [
+                "jti:abc",
+                "serial:0a1b2c",
+                "sid:s-1",
+                "sub:alice@example.com@https://idp.example.com/realms/a",
+                r#"Zerogate::User::"alice""#
+            ]
+        );
         let events = s.store().events(100).unwrap();
         assert!(events.iter().any(|e| e.action == "credential.revoke" && e.subject == "jti:abc"));
         assert!(events.iter().any(|e| e.action == "principal.revoke" && e.outcome == "refused"), "refusals too");

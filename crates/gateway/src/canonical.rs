@@ -64,66 +64,65 @@ impl CanonicalRequest {
 
     /// Path and query as the audit log keeps them: the values of query parameters that carry
     /// a secret (a presigned URL's signature and session token, OAuth tokens, codes and client
-    /// assertions, API keys, passwords), and any value that is a JWT, replaced by `REDACTED`,
-    /// since whoever reads the log could use them; the names and every other value stay, to say
-    /// what was asked. Parameters are split at `&` and at `;` (which some servers also take as a
-    /// separator), and a name is secret when any part of it is (`user[password]`,
-    /// `auth.token`), however it is spelled (`API-Key`, `api_key`, `%61pi_key`).
+    /// assertions, API keys, passwords, session ids), and any value holding a JWT, replaced by
+    /// `REDACTED`, since whoever reads the log could use them; the names and every other value
+    /// stay, to say what was asked. A name is secret when any part of it is (`user[password]`,
+    /// `auth.token`), however it is spelled (`API-Key`, `api_key`, `%61pi_key`), and when it
+    /// contains a word only secrets' names do (`new_password`, `private_token`,
+    /// `oauth_signature`). Parameters are separated by `&`; a `;` (which some servers also take
+    /// as a separator) starts a new name, but once a secret's value begins everything up to the
+    /// next `&` is hidden, since `;` may as well be part of that value.
     pub fn recorded_target(&self) -> String {
         let Some(query) = &self.query else { return self.path.clone() };
         let mut out = String::with_capacity(self.path.len() + 1 + query.len());
         out.push_str(&self.path);
         out.push('?');
-        let mut rest = query.as_str();
-        loop {
-            let end = rest.find(['&', ';']).unwrap_or(rest.len());
-            let (pair, after) = rest.split_at(end);
-            match pair.split_once('=') {
-                Some((name, value)) if carries_secret(name) || looks_like_jwt(value) => {
-                    out.push_str(name);
-                    out.push_str("=REDACTED");
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            for (part_index, part) in pair.split(';').enumerate() {
+                if part_index > 0 {
+                    out.push(';');
                 }
-                _ => out.push_str(pair),
+                let secret = match part.split_once('=') {
+                    Some((name, _)) if carries_secret(name) => Some(name),
+                    _ if holds_jwt(part) => Some(part.split_once('=').map_or("", |(name, _)| name)),
+                    _ => None,
+                };
+                if let Some(name) = secret {
+                    out.push_str(name);
+                    out.push_str(if name.is_empty() { "REDACTED" } else { "=REDACTED" });
+                    // The rest of this `&` pair may be the secret's own value.
+                    break;
+                }
+                out.push_str(part);
             }
-            let mut separator = after.chars();
-            match separator.next() {
-                Some(c) => out.push(c),
-                None => break,
-            }
-            rest = separator.as_str();
         }
         out
     }
 }
 
-/// Query parameter names whose value is a secret, compared percent-decoded, without case and
-/// with `-` and `_` left out (so `api_key`, `api-key` and `APIKEY` are one name).
-const SECRET_PARAMETERS: &[&str] = &[
-    "xamzsignature",
-    "xamzsecuritytoken",
-    "xgoogsignature",
-    "accesstoken",
-    "idtoken",
-    "refreshtoken",
+/// Words that, anywhere in a parameter's name (compared percent-decoded, without case and with
+/// `-` and `_` left out), make its value a secret: only secrets' names hold them.
+const SECRET_WORDS: &[&str] = &[
     "token",
-    "jwt",
-    "assertion",
-    "clientassertion",
-    "samlresponse",
-    "code",
-    "clientsecret",
-    "password",
-    "passwd",
-    "pwd",
     "secret",
-    "key",
-    "apikey",
-    "privatekey",
-    "sig",
+    "passw",
     "signature",
+    "sessid",
     "sessionid",
-    "ticket",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "assertion",
+    "samlresponse",
+    "jwt",
 ];
+
+/// Names whose value is a secret only as the whole name (as words they are too common:
+/// `keyword`, `monkey`, `zipcode`).
+const SECRET_NAMES: &[&str] = &["key", "code", "sig", "pwd", "sid", "ticket", "otp"];
 
 /// Whether any part of a parameter name is a secret's: the name is split at `[`, `]` and `.`,
 /// the ways frameworks nest names (`user[password]`, `auth.token`).
@@ -131,18 +130,26 @@ fn carries_secret(name: &str) -> bool {
     let decoded = percent_decode(name.as_bytes());
     decoded.split(|b| matches!(b, b'[' | b']' | b'.')).any(|part| {
         let folded: Vec<u8> = part.iter().filter(|b| !matches!(b, b'-' | b'_')).map(u8::to_ascii_lowercase).collect();
-        !folded.is_empty() && SECRET_PARAMETERS.iter().any(|secret| folded == secret.as_bytes())
+        !folded.is_empty()
+            && (SECRET_NAMES.iter().any(|secret| folded == secret.as_bytes())
+                || SECRET_WORDS.iter().any(|word| folded.windows(word.len()).any(|w| w == word.as_bytes())))
     })
 }
 
-/// Whether a value (percent-decoded) reads as a compact JWS or JWE: base64url segments, the
-/// first a JSON header (`eyJ` is `{"` encoded), separated by two or four dots.
-fn looks_like_jwt(value: &str) -> bool {
-    let decoded = percent_decode(value.as_bytes());
-    let dots = decoded.iter().filter(|&&b| b == b'.').count();
-    decoded.starts_with(b"eyJ")
-        && matches!(dots, 2 | 4)
-        && decoded.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+/// Whether text (percent-decoded, `+` as a space) holds a compact JWS or JWE anywhere: a
+/// base64url run starting `eyJ` (`{"` encoded), a dot, a base64url run and another dot, as in
+/// `next=/cb?id_token=eyJ…` or `Bearer eyJ…`.
+fn holds_jwt(text: &str) -> bool {
+    let decoded = percent_decode(text.as_bytes());
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    decoded.windows(3).enumerate().filter(|(_, w)| *w == b"eyJ").any(|(at, _)| {
+        let rest = decoded.get(at..).unwrap_or_default();
+        let header = rest.iter().take_while(|b| base64url(b)).count();
+        let Some(after_header) = rest.get(header..) else { return false };
+        let Some(payload_start) = after_header.strip_prefix(b".") else { return false };
+        let payload = payload_start.iter().take_while(|b| base64url(b)).count();
+        payload > 0 && payload_start.get(payload) == Some(&b'.')
+    })
 }
 
 /// `%XX` escapes decoded (a malformed escape kept as it is); `+` left alone.

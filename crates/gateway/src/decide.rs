@@ -147,14 +147,19 @@ pub fn decide(
         Ok(who) => who,
         Err(failure) => {
             if let Some(method) = failure.method {
-                record.credential = Some(Credential { kind: method.as_str().to_owned(), id: String::new() });
+                record.credential =
+                    Some(Credential { kind: method.as_str().to_owned(), id: String::new(), also_known_as: Vec::new() });
             }
             return refuse(record, 401, Some(format!("authentication: {}", failure.reason)));
         }
     };
     let principal = who.cedar_uid();
     record.principal = Some(principal);
-    record.credential = Some(Credential { kind: who.method.as_str().to_owned(), id: who.credential_id.clone() });
+    record.credential = Some(Credential {
+        kind: who.method.as_str().to_owned(),
+        id: who.credential_id.clone(),
+        also_known_as: who.also_known_as.clone(),
+    });
     if !attempt.app.methods.contains(&who.method) {
         return refuse(
             record,

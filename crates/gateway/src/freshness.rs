@@ -41,6 +41,8 @@ where
     loop {
         tick.tick().await;
         let started = Instant::now();
+        // The clock `decide` compares with (tokio's may be paused in tests).
+        let trusted_until = std::time::Instant::now() + freshness.grace;
         let reader = Arc::clone(&read);
         let mut reading = tokio::task::spawn_blocking(move || reader());
         let finished = loop {
@@ -58,7 +60,7 @@ where
         match finished {
             Ok(Ok(value)) => {
                 let mut fresh = apply(value);
-                fresh.trusted_until = Some((started + freshness.grace).into_std());
+                fresh.trusted_until = Some(trusted_until);
                 if let Ok(mut current) = shared.write() {
                     *current = fresh;
                 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -1365,11 +1365,11 @@ impl Gateway {
             Ok(Err(reason)) => (StatusCode::BAD_GATEWAY, reason),
             Err(_) => (StatusCode::GATEWAY_TIMEOUT, format!("no answer within {timeout:?}")),
         };
-        if upload_cut.as_ref().is_some_and(UploadCut::happened) {
+        if let Some(status) = upload_cut.as_ref().and_then(UploadCut::answer) {
             // The upload was cut because access ended (and recorded so): the upstream did not
             // fail, the caller lost access.
             tracing::info!(upstream = %app.settings.upstream, "upload cut: access ended");
-            return generic(StatusCode::FORBIDDEN, false);
+            return generic(status, false);
         }
         bump(&self.metrics.upstream_failures);
         tracing::warn!(upstream = %app.settings.upstream, %reason, "upstream request failed");
@@ -1700,8 +1700,8 @@ pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) ->
 }
 
 /// A request body (an upload) re-authorized for `session` while it arrives, and the flag it
-/// sets when it is cut, so that the failed exchange is answered as the end of access (403)
-/// rather than as an upstream failure.
+/// sets when it is cut, so that the failed exchange is answered as the end of access (403, or
+/// 503 when the revocation lists went out of date) rather than as an upstream failure.
 pub(crate) fn reverified_upload(gateway: Arc<Gateway>, session: Session, body: Body) -> (Body, UploadCut) {
     let cut = UploadCut::default();
     let mut body = Reverified::new(body, gateway, session);
@@ -1709,13 +1709,14 @@ pub(crate) fn reverified_upload(gateway: Arc<Gateway>, session: Session, body: B
     (body.boxed(), cut)
 }
 
-/// Set once a request body was cut because access ended (see [`reverified_upload`]).
+/// The status to answer once a request body was cut because access ended, 0 until then (see
+/// [`reverified_upload`]).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct UploadCut(Arc<AtomicBool>);
+pub(crate) struct UploadCut(Arc<AtomicU16>);
 
 impl UploadCut {
-    fn happened(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    fn answer(&self) -> Option<StatusCode> {
+        StatusCode::from_u16(self.0.load(Ordering::Relaxed)).ok()
     }
 }
 
@@ -1734,8 +1735,8 @@ struct Reverified {
     /// Wakes the task at `due` while the body waits; made the first time it does.
     wake: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     cut: bool,
-    /// Told of the cut, for a request body (see [`reverified_upload`]).
-    cut_flag: Option<Arc<AtomicBool>>,
+    /// Told of the cut (the status to answer), for a request body (see [`reverified_upload`]).
+    cut_flag: Option<Arc<AtomicU16>>,
 }
 
 impl Reverified {
@@ -1767,7 +1768,9 @@ impl hyper::body::Body for Reverified {
             if let Some(record) = refused {
                 this.cut = true;
                 if let Some(flag) = &this.cut_flag {
-                    flag.store(true, Ordering::Relaxed);
+                    let current =
+                        this.gateway.parts.revocations.read().is_ok_and(|r| r.is_current(std::time::Instant::now()));
+                    flag.store(if current { 403 } else { 503 }, Ordering::Relaxed);
                 }
                 let gateway = Arc::clone(&this.gateway);
                 tokio::spawn(async move {

@@ -49,8 +49,10 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
         ("/x?%61pi_key=abc", "/x?%61pi_key=REDACTED"),
         ("/x?sig=abc&signed=1", "/x?sig=REDACTED&signed=1"),
         ("/x?q=token%3Dabc", "/x?q=token%3Dabc"),
-        // `;` separates too, and the separators are kept as sent.
+        // `;` starts a name too, and the separators are kept as sent; a secret's value runs to
+        // the next `&`, since a `;` may be part of it.
         ("/x?a=1;password=hunter2&b=2", "/x?a=1;password=REDACTED&b=2"),
+        ("/x?password=ab;cd&b=2", "/x?password=REDACTED&b=2"),
         // Nested names, as frameworks write them.
         ("/login?user[name]=al&user[password]=pw", "/login?user[name]=al&user[password]=REDACTED"),
         ("/x?auth.token=t&auth.kind=bearer", "/x?auth.token=REDACTED&auth.kind=bearer"),
@@ -59,12 +61,22 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
         ("/o?X-Goog-Signature=ab&X-Goog-Credential=svc", "/o?X-Goog-Signature=REDACTED&X-Goog-Credential=svc"),
         (
             "/t?client_assertion=x&client_assertion_type=jwt-bearer",
-            "/t?client_assertion=REDACTED&client_assertion_type=jwt-bearer",
+            "/t?client_assertion=REDACTED&client_assertion_type=REDACTED",
         ),
-        ("/x?jwt=a&keyword=k&monkey=m", "/x?jwt=REDACTED&keyword=k&monkey=m"),
-        // A JWT under any name, percent-encoded or not.
+        ("/x?jwt=a&keyword=k&monkey=m&zipcode=1", "/x?jwt=REDACTED&keyword=k&monkey=m&zipcode=1"),
+        // Names that hold a secret's word.
+        (
+            "/x?new_password=a&private_token=glpat-1&oauth_signature=s&session_token=t&secret_key=k&jsessionid=j&PHPSESSID=p",
+            "/x?new_password=REDACTED&private_token=REDACTED&oauth_signature=REDACTED&session_token=REDACTED\
+             &secret_key=REDACTED&jsessionid=REDACTED&PHPSESSID=REDACTED",
+        ),
+        // A JWT anywhere in a value, under any name, percent-encoded or not, or with no name.
         ("/x?state=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", "/x?state=REDACTED"),
         ("/x?s=eyJhbGciOiJFUzI1NiJ9%2EeyJzdWIiOiJhIn0%2Ec2ln&n=eyJ", "/x?s=REDACTED&n=eyJ"),
+        ("/x?next=%2Fcb%3Fid_token%3DeyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?next=REDACTED&n=1"),
+        ("/x?h=Bearer%20eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", "/x?h=REDACTED"),
+        ("/x?eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?REDACTED&n=1"),
+        ("/x?v=eyJ.notajwt&w=eyJhbGci.", "/x?v=eyJ.notajwt&w=eyJhbGci."),
         ("/x?", "/x?"),
         ("/x?&;=&a", "/x?&;=&a"),
         ("/plain", "/plain"),
