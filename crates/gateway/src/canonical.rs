@@ -85,18 +85,28 @@ impl CanonicalRequest {
                 if part_index > 0 {
                     out.push(';');
                 }
-                let secret = match part.split_once('=') {
-                    Some((name, _)) if carries_secret(name) => Some(name),
-                    _ if holds_jwt(part) => Some(part.split_once('=').map_or("", |(name, _)| name)),
+                // `Some(Some(name))`: the value is hidden; `Some(None)`: all of it is (a JWT
+                // with no name, or in the name).
+                let hidden = match part.split_once('=') {
+                    Some((name, _)) if !holds_jwt(name) && (carries_secret(name) || holds_jwt(part)) => {
+                        Some(Some(name))
+                    }
+                    _ if holds_jwt(part) => Some(None),
                     _ => None,
                 };
-                if let Some(name) = secret {
-                    out.push_str(name);
-                    out.push_str(if name.is_empty() { "REDACTED" } else { "=REDACTED" });
-                    // The rest of this `&` pair may be the secret's own value.
-                    break;
+                match hidden {
+                    Some(Some(name)) => {
+                        out.push_str(name);
+                        out.push_str("=REDACTED");
+                    }
+                    Some(None) => out.push_str("REDACTED"),
+                    None => {
+                        out.push_str(part);
+                        continue;
+                    }
                 }
-                out.push_str(part);
+                // The rest of this `&` pair may be the secret's own value.
+                break;
             }
         }
         out
@@ -136,7 +146,7 @@ fn carries_secret(name: &str) -> bool {
     })
 }
 
-/// Whether text (percent-decoded, `+` as a space) holds a compact JWS or JWE anywhere: a
+/// Whether text (percent-decoded) holds a compact JWS or JWE anywhere: a
 /// base64url run starting `eyJ` (`{"` encoded), a dot, a base64url run and another dot, as in
 /// `next=/cb?id_token=eyJ…` or `Bearer eyJ…`.
 fn holds_jwt(text: &str) -> bool {

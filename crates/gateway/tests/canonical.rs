@@ -76,6 +76,8 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
         ("/x?next=%2Fcb%3Fid_token%3DeyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?next=REDACTED&n=1"),
         ("/x?h=Bearer%20eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln", "/x?h=REDACTED"),
         ("/x?eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?REDACTED&n=1"),
+        ("/x?=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?=REDACTED&n=1"),
+        ("/x?eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln=1&n=1", "/x?REDACTED&n=1"),
         ("/x?v=eyJ.notajwt&w=eyJhbGci.", "/x?v=eyJ.notajwt&w=eyJhbGci."),
         ("/x?", "/x?"),
         ("/x?&;=&a", "/x?&;=&a"),
