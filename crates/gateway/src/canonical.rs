@@ -113,53 +113,77 @@ impl CanonicalRequest {
     }
 }
 
-/// Words that, anywhere in a parameter's name (compared percent-decoded, without case and with
-/// `-` and `_` left out), make its value a secret: only secrets' names hold them.
+/// Words that, anywhere in a parameter's name (compared percent-decoded, without case, and with
+/// everything but ASCII letters and digits left out), make its value a secret: only secrets'
+/// names hold them.
 const SECRET_WORDS: &[&str] = &[
     "token",
     "secret",
     "passw",
+    "passcode",
     "signature",
     "sessid",
     "sessionid",
     "apikey",
     "accesskey",
     "privatekey",
+    "subscriptionkey",
+    "licensekey",
+    "signingkey",
+    "hmackey",
+    "encryptionkey",
+    "authcode",
+    "authorizationcode",
+    "devicecode",
+    "authorization",
     "assertion",
     "samlresponse",
     "jwt",
 ];
 
 /// Names whose value is a secret only as the whole name (as words they are too common:
-/// `keyword`, `monkey`, `zipcode`).
-const SECRET_NAMES: &[&str] = &["key", "code", "sig", "pwd", "sid", "ticket", "otp"];
+/// `keyword`, `monkey`, `zipcode`, `passenger`).
+const SECRET_NAMES: &[&str] = &["key", "code", "sig", "pwd", "pass", "sid", "ticket", "otp"];
 
 /// Whether any part of a parameter name is a secret's: the name is split at `[`, `]` and `.`,
-/// the ways frameworks nest names (`user[password]`, `auth.token`).
+/// the ways frameworks nest names (`user[password]`, `auth.token`), and each part folded to its
+/// letters and digits (`API-Key`, `api+key`, `api%20key` are `apikey`).
 fn carries_secret(name: &str) -> bool {
     let decoded = percent_decode(name.as_bytes());
     decoded.split(|b| matches!(b, b'[' | b']' | b'.')).any(|part| {
-        let folded: Vec<u8> = part.iter().filter(|b| !matches!(b, b'-' | b'_')).map(u8::to_ascii_lowercase).collect();
+        let folded: Vec<u8> = part.iter().filter(|b| b.is_ascii_alphanumeric()).map(u8::to_ascii_lowercase).collect();
         !folded.is_empty()
             && (SECRET_NAMES.iter().any(|secret| folded == secret.as_bytes())
                 || SECRET_WORDS.iter().any(|word| folded.windows(word.len()).any(|w| w == word.as_bytes())))
     })
 }
 
-/// Whether text (percent-decoded) holds a compact JWS or JWE anywhere: a
-/// base64url run starting `eyJ` (`{"` encoded), a dot, a base64url run and another dot, as in
-/// `next=/cb?id_token=eyJ…` or `Bearer eyJ…`.
+/// Whether text (percent-decoded) holds a compact JWS or JWE anywhere: a base64url run holding
+/// `eyJ` (`{"` encoded, the start of a header), a dot, a base64url run (empty in a JWE with
+/// `alg: dir`) and another dot, as in `next=/cb?id_token=eyJ…` or `Bearer eyJ…`. One pass over
+/// the text: every `eyJ` in a run ends where the run does, so each run is looked at once.
 fn holds_jwt(text: &str) -> bool {
     let decoded = percent_decode(text.as_bytes());
-    let base64url = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
-    decoded.windows(3).enumerate().filter(|(_, w)| *w == b"eyJ").any(|(at, _)| {
-        let rest = decoded.get(at..).unwrap_or_default();
-        let header = rest.iter().take_while(|b| base64url(b)).count();
-        let Some(after_header) = rest.get(header..) else { return false };
-        let Some(payload_start) = after_header.strip_prefix(b".") else { return false };
-        let payload = payload_start.iter().take_while(|b| base64url(b)).count();
-        payload > 0 && payload_start.get(payload) == Some(&b'.')
-    })
+    let base64url = |b: &&u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    let run_at = |at: usize| decoded.get(at..).unwrap_or_default().iter().take_while(base64url).count();
+    let mut at = 0;
+    while at < decoded.len() {
+        let run = run_at(at);
+        if run == 0 {
+            at += 1;
+            continue;
+        }
+        let end = at + run;
+        let header = decoded.get(at..end).unwrap_or_default();
+        if decoded.get(end) == Some(&b'.') && header.windows(3).any(|w| w == b"eyJ") {
+            let payload = run_at(end + 1);
+            if decoded.get(end + 1 + payload) == Some(&b'.') {
+                return true;
+            }
+        }
+        at = end;
+    }
+    false
 }
 
 /// `%XX` escapes decoded (a malformed escape kept as it is); `+` left alone.

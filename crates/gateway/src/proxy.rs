@@ -1240,6 +1240,16 @@ impl Gateway {
     /// Whether a long-lived session may go on: the credential unexpired and unrevoked, and the
     /// policy still allowing it. A refusal comes with the record to write.
     pub(crate) fn reauthorize(&self, app: &AppRuntime, session: &Session) -> Result<(), Box<DecisionRecord>> {
+        self.reauthorize_answering(app, session).map_err(|(_, record)| record)
+    }
+
+    /// As [`Self::reauthorize`], with the status a refusal answers (401, 403, 503) where the
+    /// exchange can still be answered (an upload cut before its response).
+    pub(crate) fn reauthorize_answering(
+        &self,
+        app: &AppRuntime,
+        session: &Session,
+    ) -> Result<(), (u16, Box<DecisionRecord>)> {
         let now = SystemTime::now();
         let seconds = i64::try_from(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(0);
         let who = &session.who;
@@ -1294,7 +1304,7 @@ impl Gateway {
         }
         let mut record = outcome.record;
         record.errors.push("long-lived connection cut".to_owned());
-        Err(Box::new(record))
+        Err((outcome.status, Box::new(record)))
     }
 
     /// The request to the upstream through hyper's client: HTTP/2 streams, and HTTP/1.1
@@ -1700,8 +1710,9 @@ pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) ->
 }
 
 /// A request body (an upload) re-authorized for `session` while it arrives, and the flag it
-/// sets when it is cut, so that the failed exchange is answered as the end of access (403, or
-/// 503 when the revocation lists went out of date) rather than as an upstream failure.
+/// sets when it is cut, so that the failed exchange is answered as the refusal that ended
+/// access (401, 403, or 503 when the revocation lists went out of date) rather than as an
+/// upstream failure.
 pub(crate) fn reverified_upload(gateway: Arc<Gateway>, session: Session, body: Body) -> (Body, UploadCut) {
     let cut = UploadCut::default();
     let mut body = Reverified::new(body, gateway, session);
@@ -1762,15 +1773,15 @@ impl hyper::body::Body for Reverified {
         let now = tokio::time::Instant::now();
         if now >= this.due {
             let refused = match this.gateway.apps.get(&this.session.request.host) {
-                Some(app) => this.gateway.reauthorize(app, &this.session).err(),
+                Some(app) => this.gateway.reauthorize_answering(app, &this.session).err(),
                 None => None,
             };
-            if let Some(record) = refused {
+            if let Some((status, record)) = refused {
                 this.cut = true;
                 if let Some(flag) = &this.cut_flag {
-                    let current =
-                        this.gateway.parts.revocations.read().is_ok_and(|r| r.is_current(std::time::Instant::now()));
-                    flag.store(if current { 403 } else { 503 }, Ordering::Relaxed);
+                    // The status of the decision that ended access: 401 (the credential expired
+                    // or was revoked), 403 (policy), 503 (revocation lists out of date).
+                    flag.store(status, Ordering::Relaxed);
                 }
                 let gateway = Arc::clone(&this.gateway);
                 tokio::spawn(async move {

@@ -43,6 +43,11 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
     assert!(!recorded.contains("f00d") && !recorded.contains("FQoG"), "{recorded}");
     assert!(recorded.ends_with("&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED"), "{recorded}");
     assert!(recorded.contains("X-Amz-Credential=AKID%2F20261207"), "the key id says who: {recorded}");
+    // A query built to be slow to search for JWTs is searched in one pass (with the search
+    // quadratic this took seconds).
+    let crafted = format!("/x?a={}", "eyJ".repeat(20_000));
+    let recorded = check("GET", &crafted, &[]).unwrap().recorded_target();
+    assert_eq!(recorded, crafted, "no JWT in it");
     for (target, kept) in [
         ("/cb?code=abc&state=xyz", "/cb?code=REDACTED&state=xyz"),
         ("/x?ACCESS_TOKEN=abc&q=1&token", "/x?ACCESS_TOKEN=REDACTED&q=1&token"),
@@ -79,6 +84,15 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
         ("/x?=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&n=1", "/x?=REDACTED&n=1"),
         ("/x?eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln=1&n=1", "/x?REDACTED&n=1"),
         ("/x?v=eyJ.notajwt&w=eyJhbGci.", "/x?v=eyJ.notajwt&w=eyJhbGci."),
+        // A JWE with `alg: dir` has an empty second segment.
+        ("/x?state=eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y3Q.dGFn", "/x?state=REDACTED"),
+        // Any spelling, and names that hold a secret's word.
+        (
+            "/x?api+key=k&api%20key=k&session+id=s&auth_code=c&device_code=c&subscription-key=k\
+             &authorization=Bearer%20opaque&pass=x&passcode=x&passenger=2&zip_code=1",
+            "/x?api+key=REDACTED&api%20key=REDACTED&session+id=REDACTED&auth_code=REDACTED&device_code=REDACTED\
+             &subscription-key=REDACTED&authorization=REDACTED&pass=REDACTED&passcode=REDACTED&passenger=2&zip_code=1",
+        ),
         ("/x?", "/x?"),
         ("/x?&;=&a", "/x?&;=&a"),
         ("/plain", "/plain"),

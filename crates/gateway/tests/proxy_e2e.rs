@@ -2103,8 +2103,8 @@ async fn an_upload_still_arriving_is_cut_when_access_ends() {
         let ended = ended.unwrap_or_else(|| panic!("{host}: ended before the revocation"));
         assert!(ended < Duration::from_secs(2), "{host}: cut {ended:?} after the revocation");
     }
-    // An HTTP/2 client, to both upstreams: answered 403 (access ended), never counted as the
-    // upstream failing.
+    // An HTTP/2 client, to both upstreams: answered as the refusal that ended access (401: the
+    // certificate is revoked), never counted as the upstream failing.
     let upstream_failures = || {
         let metrics = setup.gateway.metrics().render();
         metrics.lines().find(|l| l.starts_with("zerogate_upstream_failures_total")).unwrap().to_owned()
@@ -2126,7 +2126,7 @@ async fn an_upload_still_arriving_is_cut_when_access_ends() {
         assert!(elapsed < Duration::from_secs(2), "{host} over HTTP/2: cut {elapsed:?} after the revocation");
         assert!(started.elapsed() > Duration::from_millis(800));
         let status = answered.unwrap().unwrap_or_else(|e| panic!("{host} over HTTP/2: no answer: {e}"));
-        assert_eq!(status, 403, "{host} over HTTP/2: a cut upload is the end of access");
+        assert_eq!(status, 401, "{host} over HTTP/2: a cut upload is answered as the revocation that cut it");
     }
     assert_eq!(upstream_failures(), failures_before, "a cut upload is not an upstream failure");
     tokio::time::sleep(Duration::from_millis(200)).await;
