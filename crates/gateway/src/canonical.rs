@@ -87,12 +87,11 @@ impl CanonicalRequest {
                 }
                 // `Some(Some(name))`: the value is hidden; `Some(None)`: all of it is (a JWT
                 // with no name, or in the name).
-                let hidden = match part.split_once('=') {
-                    Some((name, _)) if !holds_jwt(name) && (carries_secret(name) || holds_jwt(part)) => {
-                        Some(Some(name))
-                    }
-                    _ if holds_jwt(part) => Some(None),
-                    _ => None,
+                let named = part.split_once('=').map(|(name, _)| name);
+                let hidden = if holds_jwt(part) {
+                    Some(named.filter(|name| !holds_jwt(name)))
+                } else {
+                    named.filter(|name| carries_secret(name)).map(Some)
                 };
                 match hidden {
                     Some(Some(name)) => {
