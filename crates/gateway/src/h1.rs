@@ -1688,6 +1688,7 @@ where
     let head_only = parts.method == Method::HEAD;
     let method = parts.method.as_str().to_owned();
     let whole = signed_body.or_else(|| (pending == Framing::Empty).then(Bytes::new));
+    let mut upload_cut = None;
     let (body, pieces) = match whole {
         Some(body) => (Full::new(body).map_err(|never| match never {}).boxed(), None),
         None => {
@@ -1698,17 +1699,17 @@ where
             };
             let fed = FedBody { pieces: receiver, left: length, ended: false }.boxed();
             // The body still to come is authorized again on the interval, as the response is.
-            let (fed, cut) = match admitted.session(canonical, &method, connection.peer.ip()) {
+            let fed = match admitted.session(canonical, &method, connection.peer.ip()) {
                 Some(session) => {
                     let (fed, cut) = crate::proxy::reverified_upload(Arc::clone(gateway), session, fed);
-                    (fed, Some(cut))
+                    upload_cut = Some(cut);
+                    fed
                 }
-                None => (fed, None),
+                None => fed,
             };
-            (fed, Some((sender, cut)))
+            (fed, Some(sender))
         }
     };
-    let (pieces, upload_cut) = pieces.map_or((None, None), |(sender, cut)| (Some(sender), cut));
     let forward = gateway.forward(app, parts, body, upload_cut, canonical, admitted, connection.peer.ip(), now);
     let response = match pieces {
         None => Some(forward.await),

@@ -1716,7 +1716,7 @@ pub(crate) fn reverified(gateway: Arc<Gateway>, session: Session, body: Body) ->
 pub(crate) fn reverified_upload(gateway: Arc<Gateway>, session: Session, body: Body) -> (Body, UploadCut) {
     let cut = UploadCut::default();
     let mut body = Reverified::new(body, gateway, session);
-    body.cut_flag = Some(Arc::clone(&cut.0));
+    body.upload_cut = Some(cut.clone());
     (body.boxed(), cut)
 }
 
@@ -1747,13 +1747,13 @@ struct Reverified {
     wake: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     cut: bool,
     /// Told of the cut (the status to answer), for a request body (see [`reverified_upload`]).
-    cut_flag: Option<Arc<AtomicU16>>,
+    upload_cut: Option<UploadCut>,
 }
 
 impl Reverified {
     fn new(inner: Body, gateway: Arc<Gateway>, session: Session) -> Self {
         let due = tokio::time::Instant::now() + gateway.parts.reauthorize_every;
-        Self { inner, gateway, session, due, wake: None, cut: false, cut_flag: None }
+        Self { inner, gateway, session, due, wake: None, cut: false, upload_cut: None }
     }
 }
 
@@ -1778,10 +1778,10 @@ impl hyper::body::Body for Reverified {
             };
             if let Some((status, record)) = refused {
                 this.cut = true;
-                if let Some(flag) = &this.cut_flag {
+                if let Some(upload_cut) = &this.upload_cut {
                     // The status of the decision that ended access: 401 (the credential expired
                     // or was revoked), 403 (policy), 503 (revocation lists out of date).
-                    flag.store(status, Ordering::Relaxed);
+                    upload_cut.0.store(status, Ordering::Relaxed);
                 }
                 let gateway = Arc::clone(&this.gateway);
                 tokio::spawn(async move {
