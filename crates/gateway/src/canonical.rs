@@ -87,11 +87,13 @@ impl CanonicalRequest {
                 }
                 // `Some(Some(name))`: the value is hidden; `Some(None)`: all of it is (a JWT
                 // with no name, or in the name).
-                let named = part.split_once('=').map(|(name, _)| name);
+                let named = part.split_once('=');
                 let hidden = if holds_jwt(part) {
-                    Some(named.filter(|name| !holds_jwt(name)))
+                    Some(named.map(|(name, _)| name).filter(|name| !holds_jwt(name)))
                 } else {
-                    named.filter(|name| carries_secret(name)).map(Some)
+                    named
+                        .filter(|(name, value)| carries_secret(name) || nests_secret(value))
+                        .map(|(name, _)| Some(name))
                 };
                 match hidden {
                     Some(Some(name)) => {
@@ -155,6 +157,28 @@ fn carries_secret(name: &str) -> bool {
             && (SECRET_NAMES.iter().any(|secret| folded == secret.as_bytes())
                 || SECRET_WORDS.iter().any(|word| folded.windows(word.len()).any(|w| w == word.as_bytes())))
     })
+}
+
+/// Whether a value carries parameters of its own with a secret among them, as a return URL
+/// does (`next=%2Fcb%3Faccess_token%3Dabc`, `redirect=https://app/cb#access_token=abc`,
+/// `filter=token%3Dabc`): the value is read as it is, percent-decoded, and decoded twice (for a
+/// URL encoded inside an encoded URL), each time split at `?`, `&`, `;` and `#` into
+/// `name=value` pieces whose names are checked as a parameter's are. Linear in the value.
+fn nests_secret(value: &str) -> bool {
+    let names_secret = |text: &[u8]| {
+        text.split(|b| matches!(b, b'?' | b'&' | b';' | b'#')).any(|piece| {
+            piece
+                .iter()
+                .position(|b| *b == b'=')
+                .and_then(|at| piece.get(..at))
+                .is_some_and(|name| carries_secret(&String::from_utf8_lossy(name)))
+        })
+    };
+    if !value.contains(['%', '=', '?', '#']) {
+        return false;
+    }
+    let once = percent_decode(value.as_bytes());
+    names_secret(value.as_bytes()) || names_secret(&once) || names_secret(&percent_decode(&once))
 }
 
 /// Whether text (percent-decoded) holds a compact JWS or JWE anywhere: a base64url run holding

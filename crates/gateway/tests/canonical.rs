@@ -48,12 +48,22 @@ fn the_audit_log_keeps_what_was_asked_but_not_the_secrets_in_a_query() {
     let crafted = format!("/x?a={}", "eyJ".repeat(20_000));
     let recorded = check("GET", &crafted, &[]).unwrap().recorded_target();
     assert_eq!(recorded, crafted, "no JWT in it");
+    let crafted = format!("/x?a={}", "%2525%253D".repeat(6_000));
+    let recorded = check("GET", &crafted, &[]).unwrap().recorded_target();
+    assert_eq!(recorded, crafted, "no name in it");
     for (target, kept) in [
         ("/cb?code=abc&state=xyz", "/cb?code=REDACTED&state=xyz"),
         ("/x?ACCESS_TOKEN=abc&q=1&token", "/x?ACCESS_TOKEN=REDACTED&q=1&token"),
         ("/x?%61pi_key=abc", "/x?%61pi_key=REDACTED"),
         ("/x?sig=abc&signed=1", "/x?sig=REDACTED&signed=1"),
-        ("/x?q=token%3Dabc", "/x?q=token%3Dabc"),
+        // A value that carries parameters of its own (a return URL, a filter), encoded once
+        // or twice: a secret among them hides the value; ordinary ones keep it.
+        ("/x?q=token%3Dabc", "/x?q=REDACTED"),
+        ("/x?next=%2Fcb%3Faccess_token%3Dopaque&n=1", "/x?next=REDACTED&n=1"),
+        ("/x?r=https%3A%2F%2Fapp%2Fcb%23state%3D1%26access_token%3Dopaque", "/x?r=REDACTED"),
+        ("/x?next=%252Fcb%253Fpassword%253Dpw&n=1", "/x?next=REDACTED&n=1"),
+        ("/x?next=/cb?a=1;sid=s1&n=1", "/x?next=/cb?a=1;sid=REDACTED&n=1"),
+        ("/x?next=%2Fsearch%3Fq%3Dmonkey%26page%3D2&q=a%3Db", "/x?next=%2Fsearch%3Fq%3Dmonkey%26page%3D2&q=a%3Db"),
         // `;` starts a name too, and the separators are kept as sent; a secret's value runs to
         // the next `&`, since a `;` may be part of it.
         ("/x?a=1;password=hunter2&b=2", "/x?a=1;password=REDACTED&b=2"),
