@@ -25,7 +25,7 @@ use zerogate_control::service::IdentityService;
 use zerogate_gateway::assertion::AssertionSigner;
 use zerogate_gateway::certificate::{CertificateFiles, ServerCertificate};
 use zerogate_gateway::config::{AppSettings, GatewayConfig};
-use zerogate_gateway::decide::{App, Mode};
+use zerogate_gateway::decide::{Action, App, Mode};
 use zerogate_gateway::freshness::{Freshness, keep_current};
 use zerogate_gateway::proxy::{Gateway, GatewayParts, SharedKeys, tls_config};
 use zerogate_pki::{Lifetimes, SvidVerifier, TrustDomain};
@@ -131,6 +131,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                     routes: vec![("/admin".into(), r#"Zerogate::Route::"demo-admin""#.into())],
                     methods: vec![Method::Mtls, Method::SigV4],
                     mode: Mode::Enforce,
+                    action: Action::Http,
                 },
                 upstream: format!("http://{demo_addr}"),
                 upstream_ca_file: None,

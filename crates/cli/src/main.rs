@@ -2,6 +2,7 @@
 //! progress bars and exit codes. Logic that decides anything lives in the library crates.
 
 mod audit_cmd;
+mod connect_cmd;
 mod gateway_cmd;
 mod identity_cmd;
 mod map_cmd;
@@ -30,6 +31,9 @@ enum Command {
     Up(gateway_cmd::UpArgs),
     /// Run the gateway in front of the applications of a configuration file.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Reach a TCP service behind the gateway from a local port, with this identity's
+    /// certificate (`psql -h 127.0.0.1 -p PORT`).
+    Connect(connect_cmd::ConnectArgs),
     /// Map who talks to whom from AWS VPC and Transit Gateway flow logs.
     Map(map_cmd::MapArgs),
     /// Least-privilege segment rules from a traffic map: a report, JSON, or Cedar policies.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => gateway_cmd::run_up(args),
         Command::Gateway(args) => gateway_cmd::run_gateway(args),
+        Command::Connect(args) => connect_cmd::run(args),
         Command::Map(args) => map_cmd::run(args),
         Command::Recommend(args) => recommend_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run_simulate(args),

@@ -88,6 +88,29 @@ impl IdentityFiles {
     pub fn bundle(&self) -> PathBuf {
         self.dir.join("bundle.pem")
     }
+    /// A TLS client configuration that presents this identity and trusts only its bundle: for
+    /// renewal at the control plane, and for tunnels through the gateway (`zerogate connect`).
+    /// Read from the files each time, so a renewed certificate is used from the next connection.
+    pub fn tls_client_config(&self) -> Result<rustls::ClientConfig, ClientError> {
+        let local = |path: PathBuf, reason: String| ClientError::Local { path, reason };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.read(&self.cert())?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| local(self.cert(), e.to_string()))?;
+        let private =
+            PrivateKeyDer::from_pem_slice(&self.read(&self.key())?).map_err(|e| local(self.key(), e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for root in CertificateDer::pem_slice_iter(&self.read(&self.bundle())?) {
+            let root = root.map_err(|e| local(self.bundle(), e.to_string()))?;
+            roots.add(root).map_err(|e| local(self.bundle(), e.to_string()))?;
+        }
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private)
+            .map_err(|e| local(self.cert(), e.to_string()))
+    }
+
     fn read(&self, path: &Path) -> Result<Vec<u8>, ClientError> {
         std::fs::read(path).map_err(|e| ClientError::Local { path: path.to_owned(), reason: e.to_string() })
     }
@@ -266,24 +289,10 @@ pub async fn enroll(
 pub async fn renew(server: &str, files: &IdentityFiles) -> Result<Issued, ClientError> {
     let endpoint = endpoint(server)?;
     let local = |path: PathBuf, reason: String| ClientError::Local { path, reason };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&files.read(&files.cert())?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| local(files.cert(), e.to_string()))?;
     let key_pem = files.read(&files.key())?;
     let key_text = String::from_utf8(key_pem.clone()).map_err(|e| local(files.key(), e.to_string()))?;
     let key = KeyPair::from_pem(&key_text).map_err(|e| local(files.key(), e.to_string()))?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| local(files.key(), e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    for root in CertificateDer::pem_slice_iter(&files.read(&files.bundle())?) {
-        let root = root.map_err(|e| local(files.bundle(), e.to_string()))?;
-        roots.add(root).map_err(|e| local(files.bundle(), e.to_string()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Protocol(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, private)
-        .map_err(|e| local(files.cert(), e.to_string()))?;
+    let config = files.tls_client_config()?;
     let body =
         serde_json::to_vec(&RenewRequest { csr: csr_for(&key)? }).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let issued = parse_issued(&post(config, &endpoint, api::RENEW, body).await?)?;

@@ -57,7 +57,7 @@ use zerogate_authn::identity::Method;
 use zerogate_authn::jwt::{Algorithm, TokenKind};
 
 use crate::certificate::CertificateFiles;
-use crate::decide::{App, Mode};
+use crate::decide::{Action, App, Mode};
 
 /// A configuration that cannot be used: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,13 +155,11 @@ struct RawApp {
     authn: Vec<String>,
     #[serde(default = "enforce")]
     mode: String,
-    #[serde(default = "optional")]
-    client_certificates: String,
+    client_certificates: Option<String>,
     #[serde(default)]
     routes: BTreeMap<String, String>,
     upstream_ca_file: Option<PathBuf>,
-    #[serde(default = "http1")]
-    upstream_protocol: String,
+    upstream_protocol: Option<String>,
     #[serde(default = "default_region")]
     sigv4_region: String,
     #[serde(default = "default_service")]
@@ -176,10 +174,6 @@ fn default_upstream_timeout() -> u64 {
     60
 }
 
-fn http1() -> String {
-    "http1".into()
-}
-
 fn default_region() -> String {
     "us-east-1".into()
 }
@@ -190,10 +184,6 @@ fn default_service() -> String {
 
 fn enforce() -> String {
     "enforce".into()
-}
-
-fn optional() -> String {
-    "optional".into()
 }
 
 /// An OIDC issuer the gateway accepts tokens from.
@@ -381,23 +371,56 @@ impl GatewayConfig {
                 // gateway's identity assertion instead.
                 return Err(error(&key("upstream"), "must not carry credentials (user:password@)".into()));
             }
-            let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
-                raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
-            });
-            if !upstream_ok {
-                return Err(error(
-                    &key("upstream"),
-                    "must be http://host:port or https://host:port, without a path".into(),
-                ));
+            let tcp = raw.upstream.strip_prefix("tcp://");
+            if let Some(address) = tcp {
+                // A TCP service: the client's certificate is the only credential a tunnel can
+                // carry, and the service decides nothing by path.
+                if !address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+                }) {
+                    return Err(error(&key("upstream"), "must be tcp://host:port".into()));
+                }
+                if !raw.resource.starts_with("Zerogate::TcpTarget::\"")
+                    && !raw.resource.starts_with("Zerogate::Application::\"")
+                {
+                    return Err(error(
+                        &key("resource"),
+                        "must be a Zerogate::TcpTarget (or Zerogate::Application) entity".into(),
+                    ));
+                }
+                if raw.authn != ["mtls"] {
+                    return Err(error(&key("authn"), "a tcp:// service takes [\"mtls\"] only".into()));
+                }
+                if raw.client_certificates.as_deref().is_some_and(|c| c != "required") {
+                    return Err(error(&key("client_certificates"), "a tcp:// service always requires one".into()));
+                }
+                let http_only = [
+                    ("routes", !raw.routes.is_empty()),
+                    ("upstream_protocol", raw.upstream_protocol.is_some()),
+                    ("upstream_ca_file", raw.upstream_ca_file.is_some()),
+                ];
+                if let Some((name, _)) = http_only.iter().find(|(_, given)| *given) {
+                    return Err(error(&key(name), "applies to http:// and https:// upstreams only".into()));
+                }
+            } else {
+                let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
+                    raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+                });
+                if !upstream_ok {
+                    return Err(error(
+                        &key("upstream"),
+                        "must be http://host:port or https://host:port, without a path (or tcp://host:port)".into(),
+                    ));
+                }
+                if !raw.resource.starts_with("Zerogate::Application::\"") {
+                    return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
+                }
             }
-            let upstream_http2 = match raw.upstream_protocol.as_str() {
+            let upstream_http2 = match raw.upstream_protocol.as_deref().unwrap_or("http1") {
                 "http1" => false,
                 "http2" => true,
                 other => return Err(error(&key("upstream_protocol"), format!("`{other}` is not `http1` or `http2`"))),
             };
-            if !raw.resource.starts_with("Zerogate::Application::\"") {
-                return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
-            }
             let methods = raw
                 .authn
                 .iter()
@@ -419,7 +442,8 @@ impl GatewayConfig {
                 "shadow" => Mode::Shadow,
                 other => return Err(error(&key("mode"), format!("`{other}` is not `enforce` or `shadow`"))),
             };
-            let require_client_certificate = match raw.client_certificates.as_str() {
+            let default_certificates = if tcp.is_some() { "required" } else { "optional" };
+            let require_client_certificate = match raw.client_certificates.as_deref().unwrap_or(default_certificates) {
                 "optional" => false,
                 "required" => true,
                 other => {
@@ -456,7 +480,14 @@ impl GatewayConfig {
                 ));
             }
             apps.push(AppSettings {
-                app: App { host, resource: raw.resource.clone(), routes, methods, mode },
+                app: App {
+                    host,
+                    resource: raw.resource.clone(),
+                    routes,
+                    methods,
+                    mode,
+                    action: if tcp.is_some() { Action::Connect } else { Action::Http },
+                },
                 upstream: raw.upstream.clone(),
                 upstream_ca_file: raw.upstream_ca_file.as_deref().map(resolve),
                 upstream_http2,

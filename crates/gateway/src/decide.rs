@@ -28,6 +28,26 @@ pub enum Mode {
     Shadow,
 }
 
+/// What a client asks of a protected application: HTTP requests, or one TCP connection
+/// through to a service (a database, an SSH server), as Cedar's `http` and `connect` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Requests to a web application or API.
+    Http,
+    /// A TCP connection to a service, tunnelled through the gateway's TLS.
+    Connect,
+}
+
+impl Action {
+    /// The Cedar action entity.
+    pub fn cedar_uid(self) -> &'static str {
+        match self {
+            Self::Http => r#"Zerogate::Action::"http""#,
+            Self::Connect => r#"Zerogate::Action::"connect""#,
+        }
+    }
+}
+
 /// A protected application, as the decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
@@ -42,6 +62,8 @@ pub struct App {
     pub methods: Vec<Method>,
     /// Enforce or shadow.
     pub mode: Mode,
+    /// HTTP requests, or TCP connections.
+    pub action: Action,
 }
 
 impl App {
@@ -114,17 +136,19 @@ pub fn decide(
 ) -> Outcome {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let resource = attempt.app.resource_for(&attempt.request.path);
+    let http = attempt.app.action == Action::Http;
     let mut record = DecisionRecord {
         at_ms: i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
         gateway: gateway.to_owned(),
         principal: None,
         credential: None,
         resource: resource.to_owned(),
-        action: r#"Zerogate::Action::"http""#.to_owned(),
+        action: attempt.app.action.cedar_uid().to_owned(),
+        // A connection has a host (the TLS server name), but no method or path.
         request: RequestSummary {
-            method: Some(attempt.method.to_owned()),
+            method: http.then(|| attempt.method.to_owned()),
             host: Some(attempt.request.host.clone()),
-            path: Some(attempt.request.recorded_target()),
+            path: http.then(|| attempt.request.recorded_target()),
             source: Some(attempt.source.to_string()),
         },
         decision: Decision::Deny,
@@ -187,7 +211,7 @@ pub fn decide(
         // Moved from the record and back after the decision: one copy of each, not two.
         method: record.request.method.take(),
         host: record.request.host.take(),
-        path: Some(attempt.request.path.clone()),
+        path: http.then(|| attempt.request.path.clone()),
         acr: who.acr.clone(),
         amr: (!who.amr.is_empty()).then(|| who.amr.clone()),
     };

@@ -18,5 +18,6 @@ mod pace;
 pub mod proxy;
 mod resets;
 mod share;
+mod tcp;
 mod upstream_h2;
 mod websocket;

@@ -28,7 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use zerogate_audit::{AuditLog, Decision, DecisionRecord, RequestSummary};
+use zerogate_audit::{AuditLog, Credential, Decision, DecisionRecord, RequestSummary};
 use zerogate_authn::identity::{Authenticated, Method, Revocations};
 use zerogate_authn::oidc::OidcVerifier;
 use zerogate_authn::sigv4::{Config as SigV4Config, Request as SigV4Request, SecretLookup, Verifier};
@@ -39,7 +39,7 @@ use crate::assertion::{ASSERTION_HEADER, AssertionSigner};
 use crate::canonical::{self, CanonicalRequest};
 use crate::certificate::ServerCertificate;
 use crate::config::AppSettings;
-use crate::decide::{Attempt, AuthnFailure, decide};
+use crate::decide::{Action, Attempt, AuthnFailure, decide};
 use crate::pace::{Pace, Paced, Verdict};
 use crate::resets::{ResetWatch, Resets};
 use crate::share::{Held, InFlight, SIGNED_BODY_BUDGET, SIGNED_BODY_SHARE, SignedBodyBudget};
@@ -133,7 +133,8 @@ impl Upstream {
         let (tls, rest, default_port) = match settings.upstream.split_once("://") {
             Some(("https", rest)) => (true, rest, 443),
             Some(("http", rest)) => (false, rest, 80),
-            _ => return Err(bad("not http:// or https://")),
+            Some(("tcp", rest)) => (false, rest, 0),
+            _ => return Err(bad("not http://, https:// or tcp://")),
         };
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
@@ -568,7 +569,7 @@ pub struct Gateway {
 pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     port: u16,
-    server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     chain: Option<Vec<CertificateDer<'static>>>,
     /// The client certificate verified once per connection (revocation and expiry are checked
     /// again on every request).
@@ -739,6 +740,16 @@ impl Gateway {
                     chain: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
                     certificate: OnceLock::new(),
                 });
+                // A connection that asks for a TCP service by name is that service's tunnel.
+                let service = connection
+                    .server_name
+                    .as_deref()
+                    .and_then(|name| gateway.apps.get(&name.to_ascii_lowercase()))
+                    .filter(|app| app.settings.app.action == Action::Connect);
+                if let Some(app) = service {
+                    crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection).await;
+                    return;
+                }
                 if http2 {
                     serve_http2(gateway, tls, connection, stop).await;
                     return;
@@ -861,7 +872,8 @@ impl Gateway {
                 });
             }
         };
-        let Some(app) = self.apps.get(&canonical.host) else {
+        // A TCP service is reached by its tunnel, never by HTTP requests.
+        let Some(app) = self.apps.get(&canonical.host).filter(|app| app.settings.app.action == Action::Http) else {
             bump(&self.metrics.unknown_host);
             let record = self.bare_record(now, &parts.method, connection, Some(&canonical), "no application".into());
             return Err(match self.audit(record).await {
@@ -974,11 +986,7 @@ impl Gateway {
         if self.audit(outcome.record).await.is_err() {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
         }
-        match decision {
-            Decision::Allow => bump(&self.metrics.allowed),
-            Decision::Deny => bump(&self.metrics.denied),
-            Decision::ShadowDeny => bump(&self.metrics.shadow_denied),
-        }
+        self.count(decision);
         if !outcome.forward {
             let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
             return Err(Refused { status, close: false });
@@ -1086,6 +1094,24 @@ impl Gateway {
             decision: Decision::Deny,
             policies: Vec::new(),
             errors: vec![error],
+        }
+    }
+
+    /// A place in `principal`'s share of requests in flight, if it has one left (else counted).
+    pub(crate) fn hold_place(&self, principal: &str) -> Option<Held> {
+        let held = self.in_flight.try_hold(principal);
+        if held.is_none() {
+            bump(&self.metrics.principal_limit_reached);
+        }
+        held
+    }
+
+    /// Counts a decision that was recorded.
+    pub(crate) fn count(&self, decision: Decision) {
+        match decision {
+            Decision::Allow => bump(&self.metrics.allowed),
+            Decision::Deny => bump(&self.metrics.denied),
+            Decision::ShadowDeny => bump(&self.metrics.shadow_denied),
         }
     }
 
@@ -1303,6 +1329,16 @@ impl Gateway {
             return Ok(());
         }
         let mut record = outcome.record;
+        // Whose session was cut, also when its credential is what failed (a refused
+        // authentication names no principal on its own).
+        if record.principal.is_none() {
+            record.principal = Some(who.cedar_uid());
+            record.credential = Some(Credential {
+                kind: who.method.as_str().to_owned(),
+                id: who.credential_id.clone(),
+                also_known_as: who.also_known_as.clone(),
+            });
+        }
         record.errors.push("long-lived connection cut".to_owned());
         Err((outcome.status, Box::new(record)))
     }

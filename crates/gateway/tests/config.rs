@@ -4,7 +4,7 @@ use std::path::Path;
 
 use zerogate_authn::identity::Method;
 use zerogate_gateway::config::GatewayConfig;
-use zerogate_gateway::decide::Mode;
+use zerogate_gateway::decide::{Action, Mode};
 
 const GOOD: &str = r#"
 [gateway]
@@ -76,6 +76,42 @@ fn a_brought_certificate_and_key_are_found_next_to_the_file() {
     assert_eq!(config.certificate, None);
     let own = config.apps[1].certificate.as_ref().expect("the wiki's own certificate");
     assert_eq!((own.table.as_str(), own.chain.as_path()), ("app[1]", Path::new("/etc/zerogate/wiki.pem")));
+}
+
+/// GOOD with a TCP service added, its keys after `host`, `upstream` and `resource` as given.
+fn with_service(extra: &str) -> String {
+    format!(
+        "{GOOD}\n[[app]]\nhost = \"db.internal\"\nupstream = \"tcp://10.0.3.9:5432\"\n\
+         resource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\n{extra}\n"
+    )
+}
+
+#[test]
+fn a_tcp_service_takes_certificates_only_and_no_http_settings() {
+    let config = parse(&with_service("authn = [\"mtls\"]")).unwrap();
+    let db = &config.apps[2];
+    assert_eq!((db.app.action, db.app.mode), (Action::Connect, Mode::Enforce));
+    assert!(db.require_client_certificate, "always, without saying so");
+    assert_eq!(config.apps[0].app.action, Action::Http);
+    let cases = [
+        ("authn = [\"oidc\"]", "app[2].authn", "[\"mtls\"] only"),
+        ("authn = [\"mtls\", \"sigv4\"]", "app[2].authn", "[\"mtls\"] only"),
+        ("authn = [\"mtls\"]\nclient_certificates = \"optional\"", "app[2].client_certificates", "always requires"),
+        ("authn = [\"mtls\"]\nroutes = { \"/x\" = 'Zerogate::Route::\"x\"' }", "app[2].routes", "http://"),
+        ("authn = [\"mtls\"]\nupstream_protocol = \"http2\"", "app[2].upstream_protocol", "http://"),
+    ];
+    for (extra, key, reason) in cases {
+        let error = parse(&with_service(extra)).unwrap_err();
+        assert!(error.contains(key) && error.contains(reason), "{extra}: {error}");
+    }
+    for (upstream, reason) in [("tcp://10.0.3.9", "tcp://host:port"), ("tcp://:5432", "tcp://host:port")] {
+        let text = with_service("authn = [\"mtls\"]").replace("tcp://10.0.3.9:5432", upstream);
+        let error = parse(&text).unwrap_err();
+        assert!(error.contains("app[2].upstream") && error.contains(reason), "{upstream}: {error}");
+    }
+    let text = with_service("authn = [\"mtls\"]").replace("Zerogate::TcpTarget::", "Zerogate::User::");
+    let error = parse(&text).unwrap_err();
+    assert!(error.contains("app[2].resource") && error.contains("TcpTarget"), "{error}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde_json::json;
 use zerogate_audit::Decision;
 use zerogate_authn::identity::{Authenticated, Method, PrincipalKind, Revocations};
 use zerogate_gateway::canonical::CanonicalRequest;
-use zerogate_gateway::decide::{App, Attempt, AuthnFailure, Mode, Outcome, decide, route_covers};
+use zerogate_gateway::decide::{Action, App, Attempt, AuthnFailure, Mode, Outcome, decide, route_covers};
 use zerogate_policy::PolicyEngine;
 
 const POLICIES: &str = r#"
@@ -48,6 +48,7 @@ fn app(mode: Mode) -> App {
         ],
         methods: vec![Method::Oidc, Method::Mtls],
         mode,
+        action: Action::Http,
     }
 }
 
@@ -220,4 +221,19 @@ fn shadow_mode_records_would_be_denials_and_lets_them_through() {
         run(&shadow, "/invoices", "10.0.0.1", Ok(alice()), &Revocations::default()).record.decision,
         Decision::Allow
     );
+}
+
+#[test]
+fn a_tcp_connection_is_decided_as_connect_and_recorded_without_method_or_path() {
+    // The same identity and resource as an allowed HTTP request: `http` does not grant `connect`.
+    let service = App { action: Action::Connect, routes: Vec::new(), ..app(Mode::Enforce) };
+    let out = run(&service, "", "192.0.2.7", Ok(alice()), &Revocations::default());
+    assert_eq!((out.forward, out.status, out.record.decision), (false, 403, Decision::Deny));
+    let r = &out.record;
+    assert_eq!(r.action, r#"Zerogate::Action::"connect""#);
+    assert_eq!((r.request.method.as_deref(), r.request.path.as_deref()), (None, None));
+    assert_eq!(r.request.host.as_deref(), Some("billing.example.org"));
+    assert!(r.policies.is_empty(), "{:?}", r.policies);
+    let http = run(&app(Mode::Enforce), "/invoices", "192.0.2.7", Ok(alice()), &Revocations::default());
+    assert!(http.forward, "the HTTP request it is compared with is allowed");
 }

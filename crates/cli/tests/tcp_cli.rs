@@ -1,0 +1,228 @@
+//! A TCP service behind the gateway, as an operator and a workload use it: the machine's
+//! PostgreSQL (127.0.0.1:5432) served as `tcp://` under the name `db.internal`, reached with
+//! `psql` through `zerogate connect` and with `openssl s_client`. Allowed for one workload,
+//! refused (and recorded) for a device the policy does not name, for a client without a
+//! certificate and for HTTP requests to the service's name; an open session is cut once its
+//! certificate is revoked. Real binary, real TLS, real PostgreSQL.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(dead_code, reason = "this test uses the free port only")]
+mod common;
+
+fn zerogate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
+    c.env_remove("ZEROGATE_DATA_DIR").env_remove("ZEROGATE_TOKEN");
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `zerogate connect` for `identity` and returns it with the local port it listens on.
+fn connect(gateway: u16, identity: &Path) -> (Running, u16) {
+    let mut child = zerogate()
+        .args(["connect", "--gateway", &format!("127.0.0.1:{gateway}"), "--service", "db.internal", "--identity"])
+        .arg(identity)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let port = line
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("where does it listen? {line}"));
+    (Running(child), port)
+}
+
+fn psql(port: u16, sql: &str) -> Output {
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "test", "-Atc", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+fn issue(data: &Path, spiffe_id: &str, out: &Path) {
+    ok(zerogate()
+        .args(["ca", "issue", "--data-dir"])
+        .arg(data)
+        .args(["--spiffe-id", spiffe_id, "--out"])
+        .arg(out)
+        .output()
+        .unwrap());
+}
+
+fn serial(identity: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(identity.join("svid.pem"))
+        .output()
+        .unwrap();
+    ok(out).trim().trim_start_matches("serial=").to_ascii_lowercase()
+}
+
+fn records(data: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data.join("audit/audit.log"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["kind"] == "decision" && line["record"]["action"] == "Zerogate::Action::\"connect\"")
+        .map(|line| line["record"].clone())
+        .collect()
+}
+
+#[test]
+fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_is_revoked() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-tcp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let data = dir.join("data");
+    let d = |p: &PathBuf| p.display().to_string();
+    ok(zerogate().args(["ca", "init", "--data-dir", &d(&data), "--trust-domain", "tcp.test"]).output().unwrap());
+    // The policy `zerogate recommend` writes for a segment, by hand: one workload may connect.
+    std::fs::write(
+        dir.join("policy/db.cedar"),
+        "@id(\"api-to-db\")\npermit (principal == Zerogate::Workload::\"spiffe://tcp.test/workload/api\", \
+         action == Zerogate::Action::\"connect\", resource == Zerogate::TcpTarget::\"db:tcp/5432\");\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy/entities.json"),
+        r#"[{ "uid": { "type": "Zerogate::TcpTarget", "id": "db:tcp/5432" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    let port = common::free_port();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"tcp-test\"\nreauthorize_seconds = 1\n[policy]\n\
+             policies = \"policy\"\nentities = \"policy/entities.json\"\n[[app]]\nhost = \"db.internal\"\n\
+             upstream = \"tcp://127.0.0.1:5432\"\nresource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n"
+        ),
+    )
+    .unwrap();
+    let api = dir.join("api");
+    let laptop = dir.join("laptop");
+    issue(&data, "spiffe://tcp.test/workload/api", &api);
+    issue(&data, "spiffe://tcp.test/device/laptop-1", &laptop);
+
+    let mut gateway = zerogate()
+        .args(["gateway", "--data-dir", &d(&data), "--config", &d(&config)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    while !lines.next().expect("the gateway says where it listens").unwrap().starts_with("zerogate gateway") {}
+    std::thread::spawn(move || for _ in lines {});
+    let gateway = Running(gateway);
+
+    // The allowed workload: psql through `zerogate connect` reaches PostgreSQL.
+    let (_api_tunnel, api_port) = connect(port, &api);
+    let out = psql(api_port, "select 'through the gateway', 6 * 7");
+    assert_eq!(ok(out).trim(), "through the gateway|42");
+
+    // A device the policy does not name: refused before a byte reaches PostgreSQL.
+    let (_laptop_tunnel, laptop_port) = connect(port, &laptop);
+    let out = psql(laptop_port, "select 1");
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // No certificate: the TLS connection is closed after the handshake, with nothing relayed.
+    let mut s_client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "db.internal"])
+        .arg("-CAfile")
+        .arg(api.join("bundle.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A PostgreSQL SSLRequest: the server would answer `N` or `S`; through a refused tunnel
+    // nothing comes back.
+    s_client.stdin.as_mut().unwrap().write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty(), "relayed without a certificate: {:?}", out.stdout);
+
+    // HTTP to the service's name is no application, even with a good certificate.
+    let s = |name: &str| api.join(name).display().to_string();
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &s("bundle.pem")])
+        .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+        .args(["--resolve", &format!("db.internal:{port}:127.0.0.1"), "--http1.1"])
+        .arg(format!("https://db.internal:{port}/"))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status == "000" || status == "404", "HTTP to a TCP service: {status}");
+
+    // An open session is cut once its certificate is revoked: psql waiting on a long query
+    // loses its connection within a few reauthorization intervals.
+    let long = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &api_port.to_string(), "-U", "postgres", "-d", "test", "-Atc"])
+        .arg("select pg_sleep(60)")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = Running(long);
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(zerogate().args(["ca", "revoke", "--data-dir", &d(&data), "--serial", &serial(&api)]).output().unwrap());
+    let revoked_at = Instant::now();
+    let mut long = long;
+    let status = loop {
+        if let Some(status) = long.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(revoked_at.elapsed() < Duration::from_secs(20), "the session outlived its certificate");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "the query cannot have finished: it sleeps 60 s");
+    // And a new connection with the revoked certificate is refused.
+    assert!(!psql(api_port, "select 1").status.success());
+    drop(gateway);
+
+    let records = records(&data);
+    let by = |principal: &str, decision: &str| {
+        records
+            .iter()
+            .filter(|r| r["principal"].as_str().is_some_and(|p| p.contains(principal)) && r["decision"] == decision)
+            .collect::<Vec<_>>()
+    };
+    let allowed = by("workload/api", "allow");
+    assert!(allowed.len() >= 2, "{records:#?}");
+    assert_eq!(allowed[0]["request"]["host"], "db.internal");
+    assert_eq!(allowed[0]["resource"], "Zerogate::TcpTarget::\"db:tcp/5432\"");
+    assert_eq!(allowed[0]["policies"][0], "api-to-db");
+    assert!(!by("device/laptop-1", "deny").is_empty(), "{records:#?}");
+    let cut = by("workload/api", "deny");
+    assert!(
+        cut.iter().any(|r| r["errors"].to_string().contains("revoked") && r["errors"].to_string().contains("cut")),
+        "{cut:#?}"
+    );
+    assert!(
+        records.iter().any(|r| r["principal"].is_null() && r["errors"].to_string().contains("certificate")),
+        "the client without a certificate is on record: {records:#?}"
+    );
+    let verified = ok(zerogate().args(["audit", "verify", "--data-dir", &d(&data)]).output().unwrap());
+    assert!(verified.contains("intact") || verified.contains("ok"), "{verified}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,116 @@
+//! TCP services behind the gateway: an `[[app]]` whose upstream is `tcp://host:port` (a
+//! database, an SSH server) is reached by a TLS connection to the gateway's listener that asks
+//! for the service's name (SNI). The client's certificate from zerogate's CA is the credential;
+//! Cedar decides the `connect` action on the service's entity; the decision record is durable
+//! before a byte reaches the upstream. Then the gateway relays bytes both ways, authorizes the
+//! tunnel again on the reauthorization interval, and cuts it (recorded) once access ends:
+//! a revoked or expired certificate, a policy change, revocation lists gone stale.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::canonical::CanonicalRequest;
+use crate::decide::{Attempt, decide};
+use crate::proxy::{AppRuntime, Connection, Gateway, Session, bump};
+use zerogate_audit::Decision;
+use zerogate_authn::identity::Revocations;
+
+/// Serves one tunnel to `app` on the TLS connection `client`, until either side closes it or
+/// access ends. A stopping gateway gives open tunnels its drain time, as it gives requests.
+pub(crate) async fn tunnel<S>(gateway: Arc<Gateway>, app: &AppRuntime, mut client: S, connection: Arc<Connection>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let now = SystemTime::now();
+    let request = CanonicalRequest { host: app.settings.app.host.clone(), path: String::new(), query: None };
+    let authn = match gateway.required_certificate(app, &connection, now) {
+        Ok(Some(who)) => Ok(who),
+        Ok(None) => Err(crate::decide::AuthnFailure {
+            method: Some(zerogate_authn::identity::Method::Mtls),
+            reason: "client_certificate_required".into(),
+        }),
+        Err(failure) => Err(failure),
+    };
+    let attempt =
+        Attempt { app: &app.settings.app, request: &request, method: "CONNECT", source: connection.peer.ip(), authn };
+    let mut outcome = {
+        let engine = gateway.parts.policy.engine();
+        match gateway.parts.revocations.read() {
+            Ok(revocations) => decide(&attempt, &engine, &revocations, &gateway.parts.id, now),
+            // A poisoned list cannot be trusted: it counts as stale, and nothing is admitted.
+            Err(_) => {
+                let stale = Revocations { trusted_until: Some(std::time::Instant::now()), ..Revocations::default() };
+                decide(&attempt, &engine, &stale, &gateway.parts.id, now)
+            }
+        }
+    };
+    // A tunnel holds a place in its principal's share for as long as it is open.
+    let mut in_flight = None;
+    if let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) {
+        in_flight = gateway.hold_place(principal);
+        if in_flight.is_none() {
+            outcome.forward = false;
+            outcome.record.decision = Decision::Deny;
+            outcome.record.errors.push("principal: too many requests and tunnels open".into());
+        }
+    }
+    let decision = outcome.record.decision;
+    if gateway.audit(outcome.record).await.is_err() {
+        let _ = client.shutdown().await;
+        return;
+    }
+    gateway.count(decision);
+    let Attempt { authn, .. } = attempt;
+    let (true, Ok(who)) = (outcome.forward, authn) else {
+        // Refused: the client sees the connection closed (TLS close_notify), nothing more.
+        let _ = client.shutdown().await;
+        return;
+    };
+    let mut upstream = match app.upstream.tcp().await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            bump(&gateway.metrics.upstream_failures);
+            tracing::warn!(service = %app.settings.app.host, %error, "TCP service unreachable");
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    let session = Session {
+        request,
+        method: "CONNECT".into(),
+        source: connection.peer.ip(),
+        certificate: Some(who.clone()),
+        who,
+        in_flight,
+    };
+    let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
+    every.tick().await;
+    let cut = {
+        let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(relay);
+        loop {
+            tokio::select! {
+                relayed = &mut relay => {
+                    if let Err(error) = relayed {
+                        tracing::debug!(service = %app.settings.app.host, %error, "tunnel ended");
+                    }
+                    break false;
+                }
+                _ = every.tick() => {
+                    if let Err(record) = gateway.reauthorize(app, &session) {
+                        let _ = gateway.audit(*record).await;
+                        break true;
+                    }
+                }
+            }
+        }
+    };
+    if cut {
+        // Access ended: both connections close, whatever is still in flight on them.
+        // (Bounded: a client that reads nothing more must not hold the task.)
+        let _ = upstream.shutdown().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
+    }
+}
