@@ -34,10 +34,10 @@ impl Drop for Running {
     }
 }
 
-/// Starts `zerogate connect` for `identity` and returns it with the local port it listens on.
-fn connect(gateway: u16, identity: &Path) -> (Running, u16) {
+/// Starts `zerogate connect` to `service` for `identity` and returns it with the local port it listens on.
+fn connect(gateway: u16, service: &str, identity: &Path) -> (Running, u16) {
     let mut child = zerogate()
-        .args(["connect", "--gateway", &format!("127.0.0.1:{gateway}"), "--service", "db.internal", "--identity"])
+        .args(["connect", "--gateway", &format!("127.0.0.1:{gateway}"), "--service", service, "--identity"])
         .arg(identity)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -116,7 +116,9 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         format!(
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"tcp-test\"\nreauthorize_seconds = 1\n[policy]\n\
              policies = \"policy\"\nentities = \"policy/entities.json\"\n[[app]]\nhost = \"db.internal\"\n\
-             upstream = \"tcp://127.0.0.1:5432\"\nresource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n"
+             upstream = \"tcp://127.0.0.1:5432\"\nresource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n\
+             [[app]]\nhost = \"db-shadow.internal\"\nupstream = \"tcp://127.0.0.1:5432\"\n\
+             resource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\nmode = \"shadow\"\n"
         ),
     )
     .unwrap();
@@ -137,14 +139,18 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     let gateway = Running(gateway);
 
     // The allowed workload: psql through `zerogate connect` reaches PostgreSQL.
-    let (_api_tunnel, api_port) = connect(port, &api);
+    let (_api_tunnel, api_port) = connect(port, "db.internal", &api);
     let out = psql(api_port, "select 'through the gateway', 6 * 7");
     assert_eq!(ok(out).trim(), "through the gateway|42");
 
     // A device the policy does not name: refused before a byte reaches PostgreSQL.
-    let (_laptop_tunnel, laptop_port) = connect(port, &laptop);
+    let (_laptop_tunnel, laptop_port) = connect(port, "db.internal", &laptop);
     let out = psql(laptop_port, "select 1");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The same device on the service in shadow mode: let through, recorded as a would-be deny.
+    let (_shadow_tunnel, shadow_port) = connect(port, "db-shadow.internal", &laptop);
+    assert_eq!(ok(psql(shadow_port, "select 'shadowed'")).trim(), "shadowed");
 
     // No certificate: the TLS connection is closed after the handshake, with nothing relayed.
     let mut s_client = Command::new("openssl")
@@ -212,7 +218,13 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     assert_eq!(allowed[0]["request"]["host"], "db.internal");
     assert_eq!(allowed[0]["resource"], "Zerogate::TcpTarget::\"db:tcp/5432\"");
     assert_eq!(allowed[0]["policies"][0], "api-to-db");
+    assert!(by("device/laptop-1", "deny").iter().all(|r| r["request"]["host"] == "db.internal"), "{records:#?}");
     assert!(!by("device/laptop-1", "deny").is_empty(), "{records:#?}");
+    let shadowed = by("device/laptop-1", "shadow-deny");
+    assert!(
+        !shadowed.is_empty() && shadowed.iter().all(|r| r["request"]["host"] == "db-shadow.internal"),
+        "{records:#?}"
+    );
     let cut = by("workload/api", "deny");
     assert!(
         cut.iter().any(|r| r["errors"].to_string().contains("revoked") && r["errors"].to_string().contains("cut")),

@@ -46,6 +46,12 @@
 //!                                  # body is sent: 504 past it
 //! # certificate = "tls/billing.pem" # a certificate of its own for this host (chosen by SNI),
 //! # private_key = "tls/billing.key" # else the gateway's
+//!
+//! [[app]]                          # a TCP service: reached through TLS asking for its host
+//! host = "db.internal"             # (SNI), the client certificate its only credential
+//! upstream = "tcp://10.0.3.9:5432"
+//! resource = 'Zerogate::TcpTarget::"db:tcp/5432"'
+//! authn = ["mtls"]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};

@@ -8,7 +8,8 @@
 //! deny or any policy error is a 403. In shadow mode every such refusal is recorded as a
 //! would-be deny (`shadow-deny`) and the request is forwarded, so zerogate can run beside the
 //! access it will replace before it enforces. A refused canonical request is never shadowed:
-//! it is an ambiguity, not a policy question.
+//! it is an ambiguity, not a policy question. A TCP service's tunnel is decided the same way,
+//! as Cedar's `connect` action, and recorded without a method or path.
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

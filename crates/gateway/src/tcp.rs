@@ -62,12 +62,15 @@ where
         return;
     }
     gateway.count(decision);
-    let Attempt { authn, .. } = attempt;
-    let (true, Ok(who)) = (outcome.forward, authn) else {
+    if !outcome.forward {
         // Refused: the client sees the connection closed (TLS close_notify), nothing more.
         let _ = client.shutdown().await;
         return;
-    };
+    }
+    // Forwarded with an identity, or (in shadow mode) without one, which leaves nothing to
+    // verify again.
+    let Attempt { authn, .. } = attempt;
+    let who = authn.ok();
     let mut upstream = match app.upstream.tcp().await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -77,14 +80,14 @@ where
             return;
         }
     };
-    let session = Session {
+    let session = who.map(|who| Session {
         request,
         method: "CONNECT".into(),
         source: connection.peer.ip(),
         certificate: Some(who.clone()),
         who,
         in_flight,
-    };
+    });
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
     every.tick().await;
     let cut = {
@@ -99,7 +102,8 @@ where
                     break false;
                 }
                 _ = every.tick() => {
-                    if let Err(record) = gateway.reauthorize(app, &session) {
+                    let Some(session) = &session else { continue };
+                    if let Err(record) = gateway.reauthorize(app, session) {
                         let _ = gateway.audit(*record).await;
                         break true;
                     }
