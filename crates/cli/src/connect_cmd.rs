@@ -33,9 +33,13 @@ pub struct ConnectArgs {
     /// The directory `zerogate enroll` wrote: svid.pem, svid.key.pem and bundle.pem.
     #[arg(long, value_name = "DIR")]
     identity: PathBuf,
-    /// Where to accept local connections (plain TCP: keep it on loopback).
+    /// Where to accept local connections: plain TCP, on loopback unless `--shared`.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Allow `--listen` on an address other hosts reach: anyone who can connect to it then
+    /// uses this identity.
+    #[arg(long)]
+    shared: bool,
 }
 
 /// Runs `zerogate connect` until interrupted.
@@ -50,6 +54,12 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && !args.shared {
+            anyhow::bail!(
+                "--listen {local} is reachable from other hosts, and whoever connects to it uses this identity; \
+                 listen on loopback, or pass --shared"
+            );
+        }
         println!("listening on {local}: connections go to `{}` through {}", args.service, args.gateway);
         let _ = std::io::stdout().flush();
         let gateway = Arc::new(args.gateway);
@@ -57,7 +67,15 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((local, peer)) = accepted else { continue };
+                    let (local, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors, say: retrying at once would spin.
+                            tracing::warn!(%error, "accept failed; retrying in 100 ms");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
                     let (gateway, files, name) = (Arc::clone(&gateway), Arc::clone(&files), name.clone());
                     tokio::spawn(async move {
                         if let Err(error) = carry(local, &gateway, &files, name).await {

@@ -152,33 +152,42 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     let (_shadow_tunnel, shadow_port) = connect(port, "db-shadow.internal", &laptop);
     assert_eq!(ok(psql(shadow_port, "select 'shadowed'")).trim(), "shadowed");
 
-    // No certificate: the TLS connection is closed after the handshake, with nothing relayed.
-    let mut s_client = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "db.internal"])
-        .arg("-CAfile")
-        .arg(api.join("bundle.pem"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // A PostgreSQL SSLRequest: the server would answer `N` or `S`; through a refused tunnel
-    // nothing comes back.
-    s_client.stdin.as_mut().unwrap().write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
-    let out = s_client.wait_with_output().unwrap();
-    assert!(out.stdout.is_empty(), "relayed without a certificate: {:?}", out.stdout);
+    // No certificate: the TLS connection is closed after the handshake, with nothing relayed,
+    // on the service in shadow mode too (shadow mode never opens an anonymous relay).
+    for service in ["db.internal", "db-shadow.internal"] {
+        let mut s_client = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", service])
+            .arg("-CAfile")
+            .arg(api.join("bundle.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // A PostgreSQL SSLRequest: PostgreSQL would answer `N` or `S` at once; through a
+        // refused tunnel nothing comes back, and the gateway closes the connection.
+        s_client.stdin.as_mut().unwrap().write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+        let mut s_client = Running(s_client);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s_client.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{service}: the gateway kept a connection without a certificate open");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut answer = Vec::new();
+        std::io::Read::read_to_end(s_client.0.stdout.as_mut().unwrap(), &mut answer).unwrap();
+        assert!(answer.is_empty(), "{service}: relayed without a certificate: {answer:?}");
+    }
 
-    // HTTP to the service's name is no application, even with a good certificate.
+    // HTTP naming the service's host is no application (404, recorded), even with a good
+    // certificate: sent to the address (so no SNI opens a tunnel), with `Host: db.internal`.
     let s = |name: &str| api.join(name).display().to_string();
     let status = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &s("bundle.pem")])
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--http1.1", "-H", "Host: db.internal"])
         .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
-        .args(["--resolve", &format!("db.internal:{port}:127.0.0.1"), "--http1.1"])
-        .arg(format!("https://db.internal:{port}/"))
+        .arg(format!("https://127.0.0.1:{port}/"))
         .output()
         .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(status == "000" || status == "404", "HTTP to a TCP service: {status}");
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "404", "HTTP to a TCP service");
 
     // An open session is cut once its certificate is revoked: psql waiting on a long query
     // loses its connection within a few reauthorization intervals.
@@ -213,8 +222,9 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
             .filter(|r| r["principal"].as_str().is_some_and(|p| p.contains(principal)) && r["decision"] == decision)
             .collect::<Vec<_>>()
     };
+    // The first query, and the long one: one connection each.
     let allowed = by("workload/api", "allow");
-    assert!(allowed.len() >= 2, "{records:#?}");
+    assert_eq!(allowed.len(), 2, "{records:#?}");
     assert_eq!(allowed[0]["request"]["host"], "db.internal");
     assert_eq!(allowed[0]["resource"], "Zerogate::TcpTarget::\"db:tcp/5432\"");
     assert_eq!(allowed[0]["policies"][0], "api-to-db");
@@ -230,9 +240,17 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         cut.iter().any(|r| r["errors"].to_string().contains("revoked") && r["errors"].to_string().contains("cut")),
         "{cut:#?}"
     );
+    let anonymous: Vec<_> =
+        records.iter().filter(|r| r["errors"].to_string().contains("client_certificate_required")).collect();
+    assert_eq!(anonymous.len(), 2, "the client without a certificate, on each service: {records:#?}");
+    assert!(anonymous.iter().all(|r| r["decision"] == "deny" && r["principal"].is_null()), "{anonymous:#?}");
+    let after = records.last().unwrap();
+    assert_eq!(after["decision"], "deny", "the new connection after the revocation");
+    assert!(after["errors"].to_string().contains("revoked"), "{after:#}");
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
     assert!(
-        records.iter().any(|r| r["principal"].is_null() && r["errors"].to_string().contains("certificate")),
-        "the client without a certificate is on record: {records:#?}"
+        log.lines().any(|l| l.contains("\"host\":\"db.internal\"") && l.contains("no application")),
+        "the HTTP request is on record"
     );
     let verified = ok(zerogate().args(["audit", "verify", "--data-dir", &d(&data)]).output().unwrap());
     assert!(verified.contains("intact") || verified.contains("ok"), "{verified}");

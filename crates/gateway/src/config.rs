@@ -386,12 +386,17 @@ impl GatewayConfig {
                 }) {
                     return Err(error(&key("upstream"), "must be tcp://host:port".into()));
                 }
-                if !raw.resource.starts_with("Zerogate::TcpTarget::\"")
-                    && !raw.resource.starts_with("Zerogate::Application::\"")
-                {
+                // Its own entity type: a policy written for an application's HTTP requests
+                // with its action left open does not open a tunnel to it.
+                if !raw.resource.starts_with("Zerogate::TcpTarget::\"") {
+                    return Err(error(&key("resource"), "must be a Zerogate::TcpTarget entity".into()));
+                }
+                if host.parse::<std::net::IpAddr>().is_ok() {
                     return Err(error(
-                        &key("resource"),
-                        "must be a Zerogate::TcpTarget (or Zerogate::Application) entity".into(),
+                        &key("host"),
+                        format!(
+                            "`{host}` is an IP address: clients send no server name (SNI) for one, so a tunnel could not ask for it"
+                        ),
                     ));
                 }
                 if raw.authn != ["mtls"] {

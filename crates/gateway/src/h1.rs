@@ -1427,7 +1427,7 @@ where
     tick.tick().await;
     // A tunnel may be quiet for as long as both ends like; a client that stops taking what the
     // upstream sends has broken off.
-    let mut client = WriteBounded { io: client, patience: gateway.parts.client_timeout, stalled: None };
+    let mut client = WriteBounded::new(client, gateway.parts.client_timeout);
     let copy = tokio::io::copy_bidirectional(&mut client, upstream);
     tokio::pin!(copy);
     loop {
@@ -1446,10 +1446,17 @@ where
 
 /// A stream whose writes wait at most `patience` for the peer to take anything; past that
 /// they fail with `TimedOut`.
-struct WriteBounded<S> {
+pub(crate) struct WriteBounded<S> {
     io: S,
     patience: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteBounded<S> {
+    /// `io`, its writes bounded by `patience`.
+    pub(crate) fn new(io: S, patience: Duration) -> Self {
+        Self { io, patience, stalled: None }
+    }
 }
 
 impl<S: AsyncWrite + Unpin> WriteBounded<S> {

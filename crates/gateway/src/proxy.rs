@@ -747,7 +747,7 @@ impl Gateway {
                     .and_then(|name| gateway.apps.get(&name.to_ascii_lowercase()))
                     .filter(|app| app.settings.app.action == Action::Connect);
                 if let Some(app) = service {
-                    crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection).await;
+                    crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection, stop).await;
                     return;
                 }
                 if http2 {

@@ -4,7 +4,10 @@
 //! Cedar decides the `connect` action on the service's entity; the decision record is durable
 //! before a byte reaches the upstream. Then the gateway relays bytes both ways, authorizes the
 //! tunnel again on the reauthorization interval, and cuts it (recorded) once access ends:
-//! a revoked or expired certificate, a policy change, revocation lists gone stale.
+//! a revoked or expired certificate, a policy change, revocation lists gone stale. A tunnel
+//! always needs a certificate, in shadow mode too (shadow mode lets a would-be policy denial
+//! through, never an anonymous, unbounded relay); a client that stops taking what the service
+//! sends is cut after `client_timeout`; a stopping gateway closes its tunnels.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,16 +16,23 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::canonical::CanonicalRequest;
 use crate::decide::{Attempt, decide};
-use crate::proxy::{AppRuntime, Connection, Gateway, Session, bump};
+use crate::h1::WriteBounded;
+use crate::proxy::{AppRuntime, Connection, Gateway, Session, bump, stopped};
 use zerogate_audit::Decision;
 use zerogate_authn::identity::Revocations;
 
-/// Serves one tunnel to `app` on the TLS connection `client`, until either side closes it or
-/// access ends. A stopping gateway gives open tunnels its drain time, as it gives requests.
-pub(crate) async fn tunnel<S>(gateway: Arc<Gateway>, app: &AppRuntime, mut client: S, connection: Arc<Connection>)
-where
+/// Serves one tunnel to `app` on the TLS connection `client`, until either side closes it,
+/// access ends, or the gateway stops.
+pub(crate) async fn tunnel<S>(
+    gateway: Arc<Gateway>,
+    app: &AppRuntime,
+    client: S,
+    connection: Arc<Connection>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let mut client = WriteBounded::new(client, gateway.parts.client_timeout);
     let now = SystemTime::now();
     let request = CanonicalRequest { host: app.settings.app.host.clone(), path: String::new(), query: None };
     let authn = match gateway.required_certificate(app, &connection, now) {
@@ -46,6 +56,12 @@ where
             }
         }
     };
+    if outcome.forward && attempt.authn.is_err() {
+        // Shadow mode without an identity: nothing to hold a place, to verify again, or to cut.
+        outcome.forward = false;
+        outcome.record.decision = Decision::Deny;
+        outcome.record.errors.push("tunnel: a certificate is needed, in shadow mode too".into());
+    }
     // A tunnel holds a place in its principal's share for as long as it is open.
     let mut in_flight = None;
     if let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) {
@@ -58,36 +74,33 @@ where
     }
     let decision = outcome.record.decision;
     if gateway.audit(outcome.record).await.is_err() {
-        let _ = client.shutdown().await;
+        close(&mut client).await;
         return;
     }
     gateway.count(decision);
-    if !outcome.forward {
-        // Refused: the client sees the connection closed (TLS close_notify), nothing more.
-        let _ = client.shutdown().await;
-        return;
-    }
-    // Forwarded with an identity, or (in shadow mode) without one, which leaves nothing to
-    // verify again.
     let Attempt { authn, .. } = attempt;
-    let who = authn.ok();
+    let (true, Ok(who)) = (outcome.forward, authn) else {
+        // Refused: the client sees the connection closed (TLS close_notify), nothing more.
+        close(&mut client).await;
+        return;
+    };
     let mut upstream = match app.upstream.tcp().await {
         Ok(upstream) => upstream,
         Err(error) => {
             bump(&gateway.metrics.upstream_failures);
             tracing::warn!(service = %app.settings.app.host, %error, "TCP service unreachable");
-            let _ = client.shutdown().await;
+            close(&mut client).await;
             return;
         }
     };
-    let session = who.map(|who| Session {
+    let session = Session {
         request,
         method: "CONNECT".into(),
         source: connection.peer.ip(),
         certificate: Some(who.clone()),
         who,
         in_flight,
-    });
+    };
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
     every.tick().await;
     let cut = {
@@ -102,19 +115,25 @@ where
                     break false;
                 }
                 _ = every.tick() => {
-                    let Some(session) = &session else { continue };
-                    if let Err(record) = gateway.reauthorize(app, session) {
+                    if let Err(record) = gateway.reauthorize(app, &session) {
                         let _ = gateway.audit(*record).await;
                         break true;
                     }
                 }
+                () = stopped(&mut stop) => break true,
             }
         }
     };
     if cut {
-        // Access ended: both connections close, whatever is still in flight on them.
-        // (Bounded: a client that reads nothing more must not hold the task.)
+        // Access ended, or the gateway stops: both connections close, whatever is still in
+        // flight on them.
         let _ = upstream.shutdown().await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
+        close(&mut client).await;
     }
+}
+
+/// Closes the client's connection (a TLS close_notify), waiting at most a second for a client
+/// that reads nothing more.
+async fn close<S: AsyncWrite + Unpin>(client: &mut S) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
 }

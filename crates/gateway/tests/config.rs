@@ -109,9 +109,14 @@ fn a_tcp_service_takes_certificates_only_and_no_http_settings() {
         let error = parse(&text).unwrap_err();
         assert!(error.contains("app[2].upstream") && error.contains(reason), "{upstream}: {error}");
     }
-    let text = with_service("authn = [\"mtls\"]").replace("Zerogate::TcpTarget::", "Zerogate::User::");
+    for resource in ["Zerogate::User::", "Zerogate::Application::"] {
+        let text = with_service("authn = [\"mtls\"]").replace("Zerogate::TcpTarget::", resource);
+        let error = parse(&text).unwrap_err();
+        assert!(error.contains("app[2].resource") && error.contains("TcpTarget"), "{error}");
+    }
+    let text = with_service("authn = [\"mtls\"]").replace("host = \"db.internal\"", "host = \"10.0.3.9\"");
     let error = parse(&text).unwrap_err();
-    assert!(error.contains("app[2].resource") && error.contains("TcpTarget"), "{error}");
+    assert!(error.contains("app[2].host") && error.contains("SNI"), "{error}");
 }
 
 #[test]
