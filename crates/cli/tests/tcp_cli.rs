@@ -200,6 +200,18 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         .unwrap();
     let long = Running(long);
     std::thread::sleep(Duration::from_millis(1500));
+    // Both of the tunnel's connections probe their peer (a client gone without a word frees it).
+    let sockets = Command::new("ss").args(["-tno", "state", "established"]).output().unwrap();
+    let sockets = String::from_utf8_lossy(&sockets.stdout).into_owned();
+    // (Columns: Recv-Q, Send-Q, local address, peer address, timer.)
+    let probing = |end: usize, address: &str| {
+        sockets.lines().any(|l| {
+            let columns: Vec<&str> = l.split_whitespace().collect();
+            columns.get(end) == Some(&address) && l.contains("timer:(keepalive")
+        })
+    };
+    assert!(probing(2, &format!("127.0.0.1:{port}")), "the client's side: {sockets}");
+    assert!(probing(3, "127.0.0.1:5432"), "PostgreSQL's side: {sockets}");
     ok(zerogate().args(["ca", "revoke", "--data-dir", &d(&data), "--serial", &serial(&api)]).output().unwrap());
     let revoked_at = Instant::now();
     let mut long = long;

@@ -747,6 +747,7 @@ impl Gateway {
                     .and_then(|name| gateway.apps.get(&name.to_ascii_lowercase()))
                     .filter(|app| app.settings.app.action == Action::Connect);
                 if let Some(app) = service {
+                    crate::tcp::keep_alive(tls.get_ref().0);
                     crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection, stop).await;
                     return;
                 }

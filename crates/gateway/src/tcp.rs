@@ -85,7 +85,10 @@ pub(crate) async fn tunnel<S>(
         return;
     };
     let mut upstream = match app.upstream.tcp().await {
-        Ok(upstream) => upstream,
+        Ok(upstream) => {
+            keep_alive(&upstream);
+            upstream
+        }
         Err(error) => {
             bump(&gateway.metrics.upstream_failures);
             tracing::warn!(service = %app.settings.app.host, %error, "TCP service unreachable");
@@ -129,6 +132,20 @@ pub(crate) async fn tunnel<S>(
         // flight on them.
         let _ = upstream.shutdown().await;
         close(&mut client).await;
+    }
+}
+
+/// Keepalive probes on a tunnel's connection: after a minute without traffic, then every 10 s.
+/// A peer that answers none of 6 is gone (a laptop off the network, a NAT entry dropped): the
+/// kernel fails the socket and the tunnel ends, instead of holding its place until the
+/// certificate expires.
+pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+        tracing::debug!(%error, "TCP keepalive not set");
     }
 }
 
