@@ -110,11 +110,13 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     )
     .unwrap();
     let port = common::free_port();
+    let admin = common::free_port();
     let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"tcp-test\"\nreauthorize_seconds = 1\n[policy]\n\
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"tcp-test\"\n\
+             reauthorize_seconds = 1\n[policy]\n\
              policies = \"policy\"\nentities = \"policy/entities.json\"\n[[app]]\nhost = \"db.internal\"\n\
              upstream = \"tcp://127.0.0.1:5432\"\nresource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n\
              [[app]]\nhost = \"db-shadow.internal\"\nupstream = \"tcp://127.0.0.1:5432\"\n\
@@ -212,6 +214,12 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     };
     assert!(probing(2, &format!("127.0.0.1:{port}")), "the client's side: {sockets}");
     assert!(probing(3, "127.0.0.1:5432"), "PostgreSQL's side: {sockets}");
+    let metric = |name: &str| {
+        let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map(str::to_owned).unwrap_or_default()
+    };
+    assert_eq!(metric("zerogate_tunnels_open"), "1");
     ok(zerogate().args(["ca", "revoke", "--data-dir", &d(&data), "--serial", &serial(&api)]).output().unwrap());
     let revoked_at = Instant::now();
     let mut long = long;
@@ -223,6 +231,12 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success(), "the query cannot have finished: it sleeps 60 s");
+    // (The gateway's task ends a moment after the client sees the close.)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric("zerogate_tunnels_open") != "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((metric("zerogate_tunnels_open"), metric("zerogate_tunnels_cut_total")), ("0".into(), "1".into()));
     // And a new connection with the revoked certificate is refused.
     assert!(!psql(api_port, "select 1").status.success());
     drop(gateway);

@@ -462,6 +462,10 @@ pub struct Metrics {
     client_share_reached: AtomicU64,
     /// When the certificate the public listener serves expires (Unix seconds; a gauge).
     server_certificate_expiry: AtomicU64,
+    /// TCP service tunnels open now (a gauge).
+    pub(crate) tunnels_open: AtomicU64,
+    /// Tunnels cut because access ended.
+    pub(crate) tunnels_cut: AtomicU64,
 }
 
 impl Metrics {
@@ -485,7 +489,7 @@ impl Metrics {
         ] {
             out.push_str(&format!("zerogate_requests_total{{outcome=\"{outcome}\"}} {}\n", get(counter)));
         }
-        let singles: [(&str, &str, &str, &AtomicU64); 7] = [
+        let singles: [(&str, &str, &str, &AtomicU64); 9] = [
             (
                 "zerogate_audit_failures_total",
                 "counter",
@@ -503,6 +507,18 @@ impl Metrics {
                 "gauge",
                 "Client connections open now (max_connections bounds them).",
                 &self.connections_open,
+            ),
+            (
+                "zerogate_tunnels_open",
+                "gauge",
+                "TCP service tunnels open now (each also one of zerogate_connections_open).",
+                &self.tunnels_open,
+            ),
+            (
+                "zerogate_tunnels_cut_total",
+                "counter",
+                "TCP service tunnels cut because access ended (revoked, expired, policy, stale lists).",
+                &self.tunnels_cut,
             ),
             (
                 "zerogate_connection_limit_reached_total",

@@ -10,6 +10,7 @@
 //! sends is cut after `client_timeout`; a stopping gateway closes its tunnels.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -104,6 +105,7 @@ pub(crate) async fn tunnel<S>(
         who,
         in_flight,
     };
+    let _open = OpenTunnel::count(&gateway);
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
     every.tick().await;
     let cut = {
@@ -119,6 +121,7 @@ pub(crate) async fn tunnel<S>(
                 }
                 _ = every.tick() => {
                     if let Err(record) = gateway.reauthorize(app, &session) {
+                        bump(&gateway.metrics.tunnels_cut);
                         let _ = gateway.audit(*record).await;
                         break true;
                     }
@@ -132,6 +135,22 @@ pub(crate) async fn tunnel<S>(
         // flight on them.
         let _ = upstream.shutdown().await;
         close(&mut client).await;
+    }
+}
+
+/// One open tunnel in the `zerogate_tunnels_open` gauge, taken out when dropped.
+struct OpenTunnel<'g>(&'g Gateway);
+
+impl<'g> OpenTunnel<'g> {
+    fn count(gateway: &'g Gateway) -> Self {
+        gateway.metrics.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        Self(gateway)
+    }
+}
+
+impl Drop for OpenTunnel<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
