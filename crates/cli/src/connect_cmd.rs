@@ -48,8 +48,12 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
     let files = IdentityFiles::new(&args.identity);
     // Checked once before listening, so that a wrong directory fails at once, not per connection.
     files.tls_client_config().with_context(|| format!("identity in `{}`", args.identity.display()))?;
-    let name = ServerName::try_from(args.service.clone())
-        .with_context(|| format!("`{}` is not a service name", args.service))?;
+    // A name, never an address: the gateway picks the service by the name sent (SNI), and a
+    // client sends none for an address.
+    let name = match ServerName::try_from(args.service.clone()) {
+        Ok(name @ ServerName::DnsName(_)) => name,
+        _ => anyhow::bail!("--service `{}` is not a host name (the gateway serves services by name)", args.service),
+    };
     crate::identity_cmd::runtime()?.block_on(async move {
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -64,6 +68,8 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
         let _ = std::io::stdout().flush();
         let gateway = Arc::new(args.gateway);
         let files = Arc::new(files);
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -83,7 +89,7 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
                         }
                     });
                 }
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
             }
         }
     })

@@ -427,6 +427,7 @@ where
         who,
         certificate: admitted.certificate,
         in_flight: admitted.in_flight,
+        shadow_noted: std::sync::atomic::AtomicBool::new(false),
     });
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
@@ -1410,7 +1411,15 @@ where
         client.buf.clear();
     }
     let (certificate, in_flight) = (admitted.certificate.clone(), admitted.in_flight.clone());
-    let session = Session { request: canonical, method: "GET".to_owned(), source: peer, who, certificate, in_flight };
+    let session = Session {
+        request: canonical,
+        method: "GET".to_owned(),
+        source: peer,
+        who,
+        certificate,
+        in_flight,
+        shadow_noted: std::sync::atomic::AtomicBool::new(false),
+    };
     tunnel(gateway, &mut client.io, &mut opened.io, &session).await;
     Next::Close
 }
@@ -1516,6 +1525,7 @@ fn websocket_session(
         who,
         certificate: admitted.certificate.clone(),
         in_flight: admitted.in_flight.clone(),
+        shadow_noted: std::sync::atomic::AtomicBool::new(false),
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -240,6 +240,8 @@ pub(crate) struct Session {
     /// session lasts.
     #[allow(dead_code)]
     pub(crate) in_flight: Option<Held>,
+    /// Whether the first would-be cut of a session in shadow mode is on record.
+    pub(crate) shadow_noted: AtomicBool,
 }
 
 /// A refusal answered with a generic body: its status, and whether the connection closes after
@@ -290,6 +292,7 @@ impl Admitted {
             who: who.clone(),
             certificate: self.certificate.clone(),
             in_flight: self.in_flight.clone(),
+            shadow_noted: AtomicBool::new(false),
         })
     }
 }
@@ -851,8 +854,15 @@ impl Gateway {
             // stays subject to access: authorized again on the interval, cut when refused.
             Some(who) => {
                 let Admitted { certificate, in_flight, .. } = admitted;
-                let session =
-                    Session { request: canonical, method, source: connection.peer.ip(), who, certificate, in_flight };
+                let session = Session {
+                    request: canonical,
+                    method,
+                    source: connection.peer.ip(),
+                    who,
+                    certificate,
+                    in_flight,
+                    shadow_noted: AtomicBool::new(false),
+                };
                 let gateway = Arc::clone(&self);
                 response.map(|inner| Reverified::new(inner, gateway, session).boxed())
             }
@@ -1342,11 +1352,16 @@ impl Gateway {
                 decide(&attempt, &engine, &all, &self.parts.id, now)
             }
         };
-        if outcome.forward {
-            return Ok(());
+        let mut outcome = outcome;
+        if outcome.forward && attempt.authn.is_err() && app.settings.app.action == Action::Connect {
+            // A tunnel needs a good certificate in shadow mode too (tcp.rs): one that fails cuts it.
+            outcome.forward = false;
+            outcome.status = StatusCode::UNAUTHORIZED.as_u16();
+            outcome.record.decision = Decision::Deny;
+            outcome.record.errors.push("tunnel: a certificate is needed, in shadow mode too".to_owned());
         }
         let mut record = outcome.record;
-        // Whose session was cut, also when its credential is what failed (a refused
+        // Whose session it is, also when its credential is what failed (a refused
         // authentication names no principal on its own).
         if record.principal.is_none() {
             record.principal = Some(who.cedar_uid());
@@ -1355,6 +1370,19 @@ impl Gateway {
                 id: who.credential_id.clone(),
                 also_known_as: who.also_known_as.clone(),
             });
+        }
+        if outcome.forward {
+            // Shadow mode lets the session go on; the first time enforcing would have cut it
+            // is recorded (once, not on every interval), so that shadow mode shows it.
+            if record.decision == Decision::ShadowDeny && !session.shadow_noted.swap(true, Ordering::Relaxed) {
+                record.errors.push("long-lived connection would be cut (shadow mode)".to_owned());
+                self.parts.audit.append_then(&record, |written| {
+                    if let Err(error) = written {
+                        tracing::error!(%error, "a shadow-mode record could not be written");
+                    }
+                });
+            }
+            return Ok(());
         }
         record.errors.push("long-lived connection cut".to_owned());
         Err((outcome.status, Box::new(record)))

@@ -85,6 +85,11 @@ pub(crate) async fn tunnel<S>(
         close(&mut client).await;
         return;
     };
+    if *stop.borrow() {
+        // The gateway began stopping while this tunnel was decided: it does not open.
+        close(&mut client).await;
+        return;
+    }
     let mut upstream = match app.upstream.tcp().await {
         Ok(upstream) => {
             keep_alive(&upstream);
@@ -104,6 +109,7 @@ pub(crate) async fn tunnel<S>(
         certificate: Some(who.clone()),
         who,
         in_flight,
+        shadow_noted: std::sync::atomic::AtomicBool::new(false),
     };
     let _open = OpenTunnel::count(&gateway);
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
@@ -113,12 +119,9 @@ pub(crate) async fn tunnel<S>(
         tokio::pin!(relay);
         loop {
             tokio::select! {
-                relayed = &mut relay => {
-                    if let Err(error) = relayed {
-                        tracing::debug!(service = %app.settings.app.host, %error, "tunnel ended");
-                    }
-                    break false;
-                }
+                // Stopping and reauthorization come before relaying more.
+                biased;
+                () = stopped(&mut stop) => break true,
                 _ = every.tick() => {
                     if let Err(record) = gateway.reauthorize(app, &session) {
                         bump(&gateway.metrics.tunnels_cut);
@@ -126,7 +129,12 @@ pub(crate) async fn tunnel<S>(
                         break true;
                     }
                 }
-                () = stopped(&mut stop) => break true,
+                relayed = &mut relay => {
+                    if let Err(error) = relayed {
+                        tracing::debug!(service = %app.settings.app.host, %error, "tunnel ended");
+                    }
+                    break false;
+                }
             }
         }
     };
