@@ -5,21 +5,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-fn zerogate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
-    c.env_remove("ZEROGATE_DATA_DIR").env_remove("ZEROGATE_TOKEN");
-    c
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{ok, zerogate};
 
 fn curl(port: u16, device: &Path) -> (u16, String) {
     let s = |name: &str| device.join(name).display().to_string();

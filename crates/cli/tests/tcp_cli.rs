@@ -10,19 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code, reason = "this test uses the free port only")]
 mod common;
 
-fn zerogate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
-    c.env_remove("ZEROGATE_DATA_DIR").env_remove("ZEROGATE_TOKEN");
-    c
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{ok, zerogate};
 
 /// Kills the child when the test ends, however it ends.
 struct Running(Child);

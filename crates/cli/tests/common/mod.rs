@@ -1,8 +1,10 @@
-//! What the command-line tests share: a plain upstream on loopback and free ports.
+//! What the command-line tests share: the binary, a plain upstream on loopback and free ports.
+#![allow(dead_code, reason = "each test binary uses its own part of this")]
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 /// A plain HTTP/1.1 upstream answering `hello` to every request, keep-alive; with `reached`, it
@@ -43,4 +45,17 @@ pub fn upstream(reached: Option<Arc<Mutex<BTreeSet<String>>>>) -> u16 {
 /// A port nothing listens on (as of now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The binary under test, with no data directory or token from the environment.
+pub fn zerogate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zerogate"));
+    c.env_remove("ZEROGATE_DATA_DIR").env_remove("ZEROGATE_TOKEN");
+    c
+}
+
+/// The standard output of a command that must have succeeded (else its standard error).
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
