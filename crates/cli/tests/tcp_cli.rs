@@ -242,6 +242,12 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     assert_eq!((metric("zerogate_tunnels_open"), metric("zerogate_tunnels_cut_total")), ("0".into(), "1".into()));
     // And a new connection with the revoked certificate is refused.
     assert!(!psql(api_port, "select 1").status.success());
+    // A new certificate in the same files (as the agent renews it) is used by the running
+    // `zerogate connect` from its next connection on.
+    let revoked_serial = serial(&api);
+    issue(&data, "spiffe://tcp.test/workload/api", &api);
+    assert_ne!(serial(&api), revoked_serial);
+    assert_eq!(ok(psql(api_port, "select 'renewed'")).trim(), "renewed");
 
     // In shadow mode a session the policy would refuse goes on, and the first reauthorization
     // that would have cut it is on record, once; its certificate revoked, it is cut all the same.
@@ -281,9 +287,10 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
             .filter(|r| r["principal"].as_str().is_some_and(|p| p.contains(principal)) && r["decision"] == decision)
             .collect::<Vec<_>>()
     };
-    // The first query, and the long one: one connection each.
+    // The first query, the long one, and the one with the new certificate: one connection each.
     let allowed = by("workload/api", "allow");
-    assert_eq!(allowed.len(), 2, "{records:#?}");
+    assert_eq!(allowed.len(), 3, "{records:#?}");
+    assert_ne!(allowed[2]["credential"]["id"], allowed[0]["credential"]["id"], "the new certificate's serial");
     assert_eq!(allowed[0]["request"]["host"], "db.internal");
     assert_eq!(allowed[0]["resource"], "Zerogate::TcpTarget::\"db:tcp/5432\"");
     assert_eq!(allowed[0]["policies"][0], "api-to-db");
