@@ -1277,6 +1277,36 @@ async fn a_websocket_is_cut_when_its_certificate_is_revoked() {
     echoes_then_is_cut_on_revocation(&setup, &mut socket, "the WebSocket").await;
 }
 
+/// In shadow mode an open WebSocket the policy would cut goes on; the first reauthorization that
+/// would have cut it is recorded (a would-be deny, once, not every 300 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shadow_mode_a_websocket_the_policy_would_cut_goes_on_and_is_recorded_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup("websocket-shadow").await;
+    // `wiki-drafts-closed` forbids /drafts: a would-be deny from the handshake on.
+    let (mut socket, _) = websocket_to(&setup, "wiki.example.org", "/drafts/live").await;
+    for round in 0..5 {
+        let message = format!("ping {round}");
+        socket.write_all(message.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        socket.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, message.as_bytes(), "still open after {round} rounds");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = std::fs::read_to_string(&setup.audit_path).unwrap();
+    let noted: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["record"]["errors"].to_string().contains("would be cut (shadow mode)"))
+        .collect();
+    assert_eq!(noted.len(), 1, "once over about five reauthorizations: {log}");
+    let record = &noted[0]["record"];
+    assert_eq!(record["decision"], "shadow-deny", "{record}");
+    assert_eq!(record["policies"], json!(["wiki-drafts-closed"]), "{record}");
+    assert!(record["principal"].as_str().unwrap().contains("Device"), "{record}");
+    assert!(!log.contains("long-lived connection cut"), "nothing was cut: {log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_over_http2_is_decided_tunnelled_and_cut_when_access_ends() {
     let setup = setup("websocket-h2").await;
