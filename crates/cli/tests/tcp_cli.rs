@@ -125,7 +125,7 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     let mut gateway = zerogate()
         .args(["gateway", "--data-dir", &d(&data), "--config", &d(&config)])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("gateway.err")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
@@ -279,6 +279,15 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(gateway);
+    // The operator's log says how each tunnel ended, whose it was, and how long it lasted.
+    let log = std::fs::read_to_string(dir.join("gateway.err")).unwrap();
+    assert!(!log.contains('\u{1b}'), "no terminal colours in a log file: {log}");
+    let ended: Vec<&str> = log.lines().filter(|l| l.contains("tunnel ended")).collect();
+    assert!(ended.len() >= 4, "{log}");
+    assert!(
+        ended.iter().any(|l| l.contains("cut: access ended") && l.contains("workload/api") && l.contains("seconds=")),
+        "{log}"
+    );
 
     let records = records(&data);
     let by = |principal: &str, decision: &str| {

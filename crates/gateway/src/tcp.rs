@@ -114,36 +114,47 @@ pub(crate) async fn tunnel<S>(
     let _open = OpenTunnel::count(&gateway);
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
     every.tick().await;
-    let cut = {
+    let started = std::time::Instant::now();
+    let (ended, relayed): (std::borrow::Cow<'static, str>, _) = {
         let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(relay);
         loop {
             tokio::select! {
                 // Stopping and reauthorization come before relaying more.
                 biased;
-                () = stopped(&mut stop) => break true,
+                () = stopped(&mut stop) => break ("the gateway stopped".into(), None),
                 _ = every.tick() => {
                     if let Err(record) = gateway.reauthorize(app, &session) {
                         bump(&gateway.metrics.tunnels_cut);
                         let _ = gateway.audit(*record).await;
-                        break true;
+                        break ("cut: access ended".into(), None);
                     }
                 }
-                relayed = &mut relay => {
-                    if let Err(error) = relayed {
-                        tracing::debug!(service = %app.settings.app.host, %error, "tunnel ended");
-                    }
-                    break false;
-                }
+                relayed = &mut relay => match relayed {
+                    Ok(bytes) => break ("closed".into(), Some(bytes)),
+                    // (PostgreSQL, for one, resets its connection when a session ends.)
+                    Err(error) => break (format!("broke off: {error}").into(), None),
+                },
             }
         }
     };
-    if cut {
-        // Access ended, or the gateway stops: both connections close, whatever is still in
-        // flight on them.
-        let _ = upstream.shutdown().await;
-        close(&mut client).await;
-    }
+    // Both connections close: cut (access ended, the gateway stops), whatever is still in
+    // flight on them; or one side broke off (a reset), and the other still gets a clean close.
+    let _ = upstream.shutdown().await;
+    close(&mut client).await;
+    // How long it lasted and (when it closed cleanly) what it carried, for the operator's log:
+    // the audit log holds the decisions.
+    let (from_client, to_client) = relayed.unzip();
+    tracing::info!(
+        service = %app.settings.app.host,
+        principal = %session.who.cedar_uid(),
+        source = %connection.peer,
+        seconds = started.elapsed().as_secs(),
+        from_client,
+        to_client,
+        ended = %ended,
+        "tunnel ended"
+    );
 }
 
 /// One open tunnel in the `zerogate_tunnels_open` gauge, taken out when dropped.
