@@ -36,6 +36,11 @@ pub struct ConnectArgs {
     /// Where to accept local connections: plain TCP, on loopback unless `--shared`.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Roots (PEM) to trust for the gateway's own certificate, when it serves one from another CA
+    /// (a public CA's, a company's); zerogate's bundle otherwise. The client certificate is
+    /// zerogate's either way.
+    #[arg(long, value_name = "FILE")]
+    gateway_ca: Option<PathBuf>,
     /// Allow `--listen` on an address other hosts reach: anyone who can connect to it then
     /// uses this identity.
     #[arg(long)]
@@ -47,7 +52,8 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
     init_logging();
     let files = IdentityFiles::new(&args.identity);
     // Checked once before listening, so that a wrong directory fails at once, not per connection.
-    files.tls_client_config().with_context(|| format!("identity in `{}`", args.identity.display()))?;
+    let trust = Arc::new(args.gateway_ca.clone().unwrap_or_else(|| files.bundle()));
+    files.tls_client_config_trusting(&trust).with_context(|| format!("identity in `{}`", args.identity.display()))?;
     // A name, never an address: the gateway picks the service by the name sent (SNI), and a
     // client sends none for an address.
     let name = match ServerName::try_from(args.service.clone()) {
@@ -83,8 +89,9 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
                         }
                     };
                     let (gateway, files, name) = (Arc::clone(&gateway), Arc::clone(&files), name.clone());
+                    let trust = Arc::clone(&trust);
                     tokio::spawn(async move {
-                        if let Err(error) = carry(local, &gateway, &files, name).await {
+                        if let Err(error) = carry(local, &gateway, &files, &trust, name).await {
                             tracing::warn!(%peer, error = format!("{error:#}"), "tunnel failed");
                         }
                     });
@@ -96,8 +103,14 @@ pub fn run(args: ConnectArgs) -> Result<ExitCode> {
 }
 
 /// One local connection, through the gateway to the service, until either end closes.
-async fn carry(mut local: TcpStream, gateway: &str, files: &IdentityFiles, name: ServerName<'static>) -> Result<()> {
-    let config = files.tls_client_config()?;
+async fn carry(
+    mut local: TcpStream,
+    gateway: &str,
+    files: &IdentityFiles,
+    trust: &std::path::Path,
+    name: ServerName<'static>,
+) -> Result<()> {
+    let config = files.tls_client_config_trusting(trust)?;
     let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(gateway))
         .await
         .context("connecting to the gateway timed out")?

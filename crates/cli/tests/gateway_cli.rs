@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ok, zerogate};
+use common::{ok, openssl, public_leaf, zerogate};
 
 fn curl(port: u16, device: &Path) -> (u16, String) {
     let s = |name: &str| device.join(name).display().to_string();
@@ -140,50 +140,6 @@ fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
 }
 
 /// Runs openssl with `args` in `dir`; panics with its stderr when it fails.
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A server certificate for `name` from the test's own "public" CA in `dir` (ca.pem, ca.key),
-/// valid 30 days: `{stem}.pem` and `{stem}.key`.
-fn public_leaf(dir: &Path, stem: &str, name: &str) {
-    let (key, csr, ext, pem) =
-        (format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"), format!("{stem}.pem"));
-    std::fs::write(
-        dir.join(&ext),
-        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    let subject = format!("/CN={name}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30", "-extfile", &ext, "-out",
-            &pem,
-        ],
-    );
-}
-
 /// The SHA-256 fingerprint of the certificate the gateway on `port` serves for `name` (SNI).
 fn served_fingerprint(dir: &Path, port: u16, name: &str) -> String {
     let hello = Command::new("openssl")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ok, zerogate};
+use common::{ok, public_ca, public_leaf, zerogate};
 
 /// Kills the child when the test ends, however it ends.
 struct Running(Child);
@@ -25,14 +25,15 @@ impl Drop for Running {
 }
 
 /// Starts `zerogate connect` to `service` for `identity` and returns it with the local port it listens on.
-fn connect(gateway: u16, service: &str, identity: &Path) -> (Running, u16) {
-    let mut child = zerogate()
+fn connect(gateway: u16, service: &str, identity: &Path, gateway_ca: Option<&Path>) -> (Running, u16) {
+    let mut command = zerogate();
+    command
         .args(["connect", "--gateway", &format!("127.0.0.1:{gateway}"), "--service", service, "--identity"])
-        .arg(identity)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .arg(identity);
+    if let Some(roots) = gateway_ca {
+        command.arg("--gateway-ca").arg(roots);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let port = line
         .strip_prefix("listening on 127.0.0.1:")
@@ -113,10 +114,18 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
              policies = \"policy\"\nentities = \"policy/entities.json\"\n[[app]]\nhost = \"db.internal\"\n\
              upstream = \"tcp://127.0.0.1:5432\"\nresource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n\
              [[app]]\nhost = \"db-shadow.internal\"\nupstream = \"tcp://127.0.0.1:5432\"\n\
-             resource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\nmode = \"shadow\"\n"
+             resource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\nmode = \"shadow\"\n\
+             [[app]]\nhost = \"db.example.org\"\nupstream = \"tcp://127.0.0.1:5432\"\n\
+             resource = 'Zerogate::TcpTarget::\"db:tcp/5432\"'\nauthn = [\"mtls\"]\n\
+             certificate = \"tls/db.pem\"\nprivate_key = \"tls/db.key\"\n"
         ),
     )
     .unwrap();
+    // One service serves a certificate of another CA (a public one, say), by its name.
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    public_ca(&tls, "Public Test CA");
+    public_leaf(&tls, "db", "db.example.org");
     let api = dir.join("api");
     let laptop = dir.join("laptop");
     issue(&data, "spiffe://tcp.test/workload/api", &api);
@@ -134,17 +143,23 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     let gateway = Running(gateway);
 
     // The allowed workload: psql through `zerogate connect` reaches PostgreSQL.
-    let (_api_tunnel, api_port) = connect(port, "db.internal", &api);
+    let (_api_tunnel, api_port) = connect(port, "db.internal", &api, None);
     let out = psql(api_port, "select 'through the gateway', 6 * 7");
     assert_eq!(ok(out).trim(), "through the gateway|42");
 
+    // A gateway certificate from another CA: trusted with --gateway-ca, refused without.
+    let (_public_tunnel, public_port) = connect(port, "db.example.org", &api, None);
+    assert!(!psql(public_port, "select 1").status.success(), "zerogate's bundle does not vouch for it");
+    let (_public_tunnel, public_port) = connect(port, "db.example.org", &api, Some(&tls.join("ca.pem")));
+    assert_eq!(ok(psql(public_port, "select 'public'")).trim(), "public");
+
     // A device the policy does not name: refused before a byte reaches PostgreSQL.
-    let (_laptop_tunnel, laptop_port) = connect(port, "db.internal", &laptop);
+    let (_laptop_tunnel, laptop_port) = connect(port, "db.internal", &laptop, None);
     let out = psql(laptop_port, "select 1");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     // The same device on the service in shadow mode: let through, recorded as a would-be deny.
-    let (_shadow_tunnel, shadow_port) = connect(port, "db-shadow.internal", &laptop);
+    let (_shadow_tunnel, shadow_port) = connect(port, "db-shadow.internal", &laptop, None);
     assert_eq!(ok(psql(shadow_port, "select 'shadowed'")).trim(), "shadowed");
 
     // No certificate: the TLS connection is closed after the handshake, with nothing relayed,
@@ -296,10 +311,12 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
             .filter(|r| r["principal"].as_str().is_some_and(|p| p.contains(principal)) && r["decision"] == decision)
             .collect::<Vec<_>>()
     };
-    // The first query, the long one, and the one with the new certificate: one connection each.
+    // The first query, the one through the other CA's certificate, the long one, and the one
+    // with the new certificate: one connection each (the refused handshake is no decision).
     let allowed = by("workload/api", "allow");
-    assert_eq!(allowed.len(), 3, "{records:#?}");
-    assert_ne!(allowed[2]["credential"]["id"], allowed[0]["credential"]["id"], "the new certificate's serial");
+    assert_eq!(allowed.len(), 4, "{records:#?}");
+    assert_eq!(allowed[1]["request"]["host"], "db.example.org");
+    assert_ne!(allowed[3]["credential"]["id"], allowed[0]["credential"]["id"], "the new certificate's serial");
     assert_eq!(allowed[0]["request"]["host"], "db.internal");
     assert_eq!(allowed[0]["resource"], "Zerogate::TcpTarget::\"db:tcp/5432\"");
     assert_eq!(allowed[0]["policies"][0], "api-to-db");

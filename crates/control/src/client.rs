@@ -92,6 +92,12 @@ impl IdentityFiles {
     /// renewal at the control plane, and for tunnels through the gateway (`zerogate connect`).
     /// Read from the files each time, so a renewed certificate is used from the next connection.
     pub fn tls_client_config(&self) -> Result<rustls::ClientConfig, ClientError> {
+        self.tls_client_config_trusting(&self.bundle())
+    }
+
+    /// As [`Self::tls_client_config`], trusting the roots in `roots` (PEM) for the server's
+    /// certificate instead of the bundle: a gateway that serves a certificate from another CA.
+    pub fn tls_client_config_trusting(&self, roots_file: &Path) -> Result<rustls::ClientConfig, ClientError> {
         let local = |path: PathBuf, reason: String| ClientError::Local { path, reason };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.read(&self.cert())?)
             .collect::<Result<_, _>>()
@@ -99,9 +105,12 @@ impl IdentityFiles {
         let private =
             PrivateKeyDer::from_pem_slice(&self.read(&self.key())?).map_err(|e| local(self.key(), e.to_string()))?;
         let mut roots = RootCertStore::empty();
-        for root in CertificateDer::pem_slice_iter(&self.read(&self.bundle())?) {
-            let root = root.map_err(|e| local(self.bundle(), e.to_string()))?;
-            roots.add(root).map_err(|e| local(self.bundle(), e.to_string()))?;
+        for root in CertificateDer::pem_slice_iter(&self.read(roots_file)?) {
+            let root = root.map_err(|e| local(roots_file.to_owned(), e.to_string()))?;
+            roots.add(root).map_err(|e| local(roots_file.to_owned(), e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(local(roots_file.to_owned(), "no certificate in it".into()));
         }
         rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()

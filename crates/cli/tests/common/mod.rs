@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
@@ -58,4 +59,61 @@ pub fn zerogate() -> Command {
 pub fn ok(out: Output) -> String {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs openssl in `dir`; its standard output (it must succeed).
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server certificate for `name` from the test's own "public" CA in `dir` (ca.pem, ca.key),
+/// valid 30 days: `{stem}.pem` and `{stem}.key`.
+pub fn public_leaf(dir: &Path, stem: &str, name: &str) {
+    let (key, csr, ext, pem) =
+        (format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"), format!("{stem}.pem"));
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30", "-extfile", &ext, "-out",
+            &pem,
+        ],
+    );
+}
+
+/// A CA of the test's own (a public one, or a company's, in production) in `dir`: ca.pem, ca.key.
+pub fn public_ca(dir: &Path, name: &str) {
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"]
+            .into_iter()
+            .chain(["-subj", &subject, "-keyout", "ca.key", "-out", "ca.pem"])
+            .collect::<Vec<_>>(),
+    );
 }
