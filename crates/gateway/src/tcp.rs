@@ -90,7 +90,11 @@ pub(crate) async fn tunnel<S>(
         close(&mut client).await;
         return;
     }
-    let mut upstream = match app.upstream.tcp().await {
+    // The connect within `upstream_timeout_seconds` (and at most the 10 s any connect gets).
+    let connected = tokio::time::timeout(app.settings.upstream_timeout, app.upstream.tcp())
+        .await
+        .unwrap_or_else(|_| Err("connect timed out".to_owned()));
+    let mut upstream = match connected {
         Ok(upstream) => {
             keep_alive(&upstream);
             upstream
