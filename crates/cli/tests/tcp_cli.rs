@@ -44,14 +44,19 @@ fn connect(gateway: u16, service: &str, identity: &Path, gateway_ca: Option<&Pat
 }
 
 fn psql(port: u16, sql: &str) -> Output {
-    Command::new("psql")
+    psql_command(port, sql).output().unwrap()
+}
+
+/// `psql` through the tunnel on `port`, running `sql`.
+fn psql_command(port: u16, sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "test", "-Atc", sql])
         .env("PGCONNECT_TIMEOUT", "10")
         // One connection per psql: no fallback that would open a second tunnel.
         .env("PGSSLMODE", "disable")
-        .env("PGGSSENCMODE", "disable")
-        .output()
-        .unwrap()
+        .env("PGGSSENCMODE", "disable");
+    command
 }
 
 fn issue(data: &Path, spiffe_id: &str, out: &Path) {
@@ -201,16 +206,9 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
 
     // An open session is cut once its certificate is revoked: psql waiting on a long query
     // loses its connection within a few reauthorization intervals.
-    let long = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &api_port.to_string(), "-U", "postgres", "-d", "test", "-Atc"])
-        .arg("select pg_sleep(60)")
-        .env("PGSSLMODE", "disable")
-        .env("PGGSSENCMODE", "disable")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let long = Running(long);
+    let long = Running(
+        psql_command(api_port, "select pg_sleep(60)").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
     let metric = |name: &str| {
         let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -267,15 +265,7 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     // In shadow mode a session the policy would refuse goes on, and the first reauthorization
     // that would have cut it is on record, once; its certificate revoked, it is cut all the same.
     let shadowed = Running(
-        Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &shadow_port.to_string(), "-U", "postgres", "-d", "test", "-Atc"])
-            .arg("select pg_sleep(60)")
-            .env("PGSSLMODE", "disable")
-            .env("PGGSSENCMODE", "disable")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        psql_command(shadow_port, "select pg_sleep(60)").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
     );
     let would_be_cut =
         || records(&data).iter().filter(|r| r["errors"].to_string().contains("would be cut (shadow mode)")).count();
