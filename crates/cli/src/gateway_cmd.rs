@@ -34,6 +34,9 @@ use zerogate_store::{RevokedKind, SqliteStore};
 
 use crate::identity_cmd::{DataDirArg, init_logging, service};
 
+/// The demo TCP service's name, asked for by SNI.
+const ECHO_HOST: &str = "echo.localhost";
+
 /// How long a stopping gateway waits for the requests in flight.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -76,12 +79,19 @@ when { principal is Zerogate::Device || principal is Zerogate::Workload || princ
 @id("demo-admin-workloads-only")
 forbid (principal, action, resource == Zerogate::Route::"demo-admin")
 unless { principal is Zerogate::Workload };
+
+// The demo TCP service (echo.localhost, reached with `zerogate connect`): enrolled devices and
+// workloads may open a tunnel to it.
+@id("enrolled-devices-and-workloads-echo")
+permit (principal, action == Zerogate::Action::"connect", resource == Zerogate::TcpTarget::"demo-echo")
+when { principal is Zerogate::Device || principal is Zerogate::Workload };
 "#;
 
 const DEMO_ENTITIES: &str = r#"[
   { "uid": { "type": "Zerogate::Application", "id": "demo" }, "attrs": { "sensitivity": "low" }, "parents": [] },
   { "uid": { "type": "Zerogate::Route", "id": "demo-admin" }, "attrs": { "path_prefix": "/admin" },
-    "parents": [{ "type": "Zerogate::Application", "id": "demo" }] }
+    "parents": [{ "type": "Zerogate::Application", "id": "demo" }] },
+  { "uid": { "type": "Zerogate::TcpTarget", "id": "demo-echo" }, "attrs": {}, "parents": [] }
 ]
 "#;
 
@@ -108,6 +118,8 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
         let admin_listener = bind(&args.admin_listen).await?;
         let demo_listener = bind("127.0.0.1:0").await?;
         let demo_addr = demo_listener.local_addr()?;
+        let echo_listener = bind("127.0.0.1:0").await?;
+        let echo_addr = echo_listener.local_addr()?;
         let gateway_addr = gateway_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
@@ -141,10 +153,28 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 sigv4_service: "execute-api".into(),
                 upstream_timeout: Duration::from_secs(60),
                 certificate: None,
+            }, AppSettings {
+                app: App {
+                    host: ECHO_HOST.into(),
+                    resource: r#"Zerogate::TcpTarget::"demo-echo""#.into(),
+                    routes: Vec::new(),
+                    methods: vec![Method::Mtls],
+                    mode: Mode::Enforce,
+                    action: Action::Connect,
+                },
+                upstream: format!("tcp://{echo_addr}"),
+                upstream_ca_file: None,
+                upstream_http2: false,
+                require_client_certificate: true,
+                sigv4_region: "us-east-1".into(),
+                sigv4_service: "execute-api".into(),
+                upstream_timeout: Duration::from_secs(10),
+                certificate: None,
             }],
         };
-        let names = vec![host.clone(), "127.0.0.1".to_owned()];
+        let names = vec![host.clone(), "127.0.0.1".to_owned(), ECHO_HOST.to_owned()];
         let running = assemble(&dir, &service, &config, &names)?;
+        tokio::spawn(zerogate_gateway::demo::echo(echo_listener));
         tokio::spawn(zerogate_gateway::demo::serve(demo_listener, running.jwks.clone(), running.issuer.clone(), host));
         tokio::spawn(zerogate_gateway::admin::serve(admin_listener, Arc::clone(&running.gateway)));
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -178,6 +208,11 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             "  curl --cacert ./my-laptop/bundle.pem --cert ./my-laptop/svid.pem --key ./my-laptop/svid.key.pem https://localhost:{gateway_port}/"
         );
         println!("  zerogate audit tail --data-dir {data}");
+        println!("a TCP service (an echo) through a tunnel, with the same certificate:");
+        println!(
+            "  zerogate connect --gateway localhost:{gateway_port} --service {ECHO_HOST} --identity ./my-laptop --listen 127.0.0.1:7007"
+        );
+        println!("  (then whatever a TCP client sends to 127.0.0.1:7007 comes back: nc 127.0.0.1 7007)");
         println!("or as an API client signing with AWS SigV4 (region us-east-1, service execute-api):");
         println!("  zerogate ca access-key create --data-dir {data} --client my-script");
         use std::io::Write;

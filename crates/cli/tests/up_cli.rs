@@ -1,5 +1,6 @@
 //! `zerogate up`, as a new user runs it: first start creates everything, the printed next steps
-//! work (token, enroll, curl through the gateway to the demo application), refusals are answered
+//! work (token, enroll, curl through the gateway to the demo application, `zerogate connect` to
+//! the demo TCP service), refusals are answered
 //! and recorded, a policy edit applies without a restart (and a broken one is refused), a
 //! revocation applies to the next request, and a restart keeps everything. Real binary, real
 //! TLS, curl, on loopback.
@@ -149,6 +150,40 @@ fn up_serves_the_demo_application_behind_the_full_pipeline() {
         let (_, body) = curl(&up, path, Some(&laptop));
         assert!(!body.contains("\"keys\"") && body != "ok\n", "{path} is not served on the public listener: {body}");
     }
+
+    // The demo TCP service, through `zerogate connect` with the same certificate: what is sent
+    // comes back, and the tunnel is on record.
+    let port = up.gateway.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let mut tunnel = bin(&data)
+        .args(["connect", "--gateway", &format!("127.0.0.1:{port}"), "--service", "echo.localhost", "--identity"])
+        .arg(&laptop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(tunnel.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    // "listening on 127.0.0.1:PORT: connections go to …"
+    let local = line.strip_prefix("listening on ").and_then(|rest| rest.split_once(": ")).map(|(at, _)| at.to_owned());
+    let local = local.unwrap_or_else(|| panic!("where does it listen? {line}"));
+    let echoed = (|| -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&local)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"ping through the tunnel")?;
+        let mut back = vec![0u8; 23];
+        stream.read_exact(&mut back)?;
+        Ok(back)
+    })();
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert_eq!(echoed.unwrap(), b"ping through the tunnel", "{line}");
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("Zerogate::Action::\\\"connect\\\"")
+            && l.contains("laptop-1")
+            && l.contains("\"decision\":\"allow\"")),
+        "the tunnel is on record"
+    );
 
     // openssl, an independent TLS client, with the certificate `zerogate enroll` wrote.
     let port = up.gateway.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();

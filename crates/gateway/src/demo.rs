@@ -73,3 +73,18 @@ impl Demo {
         response
     }
 }
+
+/// The demo TCP service that `zerogate up` protects (`echo.localhost`): every byte sent comes
+/// back, on as many connections as are open, until the client closes.
+pub async fn echo(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let (mut read, mut write) = stream.split();
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        });
+    }
+}
