@@ -208,11 +208,14 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             "  curl --cacert ./my-laptop/bundle.pem --cert ./my-laptop/svid.pem --key ./my-laptop/svid.key.pem https://localhost:{gateway_port}/"
         );
         println!("  zerogate audit tail --data-dir {data}");
-        println!("a TCP service (an echo) through a tunnel, with the same certificate:");
-        println!(
-            "  zerogate connect --gateway localhost:{gateway_port} --service {ECHO_HOST} --identity ./my-laptop --listen 127.0.0.1:7007"
-        );
-        println!("  (then whatever a TCP client sends to 127.0.0.1:7007 comes back: nc 127.0.0.1 7007)");
+        // (A data directory from before the echo keeps its own policy, which does not name it.)
+        if policy_names(&policy_dir, "demo-echo") {
+            println!("a TCP service (an echo) through a tunnel, with the same certificate:");
+            println!(
+                "  zerogate connect --gateway localhost:{gateway_port} --service {ECHO_HOST} --identity ./my-laptop --listen 127.0.0.1:7007"
+            );
+            println!("  (then whatever a TCP client sends to 127.0.0.1:7007 comes back: nc 127.0.0.1 7007)");
+        }
         println!("or as an API client signing with AWS SigV4 (region us-east-1, service execute-api):");
         println!("  zerogate ca access-key create --data-dir {data} --client my-script");
         use std::io::Write;
@@ -224,6 +227,14 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
         control.abort();
         running.audit_close();
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Whether any policy file in `dir` mentions `name`.
+fn policy_names(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|entry| {
+        entry.path().extension().is_some_and(|e| e == "cedar")
+            && std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains(name))
     })
 }
 

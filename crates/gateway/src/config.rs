@@ -43,7 +43,7 @@
 //! # sigv4_region = "us-east-1"     # the scope SigV4 clients sign for (with authn = ["sigv4"])
 //! # sigv4_service = "execute-api"
 //! upstream_timeout_seconds = 60    # connect + answer, and the longest stall while the request
-//!                                  # body is sent: 504 past it
+//!                                  # body is sent: 504 past it (for tcp://, the connect only)
 //! # certificate = "tls/billing.pem" # a certificate of its own for this host (chosen by SNI),
 //! # private_key = "tls/billing.key" # else the gateway's
 //!

@@ -453,7 +453,7 @@ pub struct Metrics {
     shadow_denied: AtomicU64,
     malformed: AtomicU64,
     unknown_host: AtomicU64,
-    audit_failures: AtomicU64,
+    audit_failures: Arc<AtomicU64>,
     pub(crate) upstream_failures: AtomicU64,
     /// Client connections open now (a gauge).
     connections_open: AtomicU64,
@@ -1376,8 +1376,10 @@ impl Gateway {
             // is recorded (once, not on every interval), so that shadow mode shows it.
             if record.decision == Decision::ShadowDeny && !session.shadow_noted.swap(true, Ordering::Relaxed) {
                 record.errors.push("long-lived connection would be cut (shadow mode)".to_owned());
-                self.parts.audit.append_then(&record, |written| {
+                let failures = Arc::clone(&self.metrics.audit_failures);
+                self.parts.audit.append_then(&record, move |written| {
                     if let Err(error) = written {
+                        bump(&failures);
                         tracing::error!(%error, "a shadow-mode record could not be written");
                     }
                 });

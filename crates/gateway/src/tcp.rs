@@ -136,7 +136,10 @@ pub(crate) async fn tunnel<S>(
                 }
                 relayed = &mut relay => match relayed {
                     Ok(bytes) => break ("closed".into(), Some(bytes)),
-                    // (PostgreSQL, for one, resets its connection when a session ends.)
+                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        break ("cut: the client took nothing for client_timeout".into(), None)
+                    }
+                    // (A service may reset its connection when a session ends.)
                     Err(error) => break (format!("broke off: {error}").into(), None),
                 },
             }
