@@ -9,7 +9,8 @@
 //! would-be deny (`shadow-deny`) and the request is forwarded, so zerogate can run beside the
 //! access it will replace before it enforces. A refused canonical request is never shadowed:
 //! it is an ambiguity, not a policy question. A TCP service's tunnel is decided the same way,
-//! as Cedar's `connect` action, and recorded without a method or path.
+//! as Cedar's `connect` action, and recorded without a method or path; a tunnel whose
+//! authentication fails is refused in shadow mode too.
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -175,7 +176,14 @@ pub fn decide(
                 record.credential =
                     Some(Credential { kind: method.as_str().to_owned(), id: String::new(), also_known_as: Vec::new() });
             }
-            return refuse(record, 401, Some(format!("authentication: {}", failure.reason)));
+            let error = format!("authentication: {}", failure.reason);
+            if attempt.app.action == Action::Connect {
+                // A tunnel without an identity would have no one to verify again or to cut:
+                // refused in shadow mode too (shadow mode never relays for someone unnamed).
+                record.errors.push(error);
+                return Outcome { forward: false, status: 401, record };
+            }
+            return refuse(record, 401, Some(error));
         }
     };
     let principal = who.cedar_uid();

@@ -39,7 +39,7 @@ use crate::assertion::{ASSERTION_HEADER, AssertionSigner};
 use crate::canonical::{self, CanonicalRequest};
 use crate::certificate::ServerCertificate;
 use crate::config::AppSettings;
-use crate::decide::{Action, Attempt, AuthnFailure, decide};
+use crate::decide::{Action, Attempt, AuthnFailure, Outcome, decide};
 use crate::pace::{Pace, Paced, Verdict};
 use crate::resets::{ResetWatch, Resets};
 use crate::share::{Held, InFlight, SIGNED_BODY_BUDGET, SIGNED_BODY_SHARE, SignedBodyBudget};
@@ -976,39 +976,8 @@ impl Gateway {
             source: connection.peer.ip(),
             authn,
         };
-        let mut outcome = {
-            let engine = self.parts.policy.engine();
-            match self.parts.revocations.read() {
-                Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
-                Err(_) => {
-                    // A poisoned revocation list cannot be trusted: this credential counts as revoked.
-                    let mut all = Revocations::default();
-                    if let Ok(who) = &attempt.authn {
-                        all.credentials.insert(who.credential_id.clone());
-                    }
-                    decide(&attempt, &engine, &all, &self.parts.id, now)
-                }
-            }
-        };
-        // A request that would go through takes a place in its principal's share first; with
-        // the share spent it is refused (429), in shadow mode too: the limit protects the
-        // upstreams, it is not a policy question.
-        // (The record names the principal of every authenticated request; a request let through
-        // unauthenticated in shadow mode has none and holds no place.)
-        let mut in_flight = None;
-        if let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) {
-            in_flight = self.in_flight.try_hold(principal);
-            if in_flight.is_none() {
-                bump(&self.metrics.principal_limit_reached);
-                outcome.forward = false;
-                outcome.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
-                outcome.record.decision = Decision::Deny;
-                outcome.record.errors.push(format!(
-                    "principal: already has {} requests in flight (gateway.max_requests_per_principal)",
-                    self.in_flight.limit()
-                ));
-            }
-        }
+        let mut outcome = self.decide_now(&attempt, now);
+        let in_flight = self.take_place(&mut outcome);
         let decision = outcome.record.decision;
         if self.audit(outcome.record).await.is_err() {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
@@ -1124,11 +1093,39 @@ impl Gateway {
         }
     }
 
-    /// A place in `principal`'s share of requests in flight, if it has one left (else counted).
-    pub(crate) fn hold_place(&self, principal: &str) -> Option<Held> {
+    /// Decides `attempt` with the live policy and revocation lists. A poisoned list cannot be
+    /// trusted: the credential then counts as revoked.
+    pub(crate) fn decide_now(&self, attempt: &Attempt<'_>, now: SystemTime) -> Outcome {
+        let engine = self.parts.policy.engine();
+        match self.parts.revocations.read() {
+            Ok(revocations) => decide(attempt, &engine, &revocations, &self.parts.id, now),
+            Err(_) => {
+                let mut all = Revocations::default();
+                if let Ok(who) = &attempt.authn {
+                    all.credentials.insert(who.credential_id.clone());
+                }
+                decide(attempt, &engine, &all, &self.parts.id, now)
+            }
+        }
+    }
+
+    /// A request or tunnel that would go through takes a place in its principal's share first;
+    /// with the share spent it is refused (429), in shadow mode too: the limit protects the
+    /// upstreams, it is not a policy question. (The record names the principal of every
+    /// authenticated attempt; one let through unauthenticated in shadow mode has none and holds
+    /// no place.)
+    pub(crate) fn take_place(&self, outcome: &mut Outcome) -> Option<Held> {
+        let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) else { return None };
         let held = self.in_flight.try_hold(principal);
         if held.is_none() {
             bump(&self.metrics.principal_limit_reached);
+            outcome.forward = false;
+            outcome.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
+            outcome.record.decision = Decision::Deny;
+            outcome.record.errors.push(format!(
+                "principal: already has {} requests in flight (gateway.max_requests_per_principal)",
+                self.in_flight.limit()
+            ));
         }
         held
     }
@@ -1341,25 +1338,7 @@ impl Gateway {
                 None => Ok(who.clone()),
             },
         };
-        let engine = self.parts.policy.engine();
-        let outcome = match self.parts.revocations.read() {
-            Ok(revocations) => decide(&attempt, &engine, &revocations, &self.parts.id, now),
-            Err(_) => {
-                // As on the first decision: a poisoned list cannot be trusted, the credential
-                // counts as revoked.
-                let mut all = Revocations::default();
-                all.credentials.insert(who.credential_id.clone());
-                decide(&attempt, &engine, &all, &self.parts.id, now)
-            }
-        };
-        let mut outcome = outcome;
-        if outcome.forward && attempt.authn.is_err() && app.settings.app.action == Action::Connect {
-            // A tunnel needs a good certificate in shadow mode too (tcp.rs): one that fails cuts it.
-            outcome.forward = false;
-            outcome.status = StatusCode::UNAUTHORIZED.as_u16();
-            outcome.record.decision = Decision::Deny;
-            outcome.record.errors.push("tunnel: a certificate is needed, in shadow mode too".to_owned());
-        }
+        let outcome = self.decide_now(&attempt, now);
         let mut record = outcome.record;
         // Whose session it is, also when its credential is what failed (a refused
         // authentication names no principal on its own).

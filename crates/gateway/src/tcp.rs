@@ -16,11 +16,9 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::canonical::CanonicalRequest;
-use crate::decide::{Attempt, decide};
+use crate::decide::Attempt;
 use crate::h1::WriteBounded;
 use crate::proxy::{AppRuntime, Connection, Gateway, Session, bump, stopped};
-use zerogate_audit::Decision;
-use zerogate_authn::identity::Revocations;
 
 /// Serves one tunnel to `app` on the TLS connection `client`, until either side closes it,
 /// access ends, or the gateway stops.
@@ -46,33 +44,9 @@ pub(crate) async fn tunnel<S>(
     };
     let attempt =
         Attempt { app: &app.settings.app, request: &request, method: "CONNECT", source: connection.peer.ip(), authn };
-    let mut outcome = {
-        let engine = gateway.parts.policy.engine();
-        match gateway.parts.revocations.read() {
-            Ok(revocations) => decide(&attempt, &engine, &revocations, &gateway.parts.id, now),
-            // A poisoned list cannot be trusted: it counts as stale, and nothing is admitted.
-            Err(_) => {
-                let stale = Revocations { trusted_until: Some(std::time::Instant::now()), ..Revocations::default() };
-                decide(&attempt, &engine, &stale, &gateway.parts.id, now)
-            }
-        }
-    };
-    if outcome.forward && attempt.authn.is_err() {
-        // Shadow mode without an identity: nothing to hold a place, to verify again, or to cut.
-        outcome.forward = false;
-        outcome.record.decision = Decision::Deny;
-        outcome.record.errors.push("tunnel: a certificate is needed, in shadow mode too".into());
-    }
+    let mut outcome = gateway.decide_now(&attempt, now);
     // A tunnel holds a place in its principal's share for as long as it is open.
-    let mut in_flight = None;
-    if let (true, Some(principal)) = (outcome.forward, outcome.record.principal.as_deref()) {
-        in_flight = gateway.hold_place(principal);
-        if in_flight.is_none() {
-            outcome.forward = false;
-            outcome.record.decision = Decision::Deny;
-            outcome.record.errors.push("principal: too many requests and tunnels open".into());
-        }
-    }
+    let in_flight = gateway.take_place(&mut outcome);
     let decision = outcome.record.decision;
     if gateway.audit(outcome.record).await.is_err() {
         close(&mut client).await;

@@ -236,4 +236,16 @@ fn a_tcp_connection_is_decided_as_connect_and_recorded_without_method_or_path() 
     assert!(r.policies.is_empty(), "{:?}", r.policies);
     let http = run(&app(Mode::Enforce), "/invoices", "192.0.2.7", Ok(alice()), &Revocations::default());
     assert!(http.forward, "the HTTP request it is compared with is allowed");
+
+    // In shadow mode a policy denial of a tunnel goes through, marked; a failed authentication
+    // never does (an HTTP request's does, marked).
+    let shadow = App { action: Action::Connect, routes: Vec::new(), ..app(Mode::Shadow) };
+    let out = run(&shadow, "", "192.0.2.7", Ok(alice()), &Revocations::default());
+    assert_eq!((out.forward, out.record.decision), (true, Decision::ShadowDeny));
+    let failed = || Err(AuthnFailure { method: Some(Method::Mtls), reason: "certificate: revoked".into() });
+    let out = run(&shadow, "", "192.0.2.7", failed(), &Revocations::default());
+    assert_eq!((out.forward, out.status, out.record.decision), (false, 401, Decision::Deny));
+    assert_eq!(out.record.errors, vec!["authentication: certificate: revoked"]);
+    let out = run(&app(Mode::Shadow), "/invoices", "192.0.2.7", failed(), &Revocations::default());
+    assert_eq!((out.forward, out.record.decision), (true, Decision::ShadowDeny));
 }
