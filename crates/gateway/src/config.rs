@@ -40,7 +40,7 @@
 //! mode = "shadow"                  # or "enforce"
 //! client_certificates = "optional" # or "required"
 //! routes = { "/admin" = 'Zerogate::Route::"billing-admin"' }
-//! # sigv4_region = "us-east-1"     # the scope SigV4 clients sign for (with authn = ["sigv4"])
+//! # sigv4_region = "us-east-1"     # the scope SigV4 clients sign for (only with "sigv4" in authn)
 //! # sigv4_service = "execute-api"
 //! upstream_timeout_seconds = 60    # connect + answer, and the longest stall while the request
 //!                                  # body is sent: 504 past it (for tcp://, the connect only)
@@ -166,10 +166,8 @@ struct RawApp {
     routes: BTreeMap<String, String>,
     upstream_ca_file: Option<PathBuf>,
     upstream_protocol: Option<String>,
-    #[serde(default = "default_region")]
-    sigv4_region: String,
-    #[serde(default = "default_service")]
-    sigv4_service: String,
+    sigv4_region: Option<String>,
+    sigv4_service: Option<String>,
     #[serde(default = "default_upstream_timeout")]
     upstream_timeout_seconds: u64,
     certificate: Option<PathBuf>,
@@ -445,6 +443,13 @@ impl GatewayConfig {
             if methods.is_empty() {
                 return Err(error(&key("authn"), "at least one method".into()));
             }
+            // A SigV4 scope on an app that takes no SigV4 would be a setting that does nothing,
+            // and a reader would believe it guards something.
+            for (name, given) in [("sigv4_region", &raw.sigv4_region), ("sigv4_service", &raw.sigv4_service)] {
+                if given.is_some() && !methods.contains(&Method::SigV4) {
+                    return Err(error(&key(name), "applies only with `sigv4` in authn".into()));
+                }
+            }
             if methods.contains(&Method::Oidc) && issuers.is_empty() {
                 return Err(error(&key("authn"), "`oidc` needs at least one [[oidc]] issuer".into()));
             }
@@ -503,8 +508,8 @@ impl GatewayConfig {
                 upstream_ca_file: raw.upstream_ca_file.as_deref().map(resolve),
                 upstream_http2,
                 require_client_certificate,
-                sigv4_region: raw.sigv4_region.clone(),
-                sigv4_service: raw.sigv4_service.clone(),
+                sigv4_region: raw.sigv4_region.clone().unwrap_or_else(default_region),
+                sigv4_service: raw.sigv4_service.clone().unwrap_or_else(default_service),
                 upstream_timeout: std::time::Duration::from_secs(raw.upstream_timeout_seconds),
                 certificate: certificate_files(&format!("app[{index}]"), &raw.certificate, &raw.private_key)?,
             });

@@ -99,6 +99,8 @@ fn a_tcp_service_takes_certificates_only_and_no_http_settings() {
         ("authn = [\"mtls\"]\nclient_certificates = \"optional\"", "app[2].client_certificates", "always requires"),
         ("authn = [\"mtls\"]\nroutes = { \"/x\" = 'Zerogate::Route::\"x\"' }", "app[2].routes", "http://"),
         ("authn = [\"mtls\"]\nupstream_protocol = \"http2\"", "app[2].upstream_protocol", "http://"),
+        ("authn = [\"mtls\"]\nsigv4_region = \"eu-west-1\"", "app[2].sigv4_region", "`sigv4` in authn"),
+        ("authn = [\"mtls\"]\nsigv4_service = \"rds-db\"", "app[2].sigv4_service", "`sigv4` in authn"),
     ];
     for (extra, key, reason) in cases {
         let error = parse(&with_service(extra)).unwrap_err();
@@ -117,6 +119,18 @@ fn a_tcp_service_takes_certificates_only_and_no_http_settings() {
     let text = with_service("authn = [\"mtls\"]").replace("host = \"db.internal\"", "host = \"10.0.3.9\"");
     let error = parse(&text).unwrap_err();
     assert!(error.contains("app[2].host") && error.contains("SNI"), "{error}");
+}
+
+#[test]
+fn a_sigv4_scope_is_taken_only_where_sigv4_is() {
+    let text = GOOD.replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\nsigv4_region = \"eu-west-1\"");
+    let wiki = &parse(&text).unwrap().apps[1];
+    assert_eq!((wiki.sigv4_region.as_str(), wiki.sigv4_service.as_str()), ("eu-west-1", "execute-api"));
+    assert_eq!(parse(GOOD).unwrap().apps[1].sigv4_region, "us-east-1", "the default");
+    // On the billing app, which takes OIDC and certificates: a scope that would guard nothing.
+    let text = GOOD.replace("mode = \"shadow\"", "mode = \"shadow\"\nsigv4_service = \"s3\"");
+    let error = parse(&text).unwrap_err();
+    assert!(error.contains("app[0].sigv4_service") && error.contains("`sigv4` in authn"), "{error}");
 }
 
 #[test]
