@@ -188,10 +188,30 @@ pub struct Revocations {
 impl Revocations {
     /// Whether `who` may no longer be served.
     pub fn is_revoked(&self, who: &Authenticated) -> bool {
-        (!self.credentials.is_empty()
-            && (self.credentials.contains(&who.credential_id)
-                || who.also_known_as.iter().any(|id| self.credentials.contains(id))))
+        (!self.credentials.is_empty() && self.revokes_credential(who))
             || (!self.principals.is_empty() && self.principals.contains(&who.cedar_uid()))
+    }
+
+    /// A credential id on the list: as it is named (`jti:…` from any issuer), or, for a token's
+    /// `jti:…` and `sid:…`, scoped to the issuer that made it (`jti:…@https://issuer`), since
+    /// those ids are unique only within one issuer.
+    fn revokes_credential(&self, who: &Authenticated) -> bool {
+        let ids = || std::iter::once(&who.credential_id).chain(&who.also_known_as);
+        if ids().any(|id| self.credentials.contains(id)) {
+            return true;
+        }
+        // The issuer, from the `sub:…@issuer` id every token carries.
+        let issuer = ids()
+            .find_map(|id| id.strip_prefix("sub:"))
+            .and_then(|sub| sub.rfind("@https://").and_then(|at| sub.get(at..)));
+        issuer.is_some_and(|issuer| {
+            ids().filter(|id| id.starts_with("jti:") || id.starts_with("sid:")).any(|id| {
+                let mut scoped = String::with_capacity(id.len() + issuer.len());
+                scoped.push_str(id);
+                scoped.push_str(issuer);
+                self.credentials.contains(&scoped)
+            })
+        })
     }
 
     /// Whether the lists may still be trusted at `now`.

@@ -72,6 +72,25 @@ fn a_verified_token_carries_what_audit_and_policy_need() {
         ..Revocations::default()
     };
     assert!(!elsewhere.is_revoked(&user), "the same subject at another issuer is someone else");
+    // A jti is unique only within its issuer: revoked with the issuer named, it reaches this
+    // issuer's token and no other issuer's token with the same jti.
+    let jti = verified.credential_id();
+    let scoped =
+        |issuer: &str| Revocations { credentials: [format!("{jti}@{issuer}")].into(), ..Revocations::default() };
+    assert!(scoped(ISSUER).is_revoked(&user), "{jti}@{ISSUER}");
+    assert!(!scoped("https://idp.example.test/second").is_revoked(&user), "another issuer's token with this jti");
+    assert!(!scoped(&ISSUER[..ISSUER.len() - 1]).is_revoked(&user), "an issuer is compared whole");
+    // The same for a session id.
+    let in_session = Authenticated {
+        credential_id: "jti:t-9".into(),
+        also_known_as: vec!["sid:s-1".into(), format!("sub:alice@{ISSUER}")],
+        ..user.clone()
+    };
+    let session = |id: &str| Revocations { credentials: [id.to_owned()].into(), ..Revocations::default() };
+    assert!(session(&format!("sid:s-1@{ISSUER}")).is_revoked(&in_session));
+    assert!(!session("sid:s-1@https://idp.example.test/second").is_revoked(&in_session));
+    assert!(session("sid:s-1").is_revoked(&in_session), "unscoped: from any issuer, as before");
+    assert!(!session(&format!("sub:alice@{ISSUER}@{ISSUER}")).is_revoked(&in_session), "only jti and sid are scoped");
     // A verified token is still subject to the clock: at its expiry plus the leeway it is refused.
     let expiry = cases.now + Duration::from_secs(300 + 30);
     assert_eq!(verified.check_time(expiry, Duration::from_secs(30)).unwrap_err().kind(), "expired");

@@ -18,7 +18,8 @@ use crate::identity_cmd::{DataDirArg, service, when};
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// A credential id as the audit log names it: `jti:…` (an OIDC token), `sid:…` (a session),
-    /// `sub:…@issuer`, `serial:…`, `akid:…`.
+    /// either from any issuer or scoped to one (`jti:…@https://issuer`), `sub:…@issuer`,
+    /// `serial:…`, `akid:…`.
     #[arg(long, conflicts_with_all = ["principal", "list"])]
     credential: Option<String>,
     /// A principal as a Cedar uid, e.g. 'Zerogate::User::"alice"': every credential of theirs.

@@ -302,7 +302,7 @@ jwk.update(kid="k1", alg="ES256", use="sig")
 json.dump({"keys": [jwk]}, open(f"{out}/jwks.json", "w"))
 now = int(time.time())
 tokens = (("alice-1", "alice", "t-1", "s-1"), ("alice-2", "alice", "t-2", "s-2"), ("alice-3", "alice", "t-3", "s-2"),
-          ("alice-4", "alice", "t-4", None), ("bob", "bob", "t-9", "s-9"))
+          ("alice-4", "alice", "t-4", None), ("alice-5", "alice", "t-5", None), ("bob", "bob", "t-9", "s-9"))
 for name, sub, jti, sid in tokens:
     claims = {"iss": issuer, "aud": "zerogate", "sub": sub, "iat": now, "exp": now + 600, "jti": jti}
     if sid:
@@ -371,6 +371,13 @@ fn revoking_a_token_or_a_user_refuses_them_from_the_next_request_on() {
     revoke(&["--credential", "sid:s-2"]);
     until_refused("alice-2");
     assert_eq!((status("alice-3"), status("alice-4"), status("bob")), (401, 200, 200));
+    // A token id scoped to its issuer: another issuer's `t-5` is not this one.
+    revoke(&["--credential", "jti:t-5@https://idp.other.test"]);
+    std::thread::sleep(Duration::from_millis(2500)); // past two reads of the lists
+    assert_eq!(status("alice-5"), 200, "revoked at another issuer only");
+    revoke(&["--credential", "jti:t-5@https://idp.gw.test"]);
+    until_refused("alice-5");
+    assert_eq!((status("alice-4"), status("bob")), (200, 200));
     // The user: every token of theirs.
     revoke(&["--principal", r#"Zerogate::User::"alice""#]);
     until_refused("alice-4");

@@ -488,6 +488,13 @@ fn compared_form(kind: RevokedKind, id: &str) -> Result<String, Refusal> {
             {
                 Ok(id.to_owned())
             }
+            // A token id or session id alone (from any issuer), or scoped to the issuer that
+            // made it (`jti:…@https://issuer`): an `@` must begin an issuer, as a gateway
+            // compares it, or the revocation would match nothing.
+            Some(("jti" | "sid", rest)) if rest.contains('@') => match rest.rfind("@https://") {
+                Some(at) if at > 0 && rest.len() > at + "@https://".len() => Ok(id.to_owned()),
+                _ => bad("an `@` in a token or session id must begin its issuer (jti:…@https://issuer)"),
+            },
             Some(("jti" | "sid" | "akid", rest)) if !rest.is_empty() => Ok(id.to_owned()),
             _ => bad("not a credential id (jti:…, sid:…, sub:…@issuer, serial:…, akid:…, as the audit log names it)"),
         },
@@ -556,6 +563,9 @@ mod tests {
             (RevokedKind::Credential, "sub:alice@https://"),
             (RevokedKind::Credential, " jti:abc"),
             (RevokedKind::Credential, "serial:0x12"),
+            (RevokedKind::Credential, "jti:abc@idp.example.com"),
+            (RevokedKind::Credential, "jti:@https://idp.example.com"),
+            (RevokedKind::Credential, "sid:s-1@https://"),
         ] {
             assert!(matches!(revoke(kind, id), Err(Refusal::BadRequest(_))), "{id}");
         }
@@ -564,11 +574,14 @@ mod tests {
         // A session, and a subject (an email, with its own `@`) at its issuer.
         assert!(revoke(RevokedKind::Credential, "sid:s-1").unwrap());
         assert!(revoke(RevokedKind::Credential, "sub:alice@example.com@https://idp.example.com/realms/a").unwrap());
+        // A token id scoped to its issuer.
+        assert!(revoke(RevokedKind::Credential, "jti:abc@https://idp.example.com").unwrap());
         let kept: Vec<String> = s.revoked_access().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(
             kept,
             [
                 "jti:abc",
+                "jti:abc@https://idp.example.com",
                 "serial:0a1b2c",
                 "sid:s-1",
                 "sub:alice@example.com@https://idp.example.com/realms/a",
