@@ -204,13 +204,14 @@ impl Revocations {
         let issuer = ids()
             .find_map(|id| id.strip_prefix("sub:"))
             .and_then(|sub| sub.rfind("@https://").and_then(|at| sub.get(at..)));
-        issuer.is_some_and(|issuer| {
-            ids().filter(|id| id.starts_with("jti:") || id.starts_with("sid:")).any(|id| {
-                let mut scoped = String::with_capacity(id.len() + issuer.len());
-                scoped.push_str(id);
-                scoped.push_str(issuer);
-                self.credentials.contains(&scoped)
-            })
+        let Some(issuer) = issuer else { return false };
+        // One buffer for both ids: this runs on every request while any credential is revoked.
+        let mut scoped = String::new();
+        ids().filter(|id| id.starts_with("jti:") || id.starts_with("sid:")).any(|id| {
+            scoped.clear();
+            scoped.push_str(id);
+            scoped.push_str(issuer);
+            self.credentials.contains(&scoped)
         })
     }
 
