@@ -153,6 +153,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 sigv4_service: "execute-api".into(),
                 upstream_timeout: Duration::from_secs(60),
                 certificate: None,
+                proxy_protocol: None,
             }, AppSettings {
                 app: App {
                     host: ECHO_HOST.into(),
@@ -170,6 +171,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 sigv4_service: "execute-api".into(),
                 upstream_timeout: Duration::from_secs(10),
                 certificate: None,
+                proxy_protocol: None,
             }],
         };
         let names = vec![host.clone(), "127.0.0.1".to_owned(), ECHO_HOST.to_owned()];

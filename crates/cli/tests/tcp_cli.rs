@@ -7,22 +7,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ok, public_ca, public_leaf, zerogate};
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Running, ok, public_ca, public_leaf, zerogate};
 
 /// Starts `zerogate connect` to `service` for `identity` and returns it with the local port it listens on.
 fn connect(gateway: u16, service: &str, identity: &Path, gateway_ca: Option<&Path>) -> (Running, u16) {
@@ -136,16 +126,7 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
     issue(&data, "spiffe://tcp.test/workload/api", &api);
     issue(&data, "spiffe://tcp.test/device/laptop-1", &laptop);
 
-    let mut gateway = zerogate()
-        .args(["gateway", "--data-dir", &d(&data), "--config", &d(&config)])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("gateway.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    while !lines.next().expect("the gateway says where it listens").unwrap().starts_with("zerogate gateway") {}
-    std::thread::spawn(move || for _ in lines {});
-    let gateway = Running(gateway);
+    let gateway = common::start_gateway(&data, &config, &dir.join("gateway.err"));
 
     // The allowed workload: psql through `zerogate connect` reaches PostgreSQL.
     let (_api_tunnel, api_port) = connect(port, "db.internal", &api, None);

@@ -52,6 +52,9 @@
 //! upstream = "tcp://10.0.3.9:5432"
 //! resource = 'Zerogate::TcpTarget::"db:tcp/5432"'
 //! authn = ["mtls"]
+//! # proxy_protocol = "v2"         # or "v1": a PROXY protocol header first, so the service sees
+//!                                  # the client's address (v2 also names the service and the
+//!                                  # tunnel's audit record); only if the service expects one
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -64,6 +67,7 @@ use zerogate_authn::jwt::{Algorithm, TokenKind};
 
 use crate::certificate::CertificateFiles;
 use crate::decide::{Action, App, Mode};
+use crate::proxy_protocol::ProxyProtocol;
 
 /// A configuration that cannot be used: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,6 +172,7 @@ struct RawApp {
     upstream_protocol: Option<String>,
     sigv4_region: Option<String>,
     sigv4_service: Option<String>,
+    proxy_protocol: Option<String>,
     #[serde(default = "default_upstream_timeout")]
     upstream_timeout_seconds: u64,
     certificate: Option<PathBuf>,
@@ -233,7 +238,12 @@ pub struct AppSettings {
     pub upstream_timeout: std::time::Duration,
     /// A certificate of its own for this host (the gateway's default otherwise).
     pub certificate: Option<CertificateFiles>,
+    /// For a TCP service that expects it: the PROXY protocol header sent before the client's bytes.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
+
+/// The longest gateway id: with `:` and a line number it fits a PROXY header's unique id.
+pub const MAX_GATEWAY_ID: usize = 64;
 
 /// The whole configuration, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,7 +374,10 @@ impl GatewayConfig {
         for (index, raw) in raw.app.iter().enumerate() {
             let key = |name: &str| format!("app[{index}].{name}");
             let host = raw.host.strip_suffix('.').unwrap_or(&raw.host).to_ascii_lowercase();
-            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            if host.is_empty()
+                || host.len() > 253
+                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
                 return Err(error(&key("host"), "not a host name".into()));
             }
             if !hosts.insert(host.clone()) {
@@ -412,6 +425,11 @@ impl GatewayConfig {
                     return Err(error(&key(name), "applies to http:// and https:// upstreams only".into()));
                 }
             } else {
+                if raw.proxy_protocol.is_some() {
+                    // An HTTP upstream learns the client from the identity assertion and the
+                    // forwarded headers the gateway sets.
+                    return Err(error(&key("proxy_protocol"), "applies to tcp:// upstreams only".into()));
+                }
                 let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
                     raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
                 });
@@ -425,6 +443,12 @@ impl GatewayConfig {
                     return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
                 }
             }
+            let proxy_protocol = match raw.proxy_protocol.as_deref() {
+                None => None,
+                Some("v1") => Some(ProxyProtocol::V1),
+                Some("v2") => Some(ProxyProtocol::V2),
+                Some(other) => return Err(error(&key("proxy_protocol"), format!("`{other}` is not `v1` or `v2`"))),
+            };
             let upstream_http2 = match raw.upstream_protocol.as_deref().unwrap_or("http1") {
                 "http1" => false,
                 "http2" => true,
@@ -512,6 +536,7 @@ impl GatewayConfig {
                 sigv4_service: raw.sigv4_service.clone().unwrap_or_else(default_service),
                 upstream_timeout: std::time::Duration::from_secs(raw.upstream_timeout_seconds),
                 certificate: certificate_files(&format!("app[{index}]"), &raw.certificate, &raw.private_key)?,
+                proxy_protocol,
             });
         }
         if apps.is_empty() {
@@ -530,10 +555,18 @@ impl GatewayConfig {
             return Err(error("gateway.max_requests_per_principal", "must be between 1 and 1000000".into()));
         }
         let certificate = certificate_files("gateway", &raw.gateway.certificate, &raw.gateway.private_key)?;
+        let id = raw.gateway.id.unwrap_or_else(|| "gateway".into());
+        // A name in every audit record and in a PROXY header's record id: short, one word.
+        if id.is_empty() || id.len() > MAX_GATEWAY_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(error(
+                "gateway.id",
+                format!("must be 1 to {MAX_GATEWAY_ID} printable ASCII characters without spaces"),
+            ));
+        }
         Ok(Self {
             listen,
             admin_listen,
-            id: raw.gateway.id.unwrap_or_else(|| "gateway".into()),
+            id,
             reauthorize_every: std::time::Duration::from_secs(raw.gateway.reauthorize_seconds),
             client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
             max_connections: raw.gateway.max_connections,

@@ -17,6 +17,7 @@ pub mod freshness;
 mod h1;
 mod pace;
 pub mod proxy;
+pub mod proxy_protocol;
 mod resets;
 mod share;
 mod tcp;

@@ -767,7 +767,8 @@ impl Gateway {
                     .filter(|app| app.settings.app.action == Action::Connect);
                 if let Some(app) = service {
                     crate::tcp::keep_alive(tls.get_ref().0);
-                    crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection, stop).await;
+                    let reached_at = tls.get_ref().0.local_addr().ok();
+                    crate::tcp::tunnel(Arc::clone(&gateway), app, tls, connection, reached_at, stop).await;
                     return;
                 }
                 if http2 {
@@ -1141,13 +1142,18 @@ impl Gateway {
 
     /// Appends `record` and waits until it is durable.
     pub(crate) async fn audit(&self, record: DecisionRecord) -> Result<(), ()> {
+        self.audit_receipt(record).await.map(drop)
+    }
+
+    /// [`Gateway::audit`], telling where the record landed in the log.
+    pub(crate) async fn audit_receipt(&self, record: DecisionRecord) -> Result<zerogate_audit::Receipt, ()> {
         // (Taken by value: the record is the audit log's from here on.)
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.parts.audit.append_then(&record, move |result| {
             let _ = sender.send(result);
         });
         match receiver.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(receipt)) => Ok(receipt),
             Ok(Err(error)) => {
                 bump(&self.metrics.audit_failures);
                 tracing::error!(%error, "audit append failed: refusing the request");

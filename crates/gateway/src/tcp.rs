@@ -7,7 +7,9 @@
 //! a revoked or expired certificate, a policy change, revocation lists gone stale. A tunnel
 //! always needs a certificate, in shadow mode too (shadow mode lets a would-be policy denial
 //! through, never an anonymous, unbounded relay); a client that stops taking what the service
-//! sends is cut after `client_timeout`; a stopping gateway closes its tunnels.
+//! sends is cut after `client_timeout`; a stopping gateway closes its tunnels. A service that
+//! asks for it gets a PROXY protocol header first ([`crate::proxy_protocol`]), once the decision
+//! is durable and before any byte of the client's.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +21,7 @@ use crate::canonical::CanonicalRequest;
 use crate::decide::Attempt;
 use crate::h1::WriteBounded;
 use crate::proxy::{AppRuntime, Connection, Gateway, Session, bump, stopped};
+use crate::proxy_protocol::{Names, header};
 
 /// Serves one tunnel to `app` on the TLS connection `client`, until either side closes it,
 /// access ends, or the gateway stops.
@@ -27,6 +30,7 @@ pub(crate) async fn tunnel<S>(
     app: &AppRuntime,
     client: S,
     connection: Arc<Connection>,
+    reached_at: Option<std::net::SocketAddr>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -48,10 +52,10 @@ pub(crate) async fn tunnel<S>(
     // A tunnel holds a place in its principal's share for as long as it is open.
     let in_flight = gateway.take_place(&mut outcome);
     let decision = outcome.record.decision;
-    if gateway.audit(outcome.record).await.is_err() {
+    let Ok(receipt) = gateway.audit_receipt(outcome.record).await else {
         close(&mut client).await;
         return;
-    }
+    };
     gateway.count(decision);
     let Attempt { authn, .. } = attempt;
     let (true, Ok(who)) = (outcome.forward, authn) else {
@@ -68,11 +72,31 @@ pub(crate) async fn tunnel<S>(
     let connected = tokio::time::timeout(app.settings.upstream_timeout, app.upstream.tcp())
         .await
         .unwrap_or_else(|_| Err("connect timed out".to_owned()));
-    let mut upstream = match connected {
-        Ok(upstream) => {
+    let connected = match connected {
+        Ok(mut upstream) => {
             keep_alive(&upstream);
-            upstream
+            // A service that expects a PROXY header gets it before any byte of the client's.
+            let sent = match app.settings.proxy_protocol {
+                None => Ok(()),
+                Some(version) => {
+                    let unique_id = format!("{}:{}", gateway.parts.id, receipt.seq);
+                    let names = Names { authority: &app.settings.app.host, unique_id: &unique_id };
+                    let local = reached_at.ok_or_else(|| "the listener's address is unknown".to_owned());
+                    match local.and_then(|local| header(version, connection.peer, local, names)) {
+                        Ok(header) => tokio::time::timeout(app.settings.upstream_timeout, upstream.write_all(&header))
+                            .await
+                            .map_err(|_| "PROXY header: timed out".to_owned())
+                            .and_then(|sent| sent.map_err(|e| format!("PROXY header: {e}"))),
+                        Err(error) => Err(format!("PROXY header: {error}")),
+                    }
+                }
+            };
+            sent.map(|()| upstream)
         }
+        Err(error) => Err(error),
+    };
+    let mut upstream = match connected {
+        Ok(upstream) => upstream,
         Err(error) => {
             bump(&gateway.metrics.upstream_failures);
             tracing::warn!(service = %app.settings.app.host, %error, "TCP service unreachable");

@@ -122,6 +122,34 @@ fn a_tcp_service_takes_certificates_only_and_no_http_settings() {
 }
 
 #[test]
+fn a_proxy_protocol_header_is_asked_for_by_a_tcp_service_only() {
+    use zerogate_gateway::proxy_protocol::ProxyProtocol;
+    let config = parse(&with_service("authn = [\"mtls\"]")).unwrap();
+    assert_eq!(config.apps[2].proxy_protocol, None, "none unless the service expects one");
+    for (given, expected) in [("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)] {
+        let config = parse(&with_service(&format!("authn = [\"mtls\"]\nproxy_protocol = \"{given}\""))).unwrap();
+        assert_eq!(config.apps[2].proxy_protocol, Some(expected));
+    }
+    let error = parse(&with_service("authn = [\"mtls\"]\nproxy_protocol = \"2\"")).unwrap_err();
+    assert!(error.contains("app[2].proxy_protocol") && error.contains("`2` is not `v1` or `v2`"), "{error}");
+    // An HTTP upstream learns the client from the gateway's headers and identity assertion.
+    let text = GOOD.replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\nproxy_protocol = \"v2\"");
+    let error = parse(&text).unwrap_err();
+    assert!(error.contains("app[1].proxy_protocol") && error.contains("tcp:// upstreams only"), "{error}");
+}
+
+#[test]
+fn a_gateway_id_is_one_short_printable_word() {
+    assert_eq!(parse(&GOOD.replace("id = \"gw-eu-1\"\n", "")).unwrap().id, "gateway", "the default");
+    let longest = "g".repeat(zerogate_gateway::config::MAX_GATEWAY_ID);
+    assert_eq!(parse(&GOOD.replace("gw-eu-1", &longest)).unwrap().id, longest);
+    for bad in ["", "gw eu 1", "gw\\t1", "gw-é", &format!("{longest}g")] {
+        let error = parse(&GOOD.replace("gw-eu-1", bad)).unwrap_err();
+        assert!(error.contains("gateway.id") && error.contains("printable ASCII"), "{bad:?}: {error}");
+    }
+}
+
+#[test]
 fn a_sigv4_scope_is_taken_only_where_sigv4_is() {
     let text = GOOD.replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\nsigv4_region = \"eu-west-1\"");
     let wiki = &parse(&text).unwrap().apps[1];

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// A plain HTTP/1.1 upstream answering `hello` to every request, keep-alive; with `reached`, it
@@ -41,6 +41,35 @@ pub fn upstream(reached: Option<Arc<Mutex<BTreeSet<String>>>>) -> u16 {
         }
     });
     port
+}
+
+/// Kills the child when the test ends, however it ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `zerogate gateway` on `data` and `config`, its log in `log`, once it says where it listens.
+pub fn start_gateway(data: &Path, config: &Path, log: &Path) -> Running {
+    use std::io::BufRead;
+    let mut gateway = zerogate()
+        .arg("gateway")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    while !lines.next().expect("the gateway says where it listens").unwrap().starts_with("zerogate gateway") {}
+    std::thread::spawn(move || for _ in lines {});
+    Running(gateway)
 }
 
 /// A port nothing listens on (as of now).
