@@ -154,6 +154,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 upstream_timeout: Duration::from_secs(60),
                 certificate: None,
                 proxy_protocol: None,
+                idle_timeout: None,
             }, AppSettings {
                 app: App {
                     host: ECHO_HOST.into(),
@@ -172,6 +173,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
                 upstream_timeout: Duration::from_secs(10),
                 certificate: None,
                 proxy_protocol: None,
+                idle_timeout: None,
             }],
         };
         let names = vec![host.clone(), "127.0.0.1".to_owned(), ECHO_HOST.to_owned()];

@@ -55,6 +55,7 @@
 //! # proxy_protocol = "v2"         # or "v1": a PROXY protocol header first, so the service sees
 //!                                  # the client's address (v2 also names the service and the
 //!                                  # tunnel's audit record); only if the service expects one
+//! # idle_timeout_seconds = 3600    # a tunnel nothing crosses this long is closed (none by default)
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -173,6 +174,7 @@ struct RawApp {
     sigv4_region: Option<String>,
     sigv4_service: Option<String>,
     proxy_protocol: Option<String>,
+    idle_timeout_seconds: Option<u64>,
     #[serde(default = "default_upstream_timeout")]
     upstream_timeout_seconds: u64,
     certificate: Option<PathBuf>,
@@ -240,7 +242,12 @@ pub struct AppSettings {
     pub certificate: Option<CertificateFiles>,
     /// For a TCP service that expects it: the PROXY protocol header sent before the client's bytes.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// For a TCP service: a tunnel nothing crosses for this long is closed (none by default).
+    pub idle_timeout: Option<std::time::Duration>,
 }
+
+/// The longest idle timeout a TCP service may set, in seconds: a week.
+pub const MAX_IDLE_TIMEOUT: u64 = 7 * 24 * 3600;
 
 /// The longest gateway id: with `:` and a line number it fits a PROXY header's unique id.
 pub const MAX_GATEWAY_ID: usize = 64;
@@ -425,10 +432,15 @@ impl GatewayConfig {
                     return Err(error(&key(name), "applies to http:// and https:// upstreams only".into()));
                 }
             } else {
-                if raw.proxy_protocol.is_some() {
-                    // An HTTP upstream learns the client from the identity assertion and the
-                    // forwarded headers the gateway sets.
-                    return Err(error(&key("proxy_protocol"), "applies to tcp:// upstreams only".into()));
+                // An HTTP upstream learns the client from the identity assertion and the
+                // forwarded headers the gateway sets; an idle HTTP client is bounded by
+                // [gateway] client_timeout_seconds.
+                let tcp_only = [
+                    ("proxy_protocol", raw.proxy_protocol.is_some()),
+                    ("idle_timeout_seconds", raw.idle_timeout_seconds.is_some()),
+                ];
+                if let Some((name, _)) = tcp_only.iter().find(|(_, given)| *given) {
+                    return Err(error(&key(name), "applies to tcp:// upstreams only".into()));
                 }
                 let upstream_ok = ["http://", "https://"].iter().any(|scheme| {
                     raw.upstream.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
@@ -449,6 +461,12 @@ impl GatewayConfig {
                 Some("v2") => Some(ProxyProtocol::V2),
                 Some(other) => return Err(error(&key("proxy_protocol"), format!("`{other}` is not `v1` or `v2`"))),
             };
+            if raw.idle_timeout_seconds.is_some_and(|seconds| !(1..=MAX_IDLE_TIMEOUT).contains(&seconds)) {
+                return Err(error(
+                    &key("idle_timeout_seconds"),
+                    format!("must be between 1 and {MAX_IDLE_TIMEOUT} (a week)"),
+                ));
+            }
             let upstream_http2 = match raw.upstream_protocol.as_deref().unwrap_or("http1") {
                 "http1" => false,
                 "http2" => true,
@@ -537,6 +555,7 @@ impl GatewayConfig {
                 upstream_timeout: std::time::Duration::from_secs(raw.upstream_timeout_seconds),
                 certificate: certificate_files(&format!("app[{index}]"), &raw.certificate, &raw.private_key)?,
                 proxy_protocol,
+                idle_timeout: raw.idle_timeout_seconds.map(std::time::Duration::from_secs),
             });
         }
         if apps.is_empty() {

@@ -469,6 +469,8 @@ pub struct Metrics {
     pub(crate) tunnels_open: AtomicU64,
     /// Tunnels cut because access ended.
     pub(crate) tunnels_cut: AtomicU64,
+    /// Tunnels closed after their service's idle timeout.
+    pub(crate) tunnels_idle_closed: AtomicU64,
 }
 
 impl Metrics {
@@ -492,7 +494,7 @@ impl Metrics {
         ] {
             out.push_str(&format!("zerogate_requests_total{{outcome=\"{outcome}\"}} {}\n", get(counter)));
         }
-        let singles: [(&str, &str, &str, &AtomicU64); 9] = [
+        let singles: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "zerogate_audit_failures_total",
                 "counter",
@@ -522,6 +524,12 @@ impl Metrics {
                 "counter",
                 "TCP service tunnels cut because access ended (revoked, expired, policy, stale lists).",
                 &self.tunnels_cut,
+            ),
+            (
+                "zerogate_tunnels_idle_closed_total",
+                "counter",
+                "TCP service tunnels closed after nothing crossed them for the service's idle_timeout_seconds.",
+                &self.tunnels_idle_closed,
             ),
             (
                 "zerogate_connection_limit_reached_total",

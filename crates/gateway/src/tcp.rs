@@ -7,15 +7,18 @@
 //! a revoked or expired certificate, a policy change, revocation lists gone stale. A tunnel
 //! always needs a certificate, in shadow mode too (shadow mode lets a would-be policy denial
 //! through, never an anonymous, unbounded relay); a client that stops taking what the service
-//! sends is cut after `client_timeout`; a stopping gateway closes its tunnels. A service that
+//! sends is cut after `client_timeout`; one that sends nothing either way for the service's
+//! `idle_timeout_seconds` (when it has one) is closed; a stopping gateway closes its tunnels. A service that
 //! asks for it gets a PROXY protocol header first ([`crate::proxy_protocol`]), once the decision
 //! is durable and before any byte of the client's.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::canonical::CanonicalRequest;
 use crate::decide::Attempt;
@@ -116,10 +119,17 @@ pub(crate) async fn tunnel<S>(
     let _open = OpenTunnel::count(&gateway);
     let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
     every.tick().await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    // When a byte last came from either side, in milliseconds from `started`.
+    let last_read = AtomicU64::new(0);
+    let idle_timeout = app.settings.idle_timeout;
     let (ended, relayed): (std::borrow::Cow<'static, str>, _) = {
+        let mut client = Active { io: &mut client, started, last_read: &last_read };
+        let mut upstream = Active { io: &mut upstream, started, last_read: &last_read };
         let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(relay);
+        let quiet_until = tokio::time::sleep(idle_timeout.unwrap_or(std::time::Duration::from_secs(86_400)));
+        tokio::pin!(quiet_until);
         loop {
             tokio::select! {
                 // Stopping and reauthorization come before relaying more.
@@ -131,6 +141,15 @@ pub(crate) async fn tunnel<S>(
                         let _ = gateway.audit(*record).await;
                         break ("cut: access ended".into(), None);
                     }
+                }
+                () = &mut quiet_until, if idle_timeout.is_some() => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    let last = started + std::time::Duration::from_millis(last_read.load(Ordering::Relaxed));
+                    if last.elapsed() >= timeout {
+                        bump(&gateway.metrics.tunnels_idle_closed);
+                        break (format!("closed: idle for {} s", timeout.as_secs()).into(), None);
+                    }
+                    quiet_until.as_mut().reset(last + timeout);
                 }
                 relayed = &mut relay => match relayed {
                     Ok(bytes) => break ("closed".into(), Some(bytes)),
@@ -160,6 +179,40 @@ pub(crate) async fn tunnel<S>(
         ended = %ended,
         "tunnel ended"
     );
+}
+
+/// One side of a tunnel, noting in `last_read` when a byte last came from it: what an idle
+/// timeout measures (every relayed byte is read from one side first).
+struct Active<'a, S> {
+    io: &'a mut S,
+    started: tokio::time::Instant,
+    last_read: &'a AtomicU64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let at = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_read.store(at, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
 }
 
 /// One open tunnel in the `zerogate_tunnels_open` gauge, taken out when dropped.

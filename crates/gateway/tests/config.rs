@@ -139,6 +139,20 @@ fn a_proxy_protocol_header_is_asked_for_by_a_tcp_service_only() {
 }
 
 #[test]
+fn an_idle_timeout_is_a_tcp_services_between_a_second_and_a_week() {
+    assert_eq!(parse(&with_service("authn = [\"mtls\"]")).unwrap().apps[2].idle_timeout, None, "none by default");
+    let config = parse(&with_service("authn = [\"mtls\"]\nidle_timeout_seconds = 3600")).unwrap();
+    assert_eq!(config.apps[2].idle_timeout, Some(std::time::Duration::from_secs(3600)));
+    for seconds in ["0", "604801"] {
+        let error = parse(&with_service(&format!("authn = [\"mtls\"]\nidle_timeout_seconds = {seconds}"))).unwrap_err();
+        assert!(error.contains("app[2].idle_timeout_seconds") && error.contains("between 1 and 604800"), "{error}");
+    }
+    let text = GOOD.replace("authn = [\"sigv4\"]", "authn = [\"sigv4\"]\nidle_timeout_seconds = 60");
+    let error = parse(&text).unwrap_err();
+    assert!(error.contains("app[1].idle_timeout_seconds") && error.contains("tcp:// upstreams only"), "{error}");
+}
+
+#[test]
 fn a_gateway_id_is_one_short_printable_word() {
     assert_eq!(parse(&GOOD.replace("id = \"gw-eu-1\"\n", "")).unwrap().id, "gateway", "the default");
     let longest = "g".repeat(zerogate_gateway::config::MAX_GATEWAY_ID);
