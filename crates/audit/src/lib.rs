@@ -4,11 +4,12 @@
 //! head of the chain with the log's Ed25519 key. Appends are durable before they are
 //! acknowledged (written and `fdatasync`ed), many at a time (group commit); when the log cannot
 //! be written, the caller is told, so a gateway can deny. [`verify`] reads a log back and says
-//! where it was tampered with.
+//! where it was tampered with; [`shadow::shadow_report`] what enforcing would refuse.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 mod chain;
 mod record;
+pub mod shadow;
 mod verify;
 mod writer;
 

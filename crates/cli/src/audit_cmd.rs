@@ -1,4 +1,4 @@
-//! `zerogate audit verify` and `zerogate audit tail`: reading the tamper-evident audit log.
+//! `zerogate audit verify`, `tail`, `show` and `shadow`: reading the tamper-evident audit log.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "this module is the commands' output")]
 
@@ -43,6 +43,41 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the records at these lines, whole: a line number (`seq`) as `tail` shows it, or
+    /// `GATEWAY:SEQ` as a TCP service's PROXY header names its tunnel's record.
+    Show {
+        /// `SEQ` or `GATEWAY:SEQ`.
+        #[arg(required = true, value_name = "REF")]
+        records: Vec<String>,
+    },
+    /// What enforcing would refuse: per application, the requests and tunnels let through only
+    /// by shadow mode, grouped by principal, action and resource, with the counts allowed and
+    /// refused beside them.
+    Shadow {
+        /// Only records from this long ago on (`90m`, `24h`, `7d`).
+        #[arg(long, value_parser = crate::identity_cmd::parse_duration, value_name = "DURATION")]
+        since: Option<u64>,
+        /// Groups shown per application (the JSON has them all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A record reference: the line, and the gateway it must come from when named.
+fn record_ref(text: &str) -> Result<(Option<&str>, u64)> {
+    let (gateway, seq) = match text.rsplit_once(':') {
+        Some((gateway, seq)) => (Some(gateway), seq),
+        None => (None, text),
+    };
+    let seq = seq
+        .parse()
+        .ok()
+        .filter(|seq| *seq > 0)
+        .with_context(|| format!("`{text}` is not a record reference: a line number (`seq`) or GATEWAY:SEQ"))?;
+    Ok((gateway, seq))
 }
 
 /// Runs `zerogate audit …`.
@@ -116,6 +151,55 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                         .map(|e| format!("errors: {e:?}"))
                         .unwrap_or_default()
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Show { records } => {
+            let wanted = records.iter().map(|text| record_ref(text)).collect::<Result<Vec<_>>>()?;
+            let mut found: Vec<Option<serde_json::Value>> = vec![None; wanted.len()];
+            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
+            for line in BufReader::new(file).lines() {
+                let line = line.with_context(|| format!("reading `{}`", log.display()))?;
+                // (Cheap first: most lines are not asked for.)
+                let Some(seq) = line.strip_prefix("{\"seq\":").and_then(|rest| rest.split(',').next()) else {
+                    continue;
+                };
+                let Ok(seq) = seq.parse::<u64>() else { continue };
+                for (index, (_, wanted)) in wanted.iter().enumerate() {
+                    if *wanted == seq {
+                        found[index] = Some(serde_json::from_str(&line).with_context(|| format!("line {seq}"))?);
+                    }
+                }
+            }
+            for ((text, (gateway, seq)), value) in records.iter().zip(&wanted).zip(&found) {
+                let value =
+                    value.as_ref().with_context(|| format!("`{text}`: no line {seq} in `{}`", log.display()))?;
+                if let Some(gateway) = gateway {
+                    let wrote = value["record"]["gateway"].as_str().unwrap_or("(a checkpoint)");
+                    if wrote != *gateway {
+                        anyhow::bail!(
+                            "`{text}`: line {seq} of `{}` was written by `{wrote}`, not `{gateway}`: the record is in `{gateway}`'s log",
+                            log.display()
+                        );
+                    }
+                }
+                println!("{}", serde_json::to_string_pretty(value)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Shadow { since, limit, json } => {
+            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
+            let since_ms = since.map(|seconds| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let from = now.saturating_sub(std::time::Duration::from_secs(seconds));
+                i64::try_from(from.as_millis()).unwrap_or(i64::MAX)
+            });
+            let report = zerogate_audit::shadow::shadow_report(BufReader::new(file).lines(), since_ms)
+                .map_err(|e| anyhow::anyhow!("`{}`: {e}", log.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::shadow_report::render(&report, limit));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -178,7 +178,7 @@ enum BundleFormat {
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or plain seconds).
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);

@@ -9,6 +9,7 @@ mod map_cmd;
 mod policy_cmd;
 mod recommend_cmd;
 mod revoke_cmd;
+mod shadow_report;
 mod simulate_cmd;
 mod summary;
 

@@ -326,6 +326,44 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         log.lines().any(|l| l.contains("\"host\":\"db.internal\"") && l.contains("no application")),
         "the HTTP request is on record"
     );
+    // What enforcing the shadow-mode service would refuse: the laptop's tunnels, one group.
+    let report = ok(zerogate().args(["audit", "shadow", "--json", "--data-dir", &d(&data)]).output().unwrap());
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let app = |host: &str| report["apps"].as_array().unwrap().iter().find(|a| a["host"] == host).unwrap().clone();
+    let shadow = app("db-shadow.internal");
+    assert_eq!(shadow["would_be_refused"], shadowed.len(), "{report:#}");
+    let group = &shadow["groups"][0];
+    assert_eq!(group["principal"], "Zerogate::Device::\"spiffe://tcp.test/device/laptop-1\"", "{report:#}");
+    assert_eq!(
+        (group["action"].as_str(), group["count"].as_u64()),
+        (Some("Zerogate::Action::\"connect\""), Some(shadowed.len() as u64))
+    );
+    let enforced = app("db.internal");
+    assert_eq!(enforced["would_be_refused"], 0, "an enforcing service lets nothing through by shadow mode");
+    assert!(enforced["allowed"].as_u64() >= Some(3) && enforced["denied"].as_u64() >= Some(1), "{enforced:#}");
+    let text = ok(zerogate().args(["audit", "shadow", "--data-dir", &d(&data)]).output().unwrap());
+    let counts = format!(
+        "db-shadow.internal: {} allowed, {} refused, {} would be refused",
+        shadow["allowed"], shadow["denied"], shadow["would_be_refused"]
+    );
+    assert!(text.contains(&counts), "{counts}: {text}");
+    assert!(text.contains("device/laptop-1"), "{text}");
+    // One record, by its line and by the reference a PROXY header would carry.
+    let line = group["last_seq"].as_u64().unwrap();
+    for reference in [line.to_string(), format!("tcp-test:{line}")] {
+        let shown = ok(zerogate().args(["audit", "show", &reference, "--data-dir", &d(&data)]).output().unwrap());
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!((shown["seq"].as_u64(), shown["record"]["decision"].as_str()), (Some(line), Some("shadow-deny")));
+    }
+    for (reference, reason) in [
+        (format!("gw-2:{line}"), "written by `tcp-test`, not `gw-2`"),
+        ("999999".into(), "no line 999999"),
+        ("x".into(), "not a record reference"),
+    ] {
+        let out = zerogate().args(["audit", "show", &reference, "--data-dir", &d(&data)]).output().unwrap();
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && error.contains(reason), "{reference}: {error}");
+    }
     let verified = ok(zerogate().args(["audit", "verify", "--data-dir", &d(&data)]).output().unwrap());
     assert!(verified.contains("intact") || verified.contains("ok"), "{verified}");
     let _ = std::fs::remove_dir_all(&dir);
