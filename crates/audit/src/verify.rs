@@ -3,12 +3,17 @@
 //! reordered, a forged checkpoint, an incomplete last line).
 
 use std::io::BufRead;
+use std::path::{Path, PathBuf};
 
 use crate::chain::{GENESIS, check_signature, checkpoint_message, line_hash};
+use crate::writer::{file_name, same_file};
 
 /// One place where the log is not what was written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The file, for a log in segments (see [`verify_log`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub file: String,
     /// Line number in the file (1-based).
     pub line: u64,
     /// What is wrong there.
@@ -30,6 +35,11 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Problems in all.
     pub problem_count: u64,
+    /// The first line's sequence number: above 1 when older segments were removed (shipped
+    /// elsewhere, say); what came before is not checked here.
+    pub first_seq: u64,
+    /// The files read, oldest first.
+    pub files: Vec<String>,
 }
 
 impl Report {
@@ -38,90 +48,177 @@ impl Report {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, line: u64, what: String) {
+    fn problem(&mut self, file: &str, line: u64, what: String) {
         self.problem_count += 1;
         if self.problems.len() < 100 {
-            self.problems.push(Problem { line, what });
+            self.problems.push(Problem { file: file.to_owned(), line, what });
         }
     }
 }
 
-/// Verifies the log read from `input` with the checkpoint public key (base64 Ed25519).
-pub fn verify(mut input: impl BufRead, public_key_b64: &str) -> std::io::Result<Report> {
-    let mut report = Report::default();
-    let mut prev = GENESIS.to_owned();
-    let mut last_seq = 0u64;
-    let mut number = 0u64;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        let complete = line.last() == Some(&b'\n');
-        let text = if complete { line.get(..line.len() - 1).unwrap_or_default() } else { &line[..] };
-        if !complete {
-            report.problem(number, "the last line is incomplete (cut off)".into());
-        }
-        let hash = line_hash(text);
-        let value: serde_json::Value = match serde_json::from_slice(text) {
-            Ok(v) => v,
-            Err(e) => {
-                report.problem(number, format!("not a log line ({e}): inserted or damaged"));
-                prev = hash;
-                continue;
-            }
+/// A log's files in the chain's order: its closed segments (`<log>.<first seq>`, oldest first),
+/// then the log itself. A segment that is the log itself (a rollover cut short) is left out.
+pub fn segments(log: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = log.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = format!("{}.", file_name(log));
+    let current = std::fs::metadata(log).ok();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(first) = name.strip_prefix(&prefix).filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
         };
-        let seq = value.get("seq").and_then(serde_json::Value::as_u64);
-        let line_prev = value.get("prev").and_then(serde_json::Value::as_str);
-        match seq {
-            None => report.problem(number, "no sequence number: inserted or damaged".into()),
-            Some(seq) if seq == last_seq + 1 => {}
-            Some(seq) if seq > last_seq + 1 => report.problem(
-                number,
-                format!(
-                    "sequence jumps from {last_seq} to {seq}: {} line(s) removed before this one",
-                    seq - last_seq - 1
-                ),
-            ),
-            Some(seq) => report
-                .problem(number, format!("sequence goes from {last_seq} back to {seq}: lines reordered or inserted")),
+        let path = entry.path();
+        let is_current = match (&current, std::fs::metadata(&path)) {
+            (Some(current), Ok(this)) => same_file(current, &this),
+            _ => false,
+        };
+        if !is_current {
+            found.push((first, path));
         }
-        let seq_continues = seq == Some(last_seq + 1);
-        if line_prev != Some(prev.as_str()) {
-            let what = if seq_continues && number > 1 {
-                format!("does not follow line {}: that line was modified", number - 1)
-            } else {
-                "does not follow the line before it: lines removed, inserted or reordered here".to_owned()
-            };
-            report.problem(number, what);
-        }
-        match value.get("kind").and_then(serde_json::Value::as_str) {
-            Some("decision") => {
-                report.records += 1;
-                report.unsigned_tail += 1;
+    }
+    found.sort();
+    let mut files: Vec<PathBuf> = found.into_iter().map(|(_, path)| path).collect();
+    if current.is_some() {
+        files.push(log.to_owned());
+    }
+    Ok(files)
+}
+
+/// Verifies a log on disk with all its segments ([`segments`]), as one chain: each segment
+/// ends with a signed checkpoint and the next opens with one that continues the chain. A log
+/// whose oldest segments were removed verifies from the first one left, which opens with a
+/// signed checkpoint; [`Report::first_seq`] says where that is.
+pub fn verify_log(log: &Path, public_key_b64: &str) -> std::io::Result<Report> {
+    let mut chain = Chain::new(public_key_b64);
+    for path in segments(log)? {
+        let file = std::fs::File::open(&path)?;
+        let name = file_name(&path);
+        chain.report.files.push(name.clone());
+        chain.read(std::io::BufReader::new(file), &name)?;
+    }
+    Ok(chain.report)
+}
+
+/// Verifies the log read from `input` with the checkpoint public key (base64 Ed25519).
+pub fn verify(input: impl BufRead, public_key_b64: &str) -> std::io::Result<Report> {
+    let mut chain = Chain::new(public_key_b64);
+    chain.read(input, "")?;
+    Ok(chain.report)
+}
+
+/// The chain as read so far, across files.
+struct Chain<'k> {
+    key: &'k str,
+    report: Report,
+    prev: String,
+    last_seq: u64,
+    lines: u64,
+}
+
+impl<'k> Chain<'k> {
+    fn new(key: &'k str) -> Self {
+        Self { key, report: Report::default(), prev: GENESIS.to_owned(), last_seq: 0, lines: 0 }
+    }
+
+    fn read(&mut self, mut input: impl BufRead, file: &str) -> std::io::Result<()> {
+        let report = &mut self.report;
+        let mut number = 0u64;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                break;
             }
-            Some("checkpoint") => {
+            number += 1;
+            self.lines += 1;
+            let complete = line.last() == Some(&b'\n');
+            let text = if complete { line.get(..line.len() - 1).unwrap_or_default() } else { &line[..] };
+            if !complete {
+                report.problem(file, number, "the last line is incomplete (cut off)".into());
+            }
+            let hash = line_hash(text);
+            let value: serde_json::Value = match serde_json::from_slice(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    report.problem(file, number, format!("not a log line ({e}): inserted or damaged"));
+                    self.prev = hash;
+                    continue;
+                }
+            };
+            let seq = value.get("seq").and_then(serde_json::Value::as_u64);
+            let line_prev = value.get("prev").and_then(serde_json::Value::as_str);
+            let kind = value.get("kind").and_then(serde_json::Value::as_str);
+            let signed = kind == Some("checkpoint") && {
                 let at_ms = value.get("at_ms").and_then(serde_json::Value::as_i64);
                 let signature = value.get("signature").and_then(serde_json::Value::as_str);
                 match (seq, line_prev, at_ms, signature) {
-                    (Some(seq), Some(head), Some(at_ms), Some(signature))
-                        if check_signature(public_key_b64, &checkpoint_message(seq, head, at_ms), signature) =>
-                    {
-                        report.checkpoints += 1;
-                        report.last_checkpoint = Some(seq);
-                        report.unsigned_tail = 0;
+                    (Some(seq), Some(head), Some(at_ms), Some(signature)) => {
+                        check_signature(self.key, &checkpoint_message(seq, head, at_ms), signature)
                     }
-                    _ => report.problem(number, "checkpoint signature does not verify: forged or modified".into()),
+                    _ => false,
                 }
+            };
+            // The first line of all may open a segment whose predecessors are gone: a signed
+            // checkpoint there is where the chain read here begins.
+            let starts_later = self.lines == 1 && signed && seq.is_some_and(|seq| seq > 1);
+            if self.lines == 1 {
+                report.first_seq = seq.unwrap_or(0);
             }
-            _ => report.problem(number, "unknown kind of line: inserted or damaged".into()),
+            if starts_later {
+                self.last_seq = seq.unwrap_or(1) - 1;
+            }
+            let last_seq = self.last_seq;
+            match seq {
+                None => report.problem(file, number, "no sequence number: inserted or damaged".into()),
+                Some(seq) if seq == last_seq + 1 => {}
+                Some(seq) if seq > last_seq + 1 => report.problem(
+                    file,
+                    number,
+                    format!(
+                        "sequence jumps from {last_seq} to {seq}: {} line(s) removed before this one",
+                        seq - last_seq - 1
+                    ),
+                ),
+                Some(seq) => report.problem(
+                    file,
+                    number,
+                    format!("sequence goes from {last_seq} back to {seq}: lines reordered or inserted"),
+                ),
+            }
+            let seq_continues = seq == Some(last_seq + 1);
+            if !starts_later && line_prev != Some(self.prev.as_str()) {
+                let what = if seq_continues && number > 1 {
+                    format!("does not follow line {}: that line was modified", number - 1)
+                } else if seq_continues && self.lines > 1 {
+                    "does not follow the last line of the file before: a segment was modified or replaced".to_owned()
+                } else {
+                    "does not follow the line before it: lines removed, inserted or reordered here".to_owned()
+                };
+                report.problem(file, number, what);
+            }
+            match kind {
+                Some("decision") => {
+                    report.records += 1;
+                    report.unsigned_tail += 1;
+                }
+                Some("checkpoint") if signed => {
+                    report.checkpoints += 1;
+                    report.last_checkpoint = seq;
+                    report.unsigned_tail = 0;
+                }
+                Some("checkpoint") => {
+                    report.problem(file, number, "checkpoint signature does not verify: forged or modified".into());
+                }
+                _ => report.problem(file, number, "unknown kind of line: inserted or damaged".into()),
+            }
+            if let Some(seq) = seq {
+                self.last_seq = seq;
+            }
+            self.prev = hash;
         }
-        if let Some(seq) = seq {
-            last_seq = seq;
-        }
-        prev = hash;
+        Ok(())
     }
-    Ok(report)
 }

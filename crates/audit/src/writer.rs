@@ -1,6 +1,8 @@
 //! The writer: one thread owns the file; appenders hand it their record and wait for the
 //! `fdatasync` that makes it durable. Whatever is queued when the writer wakes is written and
-//! synced together (group commit), so many concurrent appends cost one sync.
+//! synced together (group commit), so many concurrent appends cost one sync. Past
+//! `Options::segment_bytes` the file rolls over into a closed segment and a new live file, under
+//! the same lock, so that the log's name always names a whole file that continues the chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -54,11 +56,17 @@ pub struct Options {
     pub checkpoint_every: u64,
     /// Most records written by one sync.
     pub max_batch: usize,
+    /// Once the log holds this many bytes it is closed as a segment of its own and a new one
+    /// continues the chain (see [`crate::segments`]); `None`: one file forever.
+    pub segment_bytes: Option<u64>,
 }
+
+/// Where a log rolls over by default: 256 MiB, about half a million gateway records.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for Options {
     fn default() -> Self {
-        Self { checkpoint_every: 1000, max_batch: 4096 }
+        Self { checkpoint_every: 1000, max_batch: 4096, segment_bytes: Some(DEFAULT_SEGMENT_BYTES) }
     }
 }
 
@@ -110,14 +118,7 @@ impl AuditLog {
     /// incomplete last line (a crash in the middle of a write that was never acknowledged) is cut
     /// off; a last line that is not a record is refused.
     pub fn open(path: &Path, key: CheckpointKey, options: Options) -> Result<Self, AuditError> {
-        let mut open = OpenOptions::new();
-        open.read(true).append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            open.mode(0o600);
-        }
-        let mut file = open.open(path).map_err(io_error(path))?;
+        let mut file = open_for_append(path, false)?;
         let (seq, prev, len) = tail_state(&mut file, path)?;
         let state = State {
             file,
@@ -127,7 +128,11 @@ impl AuditLog {
             len,
             since_checkpoint: 0,
             key,
-            options: Options { max_batch: options.max_batch.max(1), checkpoint_every: options.checkpoint_every.max(1) },
+            options: Options {
+                max_batch: options.max_batch.max(1),
+                checkpoint_every: options.checkpoint_every.max(1),
+                segment_bytes: options.segment_bytes.map(|bytes| bytes.max(1)),
+            },
         };
         let (sender, receiver) = mpsc::sync_channel::<Job>(64 * 1024);
         let writer = std::thread::Builder::new()
@@ -182,6 +187,48 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Opens `path` to append (owner-only when it is created); with `new`, a file that must not
+/// exist yet.
+fn open_for_append(path: &Path, new: bool) -> Result<File, AuditError> {
+    let mut open = OpenOptions::new();
+    open.read(true).append(true);
+    if new {
+        open.create_new(true);
+    } else {
+        open.create(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    open.open(path).map_err(io_error(path))
+}
+
+/// Whether two open files are one (the same device and inode).
+#[cfg(unix)]
+pub(crate) fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// The sequence number of the first line of `file`.
+fn first_seq(file: &mut File, path: &Path) -> Result<u64, AuditError> {
+    file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+    let mut head = Vec::new();
+    file.take(256 * 1024).read_to_end(&mut head).map_err(io_error(path))?;
+    let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    let corrupt = |reason: &str| AuditError::Corrupt { path: path.to_owned(), line: 1, reason: reason.to_owned() };
+    let value: serde_json::Value =
+        serde_json::from_slice(head.get(..end).unwrap_or_default()).map_err(|e| corrupt(&format!("not JSON: {e}")))?;
+    value.get("seq").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt("no seq"))
 }
 
 /// Reads the end of an existing log: the last record's seq and hash, and the file length after
@@ -248,6 +295,16 @@ fn run(mut state: State, jobs: Receiver<Job>) {
     }
 }
 
+/// The name a closed segment keeps: `<log>.<its first seq, 20 digits>`, so that names sort in
+/// the chain's order.
+pub(crate) fn segment_path(log: &Path, first_seq: u64) -> PathBuf {
+    log.with_file_name(format!("{}.{first_seq:020}", file_name(log)))
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 impl State {
     fn record_line(&mut self, body: &str, buf: &mut Vec<u8>) -> Receipt {
         self.seq += 1;
@@ -283,10 +340,97 @@ impl State {
     /// (the CLI while the server runs): the file is locked for the batch, and the chain is picked
     /// up from the file's end if it grew meanwhile.
     fn write_batch(&mut self, bodies: &[&str]) -> Result<Vec<Receipt>, AuditError> {
-        self.file.lock().map_err(io_error(&self.path))?;
+        self.lock_current()?;
         let result = self.write_batch_locked(bodies);
+        if result.is_ok() && self.options.segment_bytes.is_some_and(|limit| self.len >= limit) {
+            // The records are durable whatever happens here; a rollover that fails is tried
+            // again after the next batch.
+            let _ = self.roll_over();
+        }
         let _ = self.file.unlock();
         result
+    }
+
+    /// Locks the log's current file: when another writer has rolled it over since, the new
+    /// one, whose tail the next catch-up reads.
+    fn lock_current(&mut self) -> Result<(), AuditError> {
+        loop {
+            self.file.lock().map_err(io_error(&self.path))?;
+            let ours = self.file.metadata().map_err(io_error(&self.path))?;
+            let named = std::fs::metadata(&self.path).map_err(io_error(&self.path));
+            match named {
+                Ok(named) if same_file(&ours, &named) => return Ok(()),
+                Ok(_) => {
+                    let _ = self.file.unlock();
+                    self.file = open_for_append(&self.path, false)?;
+                    // Whatever its length, its tail is read before the next line.
+                    self.len = u64::MAX;
+                }
+                Err(error) => {
+                    let _ = self.file.unlock();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Closes this file as a segment (a signed checkpoint last, then a second name
+    /// `<log>.<first seq>`), and puts a new file under the log's name that opens with a signed
+    /// checkpoint continuing the chain. Under the lock; the log's name always names a whole file.
+    fn roll_over(&mut self) -> Result<(), AuditError> {
+        let path = self.path.clone();
+        let saved = (self.seq, self.prev.clone(), self.since_checkpoint);
+        let mut closing = Vec::new();
+        self.checkpoint_line(&mut closing);
+        if let Err(error) = self.file.write_all(&closing).and_then(|()| self.file.sync_data()) {
+            (self.seq, self.prev, self.since_checkpoint) = saved;
+            let _ = self.file.set_len(self.len);
+            return Err(io_error(&path)(error));
+        }
+        self.len += closing.len() as u64;
+        let first = first_seq(&mut self.file, &path)?;
+        let segment = segment_path(&path, first);
+        match std::fs::hard_link(&path, &segment) {
+            Ok(()) => {}
+            // A rollover cut short before: the segment is already this file.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let ours = self.file.metadata().map_err(io_error(&path))?;
+                let there = std::fs::metadata(&segment).map_err(io_error(&segment))?;
+                if !same_file(&ours, &there) {
+                    return Err(AuditError::Io {
+                        path: segment,
+                        reason: "a different file already has this segment's name".into(),
+                    });
+                }
+            }
+            Err(error) => return Err(io_error(&segment)(error)),
+        }
+        let next_path = path.with_file_name(format!("{}.next", file_name(&path)));
+        match std::fs::remove_file(&next_path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(&next_path)(error)),
+        }
+        let mut next = open_for_append(&next_path, true)?;
+        let saved = (self.seq, self.prev.clone(), self.since_checkpoint);
+        let mut opening = Vec::new();
+        self.checkpoint_line(&mut opening);
+        let renamed =
+            next.write_all(&opening).and_then(|()| next.sync_data()).and_then(|()| std::fs::rename(&next_path, &path));
+        if let Err(error) = renamed {
+            (self.seq, self.prev, self.since_checkpoint) = saved;
+            let _ = std::fs::remove_file(&next_path);
+            return Err(io_error(&path)(error));
+        }
+        // The rename itself made durable; then the new file is this writer's (the old one's
+        // lock goes with its descriptor).
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            let _ = File::open(dir).and_then(|dir| dir.sync_all());
+        }
+        let _ = next.lock();
+        self.file = next;
+        self.len = opening.len() as u64;
+        Ok(())
     }
 
     fn catch_up(&mut self) -> Result<(), AuditError> {
@@ -320,7 +464,7 @@ impl State {
     }
 
     fn checkpoint_now(&mut self) -> Result<(), AuditError> {
-        self.file.lock().map_err(io_error(&self.path))?;
+        self.lock_current()?;
         let result = self.catch_up().and_then(|()| {
             let mut buf = Vec::new();
             self.checkpoint_line(&mut buf);

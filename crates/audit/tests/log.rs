@@ -269,3 +269,150 @@ fn a_log_that_cannot_be_written_refuses_appends() {
         Err(AuditError::Corrupt { .. })
     ));
 }
+
+/// Options that roll the log over every `bytes`.
+fn rolling(bytes: u64) -> Options {
+    Options { checkpoint_every: 1000, segment_bytes: Some(bytes), ..Options::default() }
+}
+
+fn first_line(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&lines(path)[0]).unwrap()
+}
+
+fn last_line(path: &Path) -> serde_json::Value {
+    serde_json::from_str(lines(path).last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_log_rolls_over_into_segments_that_verify_as_one_chain() {
+    let dir = scratch("segments");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let (public, pkcs8) = (key.public_key_b64(), key.pkcs8().to_vec());
+    let log = AuditLog::open(&path, key, rolling(4096)).unwrap();
+    let seqs: Vec<u64> = (0..200).map(|i| log.append(&record(i)).unwrap().seq).collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "each append after the one before");
+    let files = segments(&path).unwrap();
+    assert!(files.len() > 5, "{files:?}");
+    assert_eq!(files.last(), Some(&path), "the live file last");
+    for (closed, next) in files.iter().zip(files.iter().skip(1)) {
+        let (end, start) = (last_line(closed), first_line(next));
+        assert_eq!(end["kind"], "checkpoint", "{closed:?} ends signed");
+        assert_eq!(start["kind"], "checkpoint", "{next:?} opens signed");
+        assert_eq!(start["seq"].as_u64(), end["seq"].as_u64().map(|seq| seq + 1), "the chain goes on");
+        let name = closed.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, format!("audit.log.{:020}", first_line(closed)["seq"].as_u64().unwrap()));
+        assert!(std::fs::metadata(closed).unwrap().len() < 4096 + 2048, "rolled over near its size");
+    }
+    // Reopened, the log goes on in its live file; read whole, it is one chain.
+    log.close();
+    let log = AuditLog::open(&path, CheckpointKey::from_pkcs8(&pkcs8).unwrap(), rolling(4096)).unwrap();
+    let next = log.append(&record(200)).unwrap().seq;
+    assert!(next > *seqs.last().unwrap());
+    log.close();
+    let report = verify_log(&path, &public).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!((report.records, report.first_seq, report.files.len()), (201, 1, segments(&path).unwrap().len()));
+    assert_eq!(report.unsigned_tail, 0);
+    // The live file alone verifies from the signed checkpoint it opens with, and says so.
+    let alone = check(&path, &public);
+    assert!(alone.is_intact() && alone.first_seq > 1, "{alone:?}");
+}
+
+#[test]
+fn tampering_in_a_segment_is_named_with_its_file_and_removed_segments_are_found() {
+    let dir = scratch("segments-tampered");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let log = AuditLog::open(&path, key, rolling(4096)).unwrap();
+    (0..200).for_each(|i| drop(log.append(&record(i)).unwrap()));
+    log.close();
+    let files = segments(&path).unwrap();
+    let second = &files[1];
+    let name = second.file_name().unwrap().to_string_lossy().into_owned();
+    let original = lines(second);
+    let mut changed = original.clone();
+    changed[3] = changed[3].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"").replace("w", "W");
+    rewrite(second, &changed);
+    let report = verify_log(&path, &public).unwrap();
+    assert!(!report.is_intact());
+    let problem = &report.problems[0];
+    assert_eq!((problem.file.as_str(), problem.line), (name.as_str(), 5), "the line after the modified one");
+    rewrite(second, &original);
+    assert!(verify_log(&path, &public).unwrap().is_intact(), "put back, intact again");
+
+    // A segment taken out of the middle: the next one does not follow.
+    let kept = std::fs::read(&files[2]).unwrap();
+    std::fs::remove_file(&files[2]).unwrap();
+    let report = verify_log(&path, &public).unwrap();
+    assert!(report.problems.iter().any(|p| p.what.contains("removed")), "{:?}", report.problems);
+    std::fs::write(&files[2], kept).unwrap();
+
+    // The oldest segments shipped elsewhere and deleted: the rest verifies from where it starts.
+    std::fs::remove_file(&files[0]).unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+    let report = verify_log(&path, &public).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.first_seq, first_line(&files[2])["seq"].as_u64().unwrap());
+    // But not from a line that is no signed checkpoint: the start of a segment cut away.
+    let mut cut = lines(&files[2]);
+    cut.remove(0);
+    rewrite(&files[2], &cut);
+    assert!(!verify_log(&path, &public).unwrap().is_intact());
+}
+
+#[test]
+fn two_writers_roll_one_log_over_together() {
+    let dir = scratch("segments-two-writers");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let (public, pkcs8) = (key.public_key_b64(), key.pkcs8().to_vec());
+    let a = Arc::new(AuditLog::open(&path, key, rolling(8192)).unwrap());
+    let b = Arc::new(AuditLog::open(&path, CheckpointKey::from_pkcs8(&pkcs8).unwrap(), rolling(8192)).unwrap());
+    let handles: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, log)| {
+            std::thread::spawn(move || {
+                (0..300).map(|i| log.append(&record(w as u64 * 1000 + i)).unwrap().seq).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    a.close();
+    b.close();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 600, "every append its own line, across rollovers by either writer");
+    let report = verify_log(&path, &public).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 600);
+    assert!(report.files.len() > 5, "{:?}", report.files);
+}
+
+#[test]
+fn a_rollover_cut_short_is_finished_by_the_next() {
+    // A crash after the live file got its segment name, before the new live file was put in
+    // place: both names are one file.
+    let dir = scratch("segments-cut-short");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let (public, pkcs8) = (key.public_key_b64(), key.pkcs8().to_vec());
+    let log = AuditLog::open(&path, key, Options { segment_bytes: None, ..Options::default() }).unwrap();
+    (0..20).for_each(|i| drop(log.append(&record(i)).unwrap()));
+    log.close();
+    std::fs::hard_link(&path, dir.join(format!("audit.log.{:020}", 1))).unwrap();
+    std::fs::write(dir.join("audit.log.next"), "half a file").unwrap();
+    assert_eq!(segments(&path).unwrap(), vec![path.clone()], "one file, read once");
+    let log = AuditLog::open(&path, CheckpointKey::from_pkcs8(&pkcs8).unwrap(), rolling(4096)).unwrap();
+    // (The first append finds the file past its size: it rolls over once.)
+    (20..25).for_each(|i| drop(log.append(&record(i)).unwrap()));
+    log.close();
+    let files = segments(&path).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(!dir.join("audit.log.next").exists());
+    let report = verify_log(&path, &public).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 25);
+}

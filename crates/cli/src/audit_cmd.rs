@@ -66,6 +66,20 @@ enum AuditCommand {
     },
 }
 
+/// The lines of the log and its closed segments, oldest first.
+fn all_lines(log: &std::path::Path) -> Result<impl Iterator<Item = std::io::Result<String>>> {
+    if !log.exists() {
+        anyhow::bail!("`{}`: no audit log there", log.display());
+    }
+    let files = zerogate_audit::segments(log).with_context(|| format!("listing `{}`", log.display()))?;
+    let mut readers = Vec::new();
+    for path in files {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening `{}`", path.display()))?;
+        readers.push(BufReader::new(file).lines());
+    }
+    Ok(readers.into_iter().flatten())
+}
+
 /// A record reference: the line, and the gateway it must come from when named.
 fn record_ref(text: &str) -> Result<(Option<&str>, u64)> {
     let (gateway, seq) = match text.rsplit_once(':') {
@@ -89,9 +103,11 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             let key_path = public_key.unwrap_or_else(|| dir.audit_public_key_path());
             let key =
                 std::fs::read_to_string(&key_path).with_context(|| format!("reading `{}`", key_path.display()))?;
-            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
-            let report = zerogate_audit::verify(BufReader::new(file), key.trim())
-                .with_context(|| format!("reading `{}`", log.display()))?;
+            if !log.exists() {
+                anyhow::bail!("`{}`: no audit log there", log.display());
+            }
+            let report =
+                zerogate_audit::verify_log(&log, key.trim()).with_context(|| format!("reading `{}`", log.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -106,8 +122,23 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                         String::new()
                     }
                 );
+                if report.files.len() > 1 {
+                    println!(
+                        "  in {} files: {} … {}",
+                        report.files.len(),
+                        report.files[0],
+                        report.files[report.files.len() - 1]
+                    );
+                }
+                if report.first_seq > 1 {
+                    println!(
+                        "  from line {} on: the segments before it are not here (removed or shipped), and are not checked",
+                        report.first_seq
+                    );
+                }
                 for p in &report.problems {
-                    println!("  line {}: {}", p.line, p.what);
+                    let file = if p.file.is_empty() { String::new() } else { format!("{} ", p.file) };
+                    println!("  {file}line {}: {}", p.line, p.what);
                 }
                 if report.problem_count > report.problems.len() as u64 {
                     println!("  … {} problems in all", report.problem_count);
@@ -117,9 +148,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         AuditCommand::Tail { lines, json } => {
-            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
             let mut last = std::collections::VecDeque::with_capacity(lines + 1);
-            for line in BufReader::new(file).lines() {
+            for line in all_lines(&log)? {
                 last.push_back(line?);
                 if last.len() > lines {
                     last.pop_front();
@@ -157,8 +187,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         AuditCommand::Show { records } => {
             let wanted = records.iter().map(|text| record_ref(text)).collect::<Result<Vec<_>>>()?;
             let mut found: Vec<Option<serde_json::Value>> = vec![None; wanted.len()];
-            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
-            for line in BufReader::new(file).lines() {
+            for line in all_lines(&log)? {
                 let line = line.with_context(|| format!("reading `{}`", log.display()))?;
                 // (Cheap first: most lines are not asked for.)
                 let Some(seq) = line.strip_prefix("{\"seq\":").and_then(|rest| rest.split(',').next()) else {
@@ -188,13 +217,12 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Shadow { since, limit, json } => {
-            let file = std::fs::File::open(&log).with_context(|| format!("opening `{}`", log.display()))?;
             let since_ms = since.map(|seconds| {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let from = now.saturating_sub(std::time::Duration::from_secs(seconds));
                 i64::try_from(from.as_millis()).unwrap_or(i64::MAX)
             });
-            let report = zerogate_audit::shadow::shadow_report(BufReader::new(file).lines(), since_ms)
+            let report = zerogate_audit::shadow::shadow_report(all_lines(&log)?, since_ms)
                 .map_err(|e| anyhow::anyhow!("`{}`: {e}", log.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
