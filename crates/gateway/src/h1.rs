@@ -35,8 +35,8 @@ use tokio::net::TcpStream;
 use crate::assertion::ASSERTION_HEADER;
 use crate::canonical;
 use crate::proxy::{
-    Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session, Unreadable, Upstream, bump,
-    empty_body, generic, generic_text, is_websocket_upgrade, stopped,
+    AUDIT_RECORD_HEADER, Admitted, AppRuntime, Connection, Gateway, MAX_SIGNED_BODY, Refused, Screened, Session,
+    Unreadable, Upstream, bump, empty_body, generic, generic_text, is_websocket_upgrade, stopped,
 };
 use crate::share::HeldBody;
 
@@ -417,7 +417,9 @@ where
     };
     // The request head (and the body, as far as it is here), for the upstream.
     out.clear();
-    push_upstream_head(out, &method, &canonical, app, &parts.headers, &admitted, assertion.as_ref(), connection);
+    let head =
+        UpstreamHead { gateway_id: &gateway.parts.id, admitted: &admitted, assertion: assertion.as_ref(), connection };
+    push_upstream_head(out, &method, &canonical, app, &parts.headers, &head);
     // What a long-lived exchange is authorized again as (the identity and request moved here:
     // nothing below reads them).
     let session = admitted.who.map(|who| Session {
@@ -572,16 +574,23 @@ where
 /// the shared rule lets through (canonical::forwardable), then the gateway's own (the identity
 /// assertion, `x-forwarded-for`, `x-forwarded-proto`). The caller ends it.
 #[allow(clippy::too_many_arguments)]
+/// What the gateway adds to a request head for the upstream.
+struct UpstreamHead<'a> {
+    gateway_id: &'a str,
+    admitted: &'a Admitted,
+    assertion: Option<&'a HeaderValue>,
+    connection: &'a Connection,
+}
+
 fn push_upstream_head(
     out: &mut Vec<u8>,
     method: &Method,
     canonical: &canonical::CanonicalRequest,
     app: &AppRuntime,
     headers: &HeaderMap,
-    admitted: &Admitted,
-    assertion: Option<&HeaderValue>,
-    connection: &Connection,
+    head: &UpstreamHead<'_>,
 ) {
+    let UpstreamHead { gateway_id, admitted, assertion, connection } = *head;
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(canonical.path.as_bytes());
@@ -601,6 +610,8 @@ fn push_upstream_head(
     if let Some(assertion) = assertion {
         push_field(out, ASSERTION_HEADER.as_bytes(), assertion.as_bytes());
     }
+    out.extend_from_slice(AUDIT_RECORD_HEADER.as_bytes());
+    let _ = write!(out, ": {gateway_id}:{}\r\n", admitted.record);
     out.extend_from_slice(b"x-forwarded-for: ");
     let _ = write!(out, "{}", connection.peer.ip());
     out.extend_from_slice(b"\r\nx-forwarded-proto: https\r\n");
@@ -1598,16 +1609,8 @@ pub(crate) async fn websocket_over_http2(
     }
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let mut out = Vec::with_capacity(1024);
-    push_upstream_head(
-        &mut out,
-        &Method::GET,
-        canonical,
-        app,
-        &parts.headers,
-        admitted,
-        assertion.as_ref(),
-        connection,
-    );
+    let head = UpstreamHead { gateway_id: &gateway.parts.id, admitted, assertion: assertion.as_ref(), connection };
+    push_upstream_head(&mut out, &Method::GET, canonical, app, &parts.headers, &head);
     if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
         out.extend_from_slice(b"sec-websocket-version: 13\r\n");
     }

@@ -111,6 +111,9 @@ pub enum GatewayError {
     /// An upstream setting.
     #[error("upstream `{0}`: {1}")]
     Upstream(String, String),
+    /// The gateway's id, which goes into headers and PROXY headers as it is.
+    #[error("gateway id `{0}`: must be 1 to 64 printable ASCII characters without spaces")]
+    Id(String),
 }
 
 /// Where an application's requests go.
@@ -277,7 +280,15 @@ pub(crate) struct Admitted {
     /// The request's place in its principal's share ([`crate::share`]): whatever part of the
     /// exchange lives longest keeps it.
     pub(crate) in_flight: Option<Held>,
+    /// The line of its decision record in the audit log (`seq`), which the upstream is told
+    /// ([`AUDIT_RECORD_HEADER`]).
+    pub(crate) record: u64,
 }
+
+/// The header that tells the upstream which audit record let a request in:
+/// `<gateway id>:<seq>`, for `zerogate audit show`. A client's own is stripped as every
+/// `x-zerogate-` header is.
+pub const AUDIT_RECORD_HEADER: &str = "x-zerogate-audit-record";
 
 impl Admitted {
     /// The session a part of this exchange that outlives the decision (a request body still
@@ -665,6 +676,10 @@ pub(crate) fn generic(status: StatusCode, close: bool) -> Response<Body> {
 impl Gateway {
     /// Prepares the gateway (upstreams checked, nothing listening yet).
     pub fn new(parts: GatewayParts) -> Result<Arc<Self>, GatewayError> {
+        let id = &parts.id;
+        if id.is_empty() || id.len() > crate::config::MAX_GATEWAY_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(GatewayError::Id(id.escape_debug().to_string()));
+        }
         let mut apps = HashMap::new();
         for settings in &parts.apps {
             let upstream = Upstream::new(settings)?;
@@ -988,9 +1003,9 @@ impl Gateway {
         let mut outcome = self.decide_now(&attempt, now);
         let in_flight = self.take_place(&mut outcome);
         let decision = outcome.record.decision;
-        if self.audit(outcome.record).await.is_err() {
+        let Ok(receipt) = self.audit_receipt(outcome.record).await else {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
-        }
+        };
         self.count(decision);
         if !outcome.forward {
             let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
@@ -998,7 +1013,7 @@ impl Gateway {
         }
         // The identity decided on is the one admitted (moved, not copied).
         let Attempt { authn, .. } = attempt;
-        Ok(Admitted { who: authn.ok(), credential_header, certificate, in_flight })
+        Ok(Admitted { who: authn.ok(), credential_header, certificate, in_flight, record: receipt.seq })
     }
 
     /// The signed identity assertion for an authenticated caller (503 if it cannot be signed).
@@ -1018,8 +1033,8 @@ impl Gateway {
 
     /// The headers an upstream receives: hop-by-hop headers, identity headers of every family,
     /// the credential header and client address claims removed (HTTP/2 cookies joined), then
-    /// the gateway's own: the signed identity assertion, `x-forwarded-for` and
-    /// `x-forwarded-proto`. `Host` is left to the caller (HTTP/1.1 and HTTP/2 differ).
+    /// the gateway's own: the signed identity assertion, the decision's audit record,
+    /// `x-forwarded-for` and `x-forwarded-proto`. `Host` is left to the caller (HTTP/1.1 and HTTP/2 differ).
     pub(crate) fn upstream_headers(
         &self,
         app: &AppRuntime,
@@ -1035,6 +1050,9 @@ impl Gateway {
         }
         if let Some(value) = self.assertion_for(app, admitted, now)? {
             headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&format!("{}:{}", self.parts.id, admitted.record)) {
+            headers.insert(HeaderName::from_static(AUDIT_RECORD_HEADER), value);
         }
         // Addresses the client claims are not evidence (clean_for_upstream removed them): the
         // upstream gets the one the gateway saw.

@@ -613,11 +613,16 @@ async fn requests_are_authenticated_authorized_audited_then_forwarded() {
             "X-Zerogate-Identity: forged",
             "-H",
             "Connection: x-zerogate-identity",
+            "-H",
+            "X-Zerogate-Audit-Record: gw-test:1",
         ],
     );
     assert_eq!(status, 200, "{body}");
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["target"], "/reports/q3?format=csv");
+    // The upstream is told which record let the request in; the client's claim never arrives.
+    let record = record_of(&setup, &seen);
+    assert_eq!((record["decision"].as_str(), record["request"]["host"].as_str()), (Some("allow"), Some(billing)));
     assert!(seen["headers"].get("x-forwarded-user").is_none());
     let assertion = seen["headers"]["x-zerogate-identity"].as_str().unwrap();
     assert_ne!(assertion, "forged");
@@ -859,6 +864,23 @@ fn assertion_claims(assertion: &str) -> Value {
     use base64::Engine as _;
     let claims = assertion.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+/// The audit record the upstream was told let `seen` in (`x-zerogate-audit-record`): the
+/// decision line in the gateway's log, checked to be this request's allow.
+fn record_of(setup: &Setup, seen: &Value) -> Value {
+    let reference = seen["headers"]["x-zerogate-audit-record"].as_str().expect("the decision's record");
+    let seq: u64 =
+        reference.strip_prefix("gw-test:").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{reference}"));
+    let text = std::fs::read_to_string(&setup.audit_path).unwrap();
+    let line: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["seq"] == seq)
+        .unwrap_or_else(|| panic!("no line {seq}"));
+    assert_eq!(line["kind"], "decision");
+    assert_eq!(line["record"]["request"]["path"], seen["target"], "{line}");
+    line["record"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1942,10 +1964,13 @@ async fn http2_clients_and_upstreams_get_the_same_pipeline() {
             "X-Forwarded-User: admin",
             "-H",
             "x-zerogate-identity: forged",
+            "-H",
+            "x-zerogate-audit-record: gw-test:1",
         ],
     );
     assert_eq!((status, version.as_str()), (200, "2"), "{body}");
     let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record_of(&setup, &seen)["decision"], "allow", "an HTTP/2 client's request, on record");
     assert_eq!((seen["version"].as_str(), seen["target"].as_str()), (Some("HTTP/1.1"), Some("/reports/q3?x=1")));
     assert!(seen["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(seen["headers"]["cookie"], "a=1; b=2");
@@ -1961,6 +1986,7 @@ async fn http2_clients_and_upstreams_get_the_same_pipeline() {
     assert_eq!(seen["target"], "/svc.Inventory/List");
     assert!(seen["authority"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(seen["headers"]["x-zerogate-identity"].is_string());
+    assert_eq!(record_of(&setup, &seen)["request"]["host"], "grpc.example.org", "to an HTTP/2 upstream too");
     let before = setup.seen.lock().unwrap().len();
 
     // Each refusal class over HTTP/2; none reaches an upstream.
