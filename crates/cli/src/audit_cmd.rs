@@ -80,6 +80,33 @@ fn all_lines(log: &std::path::Path) -> Result<impl Iterator<Item = std::io::Resu
     Ok(readers.into_iter().flatten())
 }
 
+/// The last `count` lines of the log, reading only as many segments back as they take.
+fn last_lines(log: &std::path::Path, count: usize) -> Result<Vec<String>> {
+    if !log.exists() {
+        anyhow::bail!("`{}`: no audit log there", log.display());
+    }
+    let files = zerogate_audit::segments(log).with_context(|| format!("listing `{}`", log.display()))?;
+    // Newest file first; each file's last lines go in front of those already kept.
+    let mut kept: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for path in files.iter().rev() {
+        let file = std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
+        let mut last = std::collections::VecDeque::with_capacity(count.min(4096) + 1);
+        for line in BufReader::new(file).lines() {
+            last.push_back(line.with_context(|| format!("reading `{}`", path.display()))?);
+            if last.len() > count - kept.len().min(count) {
+                last.pop_front();
+            }
+        }
+        for line in last.into_iter().rev() {
+            kept.push_front(line);
+        }
+        if kept.len() >= count {
+            break;
+        }
+    }
+    Ok(kept.into())
+}
+
 /// A record reference: the line, and the gateway it must come from when named.
 fn record_ref(text: &str) -> Result<(Option<&str>, u64)> {
     let (gateway, seq) = match text.rsplit_once(':') {
@@ -148,14 +175,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         AuditCommand::Tail { lines, json } => {
-            let mut last = std::collections::VecDeque::with_capacity(lines + 1);
-            for line in all_lines(&log)? {
-                last.push_back(line?);
-                if last.len() > lines {
-                    last.pop_front();
-                }
-            }
-            for line in last {
+            for line in last_lines(&log, lines)? {
                 if json {
                     println!("{line}");
                     continue;

@@ -67,6 +67,18 @@ fn the_audit_commands_read_a_log_in_segments_as_one() {
     assert_eq!((first["seq"].as_u64(), first["record"]["request"]["path"].as_str()), (Some(1), Some("/page/1")));
     let tail = ok(audit(&log, &["tail", "-n", "200", "--json"]));
     assert_eq!(tail.lines().filter(|l| l.contains("\"kind\":\"decision\"")).count(), 120, "every segment's records");
+    // The last few, in order, however many segments they span.
+    let every: Vec<u64> =
+        tail.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
+    let live_lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    for n in [1, 3, live_lines + 2] {
+        let last = ok(audit(&log, &["tail", "-n", &n.to_string(), "--json"]));
+        let seqs: Vec<u64> = last
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, every[every.len() - n..], "tail -n {n}");
+    }
 
     // Every fourth request let through by shadow mode, across all segments.
     let report: serde_json::Value = serde_json::from_str(&ok(audit(&log, &["shadow", "--json"]))).unwrap();
