@@ -100,6 +100,10 @@ struct State {
     since_checkpoint: u64,
     key: CheckpointKey,
     options: Options,
+    /// The length past which the live file rolls over: the segment size, or further on after a
+    /// rollover that failed (say, on a file system without hard links), so that a failing one
+    /// is not tried (with a checkpoint signed each time) on every batch.
+    roll_at: u64,
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -127,6 +131,7 @@ impl AuditLog {
             prev,
             len,
             since_checkpoint: 0,
+            roll_at: options.segment_bytes.unwrap_or(u64::MAX),
             key,
             options: Options {
                 max_batch: options.max_batch.max(1),
@@ -342,10 +347,15 @@ impl State {
     fn write_batch(&mut self, bodies: &[&str]) -> Result<Vec<Receipt>, AuditError> {
         self.lock_current()?;
         let result = self.write_batch_locked(bodies);
-        if result.is_ok() && self.options.segment_bytes.is_some_and(|limit| self.len >= limit) {
+        if let (Ok(_), Some(limit)) = (&result, self.options.segment_bytes)
+            && self.len >= self.roll_at
+        {
             // The records are durable whatever happens here; a rollover that fails is tried
-            // again after the next batch.
-            let _ = self.roll_over();
+            // again once the file has grown by another eighth of a segment.
+            match self.roll_over() {
+                Ok(()) => self.roll_at = limit,
+                Err(_) => self.roll_at = self.len.saturating_add((limit / 8).max(1)),
+            }
         }
         let _ = self.file.unlock();
         result
@@ -365,6 +375,7 @@ impl State {
                     self.file = open_for_append(&self.path, false)?;
                     // Whatever its length, its tail is read before the next line.
                     self.len = u64::MAX;
+                    self.roll_at = self.options.segment_bytes.unwrap_or(u64::MAX);
                 }
                 Err(error) => {
                     let _ = self.file.unlock();
@@ -379,6 +390,8 @@ impl State {
     /// checkpoint continuing the chain. Under the lock; the log's name always names a whole file.
     fn roll_over(&mut self) -> Result<(), AuditError> {
         let path = self.path.clone();
+        // (Named by its first line, read before anything is written.)
+        let first = first_seq(&mut self.file, &path)?;
         let saved = (self.seq, self.prev.clone(), self.since_checkpoint);
         let mut closing = Vec::new();
         self.checkpoint_line(&mut closing);
@@ -388,7 +401,6 @@ impl State {
             return Err(io_error(&path)(error));
         }
         self.len += closing.len() as u64;
-        let first = first_seq(&mut self.file, &path)?;
         let segment = segment_path(&path, first);
         match std::fs::hard_link(&path, &segment) {
             Ok(()) => {}

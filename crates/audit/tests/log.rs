@@ -416,3 +416,24 @@ fn a_rollover_cut_short_is_finished_by_the_next() {
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 25);
 }
+
+#[test]
+fn a_rollover_that_cannot_happen_is_not_retried_on_every_batch() {
+    // Another file already has the name the first segment would take: the rollover fails, the
+    // appends do not, and the live file gets a closing checkpoint per attempt, not per batch.
+    let dir = scratch("segments-blocked");
+    let path = dir.join("audit.log");
+    let blocker = dir.join(format!("audit.log.{:020}", 1));
+    std::fs::write(&blocker, "not ours\n").unwrap();
+    let key = CheckpointKey::generate().unwrap();
+    let public = key.public_key_b64();
+    let log = AuditLog::open(&path, key, Options { segment_bytes: Some(16_384), ..Options::default() }).unwrap();
+    (0..200).for_each(|i| drop(log.append(&record(i)).unwrap()));
+    log.close();
+    let checkpoints = lines(&path).iter().filter(|l| l.contains("\"kind\":\"checkpoint\"")).count();
+    assert!(checkpoints < 60, "{checkpoints} checkpoints for about 170 batches past the size");
+    assert!(checkpoints > 3, "it was tried again as the file grew: {checkpoints}");
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "not ours\n", "never written over");
+    let report = check(&path, &public);
+    assert!(report.is_intact() && report.records == 200, "{report:?}");
+}
