@@ -252,6 +252,12 @@ pub const MAX_IDLE_TIMEOUT: u64 = 7 * 24 * 3600;
 /// The longest gateway id: with `:` and a line number it fits a PROXY header's unique id.
 pub const MAX_GATEWAY_ID: usize = 64;
 
+/// Whether `id` can name a gateway: it goes as it is into audit records, the upstream's
+/// `x-zerogate-audit-record` header and PROXY headers.
+pub fn is_gateway_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_GATEWAY_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The whole configuration, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -576,7 +582,7 @@ impl GatewayConfig {
         let certificate = certificate_files("gateway", &raw.gateway.certificate, &raw.gateway.private_key)?;
         let id = raw.gateway.id.unwrap_or_else(|| "gateway".into());
         // A name in every audit record and in a PROXY header's record id: short, one word.
-        if id.is_empty() || id.len() > MAX_GATEWAY_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        if !is_gateway_id(&id) {
             return Err(error(
                 "gateway.id",
                 format!("must be 1 to {MAX_GATEWAY_ID} printable ASCII characters without spaces"),

@@ -677,7 +677,7 @@ impl Gateway {
     /// Prepares the gateway (upstreams checked, nothing listening yet).
     pub fn new(parts: GatewayParts) -> Result<Arc<Self>, GatewayError> {
         let id = &parts.id;
-        if id.is_empty() || id.len() > crate::config::MAX_GATEWAY_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        if !crate::config::is_gateway_id(id) {
             return Err(GatewayError::Id(id.escape_debug().to_string()));
         }
         let mut apps = HashMap::new();
