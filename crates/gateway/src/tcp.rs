@@ -142,6 +142,15 @@ pub(crate) async fn tunnel<S>(
                         break ("cut: access ended".into(), None);
                     }
                 }
+                relayed = &mut relay => match relayed {
+                    Ok(bytes) => break ("closed".into(), Some(bytes)),
+                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        break ("cut: the client took nothing for client_timeout".into(), None)
+                    }
+                    // (A service may reset its connection when a session ends.)
+                    Err(error) => break (format!("broke off: {error}").into(), None),
+                },
+                // After relaying: data that came with the deadline is not idleness.
                 () = &mut quiet_until, if idle_timeout.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
                     let last = started + std::time::Duration::from_millis(last_read.load(Ordering::Relaxed));
@@ -151,14 +160,6 @@ pub(crate) async fn tunnel<S>(
                     }
                     quiet_until.as_mut().reset(last + timeout);
                 }
-                relayed = &mut relay => match relayed {
-                    Ok(bytes) => break ("closed".into(), Some(bytes)),
-                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                        break ("cut: the client took nothing for client_timeout".into(), None)
-                    }
-                    // (A service may reset its connection when a session ends.)
-                    Err(error) => break (format!("broke off: {error}").into(), None),
-                },
             }
         }
     };
@@ -181,12 +182,19 @@ pub(crate) async fn tunnel<S>(
     );
 }
 
-/// One side of a tunnel, noting in `last_read` when a byte last came from it: what an idle
-/// timeout measures (every relayed byte is read from one side first).
+/// One side of a tunnel, noting in `last_read` when a byte last came from it or went to it:
+/// what an idle timeout measures.
 struct Active<'a, S> {
     io: &'a mut S,
     started: tokio::time::Instant,
     last_read: &'a AtomicU64,
+}
+
+impl<S> Active<'_, S> {
+    fn stamp(&self) {
+        let at = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read.store(at, Ordering::Relaxed);
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
@@ -194,8 +202,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let at = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.last_read.store(at, Ordering::Relaxed);
+            self.stamp();
         }
         polled
     }
@@ -203,7 +210,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.io).poll_write(cx, buf)
+        // A peer still taking bytes is not idle, though nothing new was read for a while.
+        let polled = Pin::new(&mut *self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.stamp();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
