@@ -29,6 +29,7 @@ fn record(i: u64) -> DecisionRecord {
         decision: Decision::Allow,
         policies: vec!["policy12".into()],
         errors: vec![],
+        reauthorization: false,
     }
 }
 

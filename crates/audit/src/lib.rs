@@ -16,6 +16,9 @@ mod verify;
 mod writer;
 
 pub use chain::{CheckpointKey, GENESIS};
-pub use record::{Credential, Decision, DecisionRecord, RequestSummary};
+pub use record::{
+    APPLICATION_ENTITY, Credential, Decision, DecisionRecord, NO_RESOURCE, RequestSummary, TCP_TARGET_ENTITY,
+    UNROUTED_HOST,
+};
 pub use verify::{Problem, Report, segments, verify, verify_log};
 pub use writer::{AuditError, AuditLog, DEFAULT_SEGMENT_BYTES, Options, Receipt};

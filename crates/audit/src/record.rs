@@ -73,7 +73,25 @@ pub struct DecisionRecord {
     /// Errors met on the way (each is a reason to deny).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// A decision on a long-lived connection admitted earlier (a WebSocket, a streamed body, a
+    /// TCP tunnel), taken again because access may have ended: not a new request. Its `deny`
+    /// is a cut, its `shadow-deny` the cut that enforcing would have made.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reauthorization: bool,
 }
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// The prefix of an HTTP application's Cedar entity, the resource of each of its decisions.
+pub const APPLICATION_ENTITY: &str = "Zerogate::Application::\"";
+/// The prefix of a TCP service's Cedar entity, the resource of each of its decisions.
+pub const TCP_TARGET_ENTITY: &str = "Zerogate::TcpTarget::\"";
+/// The gateway's resource for a request it could not parse.
+pub const NO_RESOURCE: &str = "(none)";
+/// The gateway's resource for a request to a host no application has (`host:NAME`).
+pub const UNROUTED_HOST: &str = "host:";
 
 /// Longest text kept in one field; longer values are cut and marked.
 pub const MAX_FIELD: usize = 4096;
@@ -130,6 +148,8 @@ struct Written<'a> {
     decision: Decision,
     policies: Fields<'a>,
     errors: Fields<'a>,
+    #[serde(skip_serializing_if = "is_false")]
+    reauthorization: bool,
 }
 
 #[derive(Serialize)]
@@ -179,6 +199,7 @@ impl DecisionRecord {
             decision: self.decision,
             policies: Fields(&self.policies),
             errors: Fields(&self.errors),
+            reauthorization: self.reauthorization,
         };
         // Sized for a typical record, so that it is written without growing.
         let mut out = Vec::with_capacity(512);

@@ -3,12 +3,17 @@
 //! each application, how many requests (and tunnels) were allowed, refused, and let through only
 //! because of shadow mode, and groups the last by who asked for what, so each group is either a
 //! policy to widen or access that should end.
+//!
+//! It counts requests, not records: a long-lived connection's re-authorization (its cut, or the
+//! cut shadow mode did not make) is counted apart from the request that opened it, and records
+//! no application decided (an unknown host, a request that did not parse, the identity
+//! authority's own) are not an application's.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Decision, DecisionRecord};
+use crate::record::{APPLICATION_ENTITY, Decision, DecisionRecord, NO_RESOURCE, TCP_TARGET_ENTITY, UNROUTED_HOST};
 
 /// The whole report.
 #[derive(Debug, Default, Serialize)]
@@ -17,6 +22,11 @@ pub struct ShadowReport {
     pub records: u64,
     /// Each application (host, or TLS server name), by name.
     pub apps: Vec<AppSummary>,
+    /// Requests refused before an application decided: for a host no application has, or not
+    /// parsed. Shadow mode never lets these through.
+    pub unrouted: u64,
+    /// Decision records of no application at all (the identity authority's).
+    pub other: u64,
 }
 
 /// One application's decisions.
@@ -30,7 +40,11 @@ pub struct AppSummary {
     pub denied: u64,
     /// Let through by shadow mode: refused once the application enforces.
     pub would_be_refused: u64,
-    /// Those, by who asked for what, the most frequent first.
+    /// Long-lived connections (WebSockets, streamed bodies, tunnels) cut when access ended.
+    pub cut: u64,
+    /// Long-lived connections that shadow mode kept open where enforcing would have cut them.
+    pub would_be_cut: u64,
+    /// The requests let through by shadow mode, by who asked for what, the most frequent first.
     pub groups: Vec<Group>,
 }
 
@@ -67,6 +81,8 @@ struct Building {
     allowed: u64,
     denied: u64,
     would_be_refused: u64,
+    cut: u64,
+    would_be_cut: u64,
     /// Each group, with the distinct paths seen in it.
     groups: BTreeMap<GroupKey, (Group, std::collections::BTreeSet<String>)>,
 }
@@ -86,7 +102,7 @@ where
     I: IntoIterator<Item = std::io::Result<String>>,
 {
     let mut apps: BTreeMap<String, Building> = BTreeMap::new();
-    let mut records = 0;
+    let (mut records, mut unrouted, mut other) = (0, 0, 0);
     for (index, line) in lines.into_iter().enumerate() {
         let number = index + 1;
         let line = line.map_err(|e| format!("line {number}: {e}"))?;
@@ -100,12 +116,26 @@ where
             continue;
         }
         records += 1;
+        // An application's decision is on its Cedar entity (or a route's, which is one too).
+        if ![APPLICATION_ENTITY, TCP_TARGET_ENTITY].iter().any(|entity| record.resource.starts_with(entity)) {
+            if record.resource == NO_RESOURCE || record.resource.starts_with(UNROUTED_HOST) {
+                unrouted += 1;
+            } else {
+                other += 1;
+            }
+            continue;
+        }
         let request = record.request;
         let app = apps.entry(request.host.unwrap_or_else(|| "(no host)".into())).or_default();
-        match record.decision {
-            Decision::Allow => app.allowed += 1,
-            Decision::Deny => app.denied += 1,
-            Decision::ShadowDeny => {
+        match (record.reauthorization, record.decision) {
+            // A session goes on without a record while it is allowed; should one be written,
+            // it is no new request.
+            (true, Decision::Allow) => {}
+            (true, Decision::Deny) => app.cut += 1,
+            (true, Decision::ShadowDeny) => app.would_be_cut += 1,
+            (false, Decision::Allow) => app.allowed += 1,
+            (false, Decision::Deny) => app.denied += 1,
+            (false, Decision::ShadowDeny) => {
                 app.would_be_refused += 1;
                 let key = (record.principal, record.action, record.resource);
                 let (group, paths) = app.groups.entry(key).or_insert_with_key(|(principal, action, resource)| {
@@ -159,11 +189,13 @@ where
                 allowed: building.allowed,
                 denied: building.denied,
                 would_be_refused: building.would_be_refused,
+                cut: building.cut,
+                would_be_cut: building.would_be_cut,
                 groups,
             }
         })
         .collect();
-    Ok(ShadowReport { records, apps })
+    Ok(ShadowReport { records, apps, unrouted, other })
 }
 
 #[cfg(test)]
@@ -209,6 +241,41 @@ mod tests {
         assert_eq!(carol.example.as_deref(), Some("GET /b"), "the latest");
         assert_eq!(wiki.groups[1].principal.as_deref(), Some("bob"));
         assert_eq!(report.apps[0].groups[0].principal, None, "no principal is a group of its own");
+    }
+
+    #[test]
+    fn a_long_lived_connection_is_counted_once_and_records_of_no_application_are_set_apart() {
+        let reauthorized = |seq: u64, decision: &str, principal: &str| {
+            let mut value: serde_json::Value =
+                serde_json::from_str(&line(seq, 1000, decision, Some(principal), "db", "")).unwrap();
+            value["record"]["reauthorization"] = true.into();
+            value.to_string()
+        };
+        let outside = |seq: u64, resource: &str, host: Option<&str>| {
+            let mut value: serde_json::Value = serde_json::from_str(&line(seq, 1000, "deny", None, "x", "/")).unwrap();
+            value["record"]["resource"] = resource.into();
+            value["record"]["request"]["host"] = host.into();
+            value.to_string()
+        };
+        let lines = [
+            // A tunnel let through by shadow mode, then its first would-be cut: one request.
+            line(1, 1000, "shadow-deny", Some("bob"), "db", ""),
+            reauthorized(2, "shadow-deny", "bob"),
+            // An allowed tunnel cut when access ended: one allowed request, one cut.
+            line(3, 1000, "allow", Some("alice"), "db", ""),
+            reauthorized(4, "deny", "alice"),
+            outside(5, "host:unknown.example", Some("unknown.example")),
+            outside(6, "(none)", None),
+            outside(7, "zerogate:identity-authority", None),
+        ];
+        let report = report(&lines, None);
+        assert_eq!((report.records, report.unrouted, report.other), (7, 2, 1));
+        let hosts: Vec<&str> = report.apps.iter().map(|a| a.host.as_str()).collect();
+        assert_eq!(hosts, ["db"], "an unknown host or no host is no application");
+        let db = &report.apps[0];
+        assert_eq!((db.allowed, db.denied, db.would_be_refused, db.cut, db.would_be_cut), (1, 0, 1, 1, 1));
+        assert_eq!(db.groups.len(), 1);
+        assert_eq!((db.groups[0].count, db.groups[0].last_seq), (1, 1), "the would-be cut is no second request");
     }
 
     #[test]

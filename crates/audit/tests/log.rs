@@ -31,6 +31,7 @@ fn record(i: u64) -> DecisionRecord {
         decision: if i.is_multiple_of(3) { Decision::Deny } else { Decision::Allow },
         policies: vec!["policy0".into()],
         errors: vec![],
+        reauthorization: false,
     }
 }
 

@@ -11,15 +11,22 @@ pub(crate) fn render(report: &ShadowReport, limit: usize) -> String {
     let total: u64 = report.apps.iter().map(|app| app.would_be_refused).sum();
     let _ = writeln!(
         out,
-        "{} decision records; {} let through only by shadow mode (refused once enforced)",
+        "{} decision records; {} requests let through only by shadow mode (refused once enforced)",
         report.records, total
     );
+    if report.unrouted > 0 {
+        let _ = writeln!(out, "{} requests refused before any application (unknown host, not parsed)", report.unrouted);
+    }
     for app in &report.apps {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\n{}: {} allowed, {} refused, {} would be refused",
             app.host, app.allowed, app.denied, app.would_be_refused
         );
+        if app.cut > 0 || app.would_be_cut > 0 {
+            let _ = write!(out, "; long-lived connections: {} cut, {} would be cut", app.cut, app.would_be_cut);
+        }
+        out.push('\n');
         for group in app.groups.iter().take(limit) {
             let principal = group.principal.as_deref().unwrap_or("(no principal)");
             let _ = writeln!(out, "  {:>6}  {principal} {} on {}", group.count, group.action, group.resource);
@@ -63,8 +70,9 @@ mod tests {
         ];
         let report = zerogate_audit::shadow::shadow_report(lines.iter().cloned().map(Ok), None).unwrap();
         let text = render(&report, 1);
-        assert!(text.starts_with("5 decision records; 3 let through only by shadow mode"), "{text}");
-        assert!(text.contains("wiki: 1 allowed, 1 refused, 3 would be refused"), "{text}");
+        assert!(text.starts_with("5 decision records; 3 requests let through only by shadow mode"), "{text}");
+        assert!(text.contains("\nwiki: 1 allowed, 1 refused, 3 would be refused\n"), "{text}");
+        assert!(!text.contains("before any application"), "none was: {text}");
         assert!(text.contains("carol Zerogate::Action::\"http\" on Zerogate::Application::\"wiki\""), "{text}");
         assert!(text.contains("line 4: GET /b (one of 2 paths); why"), "{text}");
         assert!(text.contains("… 1 more groups"), "{text}");

@@ -26,6 +26,7 @@ fn record(i: u64) -> DecisionRecord {
         decision: if i.is_multiple_of(4) { Decision::ShadowDeny } else { Decision::Allow },
         policies: vec![],
         errors: vec![],
+        reauthorization: false,
     }
 }
 

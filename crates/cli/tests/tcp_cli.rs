@@ -245,8 +245,12 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
 
     // In shadow mode a session the policy would refuse goes on, and the first reauthorization
     // that would have cut it is on record, once; its certificate revoked, it is cut all the same.
-    let would_be_cut =
-        || records(&data).iter().filter(|r| r["errors"].to_string().contains("would be cut (shadow mode)")).count();
+    let would_be_cut = || {
+        records(&data)
+            .iter()
+            .filter(|r| r["reauthorization"] == true && r["errors"].to_string().contains("would be cut (shadow mode)"))
+            .count()
+    };
     // (The short shadow session before may have lived past an interval and written its own.)
     let before = would_be_cut();
     let shadowed = Running(
@@ -326,20 +330,42 @@ fn a_tcp_service_is_reached_with_a_certificate_refused_without_and_cut_when_it_i
         log.lines().any(|l| l.contains("\"host\":\"db.internal\"") && l.contains("no application")),
         "the HTTP request is on record"
     );
-    // What enforcing the shadow-mode service would refuse: the laptop's tunnels, one group.
+    // What enforcing the shadow-mode service would refuse: the laptop's tunnels, one group,
+    // each tunnel counted once (its would-be cut apart from the connection it opened with).
+    let (reauthorizations, connections): (Vec<&serde_json::Value>, Vec<_>) =
+        shadowed.iter().copied().partition(|r| r["reauthorization"] == true);
+    assert!(!reauthorizations.is_empty() && !connections.is_empty(), "{shadowed:#?}");
+    let cuts = |host: &str| {
+        records
+            .iter()
+            .filter(|r| r["request"]["host"] == host && r["decision"] == "deny" && r["reauthorization"] == true)
+            .count()
+    };
     let report = ok(zerogate().args(["audit", "shadow", "--json", "--data-dir", &d(&data)]).output().unwrap());
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let hosts: Vec<&str> = report["apps"].as_array().unwrap().iter().map(|a| a["host"].as_str().unwrap()).collect();
+    assert_eq!(
+        hosts,
+        ["db-shadow.internal", "db.example.org", "db.internal"],
+        "only the configured services: {report:#}"
+    );
+    assert!(report["unrouted"].as_u64() >= Some(1), "the HTTP request to a TCP service: {report:#}");
     let app = |host: &str| report["apps"].as_array().unwrap().iter().find(|a| a["host"] == host).unwrap().clone();
     let shadow = app("db-shadow.internal");
-    assert_eq!(shadow["would_be_refused"], shadowed.len(), "{report:#}");
+    assert_eq!(shadow["would_be_refused"], connections.len(), "{report:#}");
+    assert_eq!(shadow["would_be_cut"], reauthorizations.len(), "{report:#}");
+    assert_eq!(shadow["cut"], cuts("db-shadow.internal"), "{report:#}");
     let group = &shadow["groups"][0];
     assert_eq!(group["principal"], "Zerogate::Device::\"spiffe://tcp.test/device/laptop-1\"", "{report:#}");
     assert_eq!(
         (group["action"].as_str(), group["count"].as_u64()),
-        (Some("Zerogate::Action::\"connect\""), Some(shadowed.len() as u64))
+        (Some("Zerogate::Action::\"connect\""), Some(connections.len() as u64))
     );
     let enforced = app("db.internal");
     assert_eq!(enforced["would_be_refused"], 0, "an enforcing service lets nothing through by shadow mode");
+    assert_eq!(enforced["would_be_cut"], 0, "{enforced:#}");
+    assert!(enforced["cut"].as_u64() >= Some(1), "the revoked workload's tunnel: {enforced:#}");
+    assert_eq!(enforced["cut"], cuts("db.internal"), "{enforced:#}");
     assert!(enforced["allowed"].as_u64() >= Some(3) && enforced["denied"].as_u64() >= Some(1), "{enforced:#}");
     let text = ok(zerogate().args(["audit", "shadow", "--data-dir", &d(&data)]).output().unwrap());
     let counts = format!(

@@ -141,6 +141,7 @@ impl<S: Store> IdentityService<S> {
                 decision: if result.is_ok() { zerogate_audit::Decision::Allow } else { zerogate_audit::Decision::Deny },
                 policies: vec!["identity-issuance-policy".to_owned()],
                 errors: result.as_ref().err().map(|r| vec![r.to_string()]).unwrap_or_default(),
+                reauthorization: false,
             };
             if let Err(e) = audit.append(&record) {
                 tracing::error!(error = %e, "audit log append failed");

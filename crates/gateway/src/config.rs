@@ -412,7 +412,7 @@ impl GatewayConfig {
                 }
                 // Its own entity type: a policy written for an application's HTTP requests
                 // with its action left open does not open a tunnel to it.
-                if !raw.resource.starts_with("Zerogate::TcpTarget::\"") {
+                if !raw.resource.starts_with(zerogate_audit::TCP_TARGET_ENTITY) {
                     return Err(error(&key("resource"), "must be a Zerogate::TcpTarget entity".into()));
                 }
                 if host.parse::<std::net::IpAddr>().is_ok() {
@@ -457,7 +457,7 @@ impl GatewayConfig {
                         "must be http://host:port or https://host:port, without a path (or tcp://host:port)".into(),
                     ));
                 }
-                if !raw.resource.starts_with("Zerogate::Application::\"") {
+                if !raw.resource.starts_with(zerogate_audit::APPLICATION_ENTITY) {
                     return Err(error(&key("resource"), "must be a Zerogate::Application entity".into()));
                 }
             }

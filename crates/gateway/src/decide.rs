@@ -156,6 +156,7 @@ pub fn decide(
         decision: Decision::Deny,
         policies: Vec::new(),
         errors: Vec::new(),
+        reauthorization: false,
     };
     // A refusal: `error` says what failed (a clean policy deny has none: its deciding policies
     // say why).

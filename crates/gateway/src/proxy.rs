@@ -1077,7 +1077,7 @@ impl Gateway {
             gateway: self.parts.id.clone(),
             principal: None,
             credential: None,
-            resource: "(none)".to_owned(),
+            resource: zerogate_audit::NO_RESOURCE.to_owned(),
             action: r#"Zerogate::Action::"http""#.to_owned(),
             request: RequestSummary {
                 method: None,
@@ -1088,6 +1088,7 @@ impl Gateway {
             decision: Decision::Deny,
             policies: Vec::new(),
             errors: vec![format!("request: not parsed as {protocol} ({error})")],
+            reauthorization: false,
         }
     }
 
@@ -1106,7 +1107,10 @@ impl Gateway {
             gateway: self.parts.id.clone(),
             principal: None,
             credential: None,
-            resource: canonical.map_or_else(|| "(none)".to_owned(), |c| format!("host:{}", c.host)),
+            resource: canonical.map_or_else(
+                || zerogate_audit::NO_RESOURCE.to_owned(),
+                |c| format!("{}{}", zerogate_audit::UNROUTED_HOST, c.host),
+            ),
             action: r#"Zerogate::Action::"http""#.to_owned(),
             request: RequestSummary {
                 method: Some(method.as_str().to_owned()),
@@ -1117,6 +1121,7 @@ impl Gateway {
             decision: Decision::Deny,
             policies: Vec::new(),
             errors: vec![error],
+            reauthorization: false,
         }
     }
 
@@ -1372,6 +1377,7 @@ impl Gateway {
         };
         let outcome = self.decide_now(&attempt, now);
         let mut record = outcome.record;
+        record.reauthorization = true;
         // Whose session it is, also when its credential is what failed (a refused
         // authentication names no principal on its own).
         if record.principal.is_none() {

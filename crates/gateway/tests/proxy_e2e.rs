@@ -1284,7 +1284,17 @@ where
     assert!(closed.is_ok(), "{what} was still open 3 s after the revocation");
     assert!(revoked_at.elapsed() < Duration::from_secs(2), "{what} cut after {:?}", revoked_at.elapsed());
     let log = std::fs::read_to_string(&setup.audit_path).unwrap();
-    assert!(log.contains("long-lived connection cut"), "{what}: the cut is recorded");
+    let cuts: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["record"]["errors"].to_string().contains("long-lived connection cut"))
+        .collect();
+    assert!(!cuts.is_empty(), "{what}: the cut is recorded: {log}");
+    // Marked as a reauthorization, so that it is not read as one more refused request; no
+    // other record is.
+    assert!(cuts.iter().all(|cut| cut["record"]["reauthorization"] == true), "{what}: {cuts:#?}");
+    let marked = log.lines().filter(|l| l.contains("\"reauthorization\"")).count();
+    assert_eq!(marked, cuts.len(), "{what}: only the cuts: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1323,7 +1333,7 @@ async fn in_shadow_mode_a_websocket_the_policy_would_cut_goes_on_and_is_recorded
         .collect();
     assert_eq!(noted.len(), 1, "once over about five reauthorizations: {log}");
     let record = &noted[0]["record"];
-    assert_eq!(record["decision"], "shadow-deny", "{record}");
+    assert_eq!((&record["decision"], &record["reauthorization"]), (&json!("shadow-deny"), &json!(true)), "{record}");
     assert_eq!(record["policies"], json!(["wiki-drafts-closed"]), "{record}");
     assert!(record["principal"].as_str().unwrap().contains("Device"), "{record}");
     assert!(!log.contains("long-lived connection cut"), "nothing was cut: {log}");
