@@ -104,6 +104,19 @@ struct State {
     /// rollover that failed (say, on a file system without hard links), so that a failing one
     /// is not tried (with a checkpoint signed each time) on every batch.
     roll_at: u64,
+    /// The length the file is to be cut back to, when cutting off a failed write failed too:
+    /// until that cut succeeds nothing is appended, so the failed lines never join the chain.
+    uncut: Option<u64>,
+    /// A rollover's rename is not known to be durable yet (syncing the directory failed).
+    rename_unsynced: bool,
+}
+
+/// Makes the entries of `path`'s directory durable (a rename into it).
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir).and_then(|dir| dir.sync_all()),
+        None => Ok(()),
+    }
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -120,10 +133,14 @@ fn now_ms() -> i64 {
 impl AuditLog {
     /// Opens (creating if needed, owner-only) the log at `path` and starts its writer. An
     /// incomplete last line (a crash in the middle of a write that was never acknowledged) is cut
-    /// off; a last line that is not a record is refused.
+    /// off; a last line that is not a record is refused. The tail is read under the log's lock:
+    /// another writer's batch in the middle of its write is not an incomplete line.
     pub fn open(path: &Path, key: CheckpointKey, options: Options) -> Result<Self, AuditError> {
         let mut file = open_for_append(path, false)?;
-        let (seq, prev, len) = tail_state(&mut file, path)?;
+        lock_named(path, &mut file)?;
+        let tail = tail_state(&mut file, path);
+        let _ = file.unlock();
+        let (seq, prev, len) = tail?;
         let state = State {
             file,
             path: path.to_owned(),
@@ -131,6 +148,8 @@ impl AuditLog {
             prev,
             len,
             since_checkpoint: 0,
+            uncut: None,
+            rename_unsynced: false,
             roll_at: options.segment_bytes.unwrap_or(u64::MAX),
             key,
             options: Options {
@@ -222,6 +241,29 @@ pub(crate) fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 #[cfg(not(unix))]
 pub(crate) fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
     true
+}
+
+/// Locks `file`, the log at `path`: when the name has moved on to another file (another writer
+/// rolled the log over), that one instead, and says so.
+fn lock_named(path: &Path, file: &mut File) -> Result<bool, AuditError> {
+    let mut moved = false;
+    loop {
+        file.lock().map_err(io_error(path))?;
+        let ours = file.metadata().map_err(io_error(path));
+        let named = std::fs::metadata(path).map_err(io_error(path));
+        match (ours, named) {
+            (Ok(ours), Ok(named)) if same_file(&ours, &named) => return Ok(moved),
+            (Ok(_), Ok(_)) => {
+                let _ = file.unlock();
+                *file = open_for_append(path, false)?;
+                moved = true;
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                let _ = file.unlock();
+                return Err(error);
+            }
+        }
+    }
 }
 
 /// The sequence number of the first line of `file`.
@@ -364,24 +406,19 @@ impl State {
     /// Locks the log's current file: when another writer has rolled it over since, the new
     /// one, whose tail the next catch-up reads.
     fn lock_current(&mut self) -> Result<(), AuditError> {
-        loop {
-            self.file.lock().map_err(io_error(&self.path))?;
-            let ours = self.file.metadata().map_err(io_error(&self.path))?;
-            let named = std::fs::metadata(&self.path).map_err(io_error(&self.path));
-            match named {
-                Ok(named) if same_file(&ours, &named) => return Ok(()),
-                Ok(_) => {
-                    let _ = self.file.unlock();
-                    self.file = open_for_append(&self.path, false)?;
-                    // Whatever its length, its tail is read before the next line.
-                    self.len = u64::MAX;
-                    self.roll_at = self.options.segment_bytes.unwrap_or(u64::MAX);
-                }
-                Err(error) => {
-                    let _ = self.file.unlock();
-                    return Err(error);
-                }
-            }
+        if lock_named(&self.path, &mut self.file)? {
+            // Whatever its length, its tail is read before the next line.
+            self.len = u64::MAX;
+            self.roll_at = self.options.segment_bytes.unwrap_or(u64::MAX);
+        }
+        Ok(())
+    }
+
+    /// Cuts the file back to `len` after a write that failed; if that fails too, nothing more
+    /// is appended until it succeeds (see [`State::uncut`]).
+    fn cut_back(&mut self, len: u64) {
+        if self.file.set_len(len).is_err() {
+            self.uncut = Some(len);
         }
     }
 
@@ -397,7 +434,7 @@ impl State {
         self.checkpoint_line(&mut closing);
         if let Err(error) = self.file.write_all(&closing).and_then(|()| self.file.sync_data()) {
             (self.seq, self.prev, self.since_checkpoint) = saved;
-            let _ = self.file.set_len(self.len);
+            self.cut_back(self.len);
             return Err(io_error(&path)(error));
         }
         self.len += closing.len() as u64;
@@ -436,9 +473,9 @@ impl State {
         }
         // The rename itself made durable; then the new file is this writer's (the old one's
         // lock goes with its descriptor).
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|dir| dir.sync_all());
-        }
+        // Until it is, nothing written to the new file is acknowledged: after a power loss the
+        // log's name could still be the old file's.
+        self.rename_unsynced = sync_parent(&path).is_err();
         let _ = next.lock();
         self.file = next;
         self.len = opening.len() as u64;
@@ -455,6 +492,20 @@ impl State {
     }
 
     fn write_batch_locked(&mut self, bodies: &[&str]) -> Result<Vec<Receipt>, AuditError> {
+        if let Some(len) = self.uncut {
+            self.file.set_len(len).map_err(|e| AuditError::Io {
+                path: self.path.clone(),
+                reason: format!("a failed write could not be cut off, so nothing is appended: {e}"),
+            })?;
+            self.uncut = None;
+        }
+        if self.rename_unsynced {
+            sync_parent(&self.path).map_err(|e| AuditError::Io {
+                path: self.path.clone(),
+                reason: format!("the rollover's new file is not durable yet: syncing its directory: {e}"),
+            })?;
+            self.rename_unsynced = false;
+        }
         self.catch_up()?;
         let saved = (self.seq, self.prev.clone(), self.since_checkpoint);
         let mut buf = Vec::with_capacity(bodies.iter().map(|b| b.len() + 120).sum());
@@ -469,7 +520,7 @@ impl State {
             }
             Err(e) => {
                 (self.seq, self.prev, self.since_checkpoint) = saved;
-                let _ = self.file.set_len(self.len);
+                self.cut_back(self.len);
                 Err(AuditError::Io { path: self.path.clone(), reason: e.to_string() })
             }
         }

@@ -438,3 +438,52 @@ fn a_rollover_that_cannot_happen_is_not_retried_on_every_batch() {
     let report = check(&path, &public);
     assert!(report.is_intact() && report.records == 200, "{report:?}");
 }
+
+#[test]
+fn opening_a_log_waits_for_a_writer_in_the_middle_of_its_write() {
+    use std::io::Write as _;
+    let dir = scratch("open-while-writing");
+    let path = dir.join("audit.log");
+    let pkcs8 = CheckpointKey::generate().unwrap().pkcs8().to_vec();
+    let key = || CheckpointKey::from_pkcs8(&pkcs8).unwrap();
+    let public = key().public_key_b64();
+    let log = AuditLog::open(&path, key(), Options::default()).unwrap();
+    for i in 0..10 {
+        log.append(&record(i)).unwrap();
+    }
+    log.close();
+    // Another writer (another process) holds the lock and has written half of its line so far:
+    // a record continuing the chain after the 10 records and the closing checkpoint.
+    let previous = lines(&path).pop().unwrap();
+    let prev: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, previous.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let line =
+        format!("{{\"seq\":12,\"prev\":\"{prev}\",\"kind\":\"decision\",\"record\":{}}}\n", record(42).to_json());
+    let (first, rest) = line.split_at(line.len() / 2);
+    let mut other = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    other.lock().unwrap();
+    other.write_all(first.as_bytes()).unwrap();
+    let opening = {
+        let (path, key) = (path.clone(), key());
+        std::thread::spawn(move || {
+            let log = AuditLog::open(&path, key, Options::default()).unwrap();
+            let receipt = log.append(&record(43)).unwrap();
+            log.close();
+            receipt.seq
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!opening.is_finished(), "opening waits for the other writer's lock");
+    let now = std::fs::read_to_string(&path).unwrap();
+    assert!(now.ends_with(first), "the line being written is not cut off as if a crash had left it");
+    other.write_all(rest.as_bytes()).unwrap();
+    other.sync_data().unwrap();
+    other.unlock().unwrap();
+    assert_eq!(opening.join().unwrap(), 13, "appended after the other writer's record");
+    let report = check(&path, &public);
+    assert_eq!((report.records, report.problem_count), (12, 0), "{:?}", report.problems);
+    let _ = std::fs::remove_dir_all(&dir);
+}
