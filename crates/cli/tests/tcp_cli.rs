@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Running, ok, public_ca, public_leaf, zerogate};
+use common::{Running, ok, public_ca, public_leaf, serial, zerogate};
 
 /// Starts `zerogate connect` to `service` for `identity` and returns it with the local port it listens on.
 fn connect(gateway: u16, service: &str, identity: &Path, gateway_ca: Option<&Path>) -> (Running, u16) {
@@ -57,15 +57,6 @@ fn issue(data: &Path, spiffe_id: &str, out: &Path) {
         .arg(out)
         .output()
         .unwrap());
-}
-
-fn serial(identity: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(identity.join("svid.pem"))
-        .output()
-        .unwrap();
-    ok(out).trim().trim_start_matches("serial=").to_ascii_lowercase()
 }
 
 fn records(data: &Path) -> Vec<serde_json::Value> {

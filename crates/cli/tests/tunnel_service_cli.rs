@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Running, ok, zerogate};
+use common::{Running, ok, serial, zerogate};
 
 /// HAProxy on `port`, taking a PROXY header (either version) on every connection and answering
 /// each HTTP request with the addresses and names the header carried.
@@ -139,9 +139,9 @@ fn through(gateway: u16, service: &str, identity: &Path) -> Seen {
 
 /// A gateway in `dir` with the CA, a policy that lets one workload (`api`, its identity in
 /// `dir/api`) connect to the service, and the HAProxy service behind `apps` (TOML `[[app]]`
-/// tables, `{service}` standing for the service's address). Returns the gateway, its listener
-/// and admin ports, and HAProxy.
-fn set_up(dir: &Path, apps: &str) -> (Running, u16, u16, Running) {
+/// tables, `{service}` standing for the service's address), with `gateway` settings added to
+/// its `[gateway]` table. Returns the gateway, its listener and admin ports, and HAProxy.
+fn set_up(dir: &Path, gateway: &str, apps: &str) -> (Running, u16, u16, Running) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
     let data = dir.join("data");
@@ -165,7 +165,7 @@ fn set_up(dir: &Path, apps: &str) -> (Running, u16, u16, Running) {
     std::fs::write(
         &config,
         format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"pp-gw\"\n\
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nid = \"pp-gw\"\n{gateway}\n\
              [policy]\npolicies = \"policy\"\nentities = \"policy/entities.json\"\n{}",
             apps.replace("{service}", &format!("127.0.0.1:{service_port}"))
         ),
@@ -192,7 +192,7 @@ fn app(host: &str, extra: &str) -> String {
 fn a_proxy_protocol_service_sees_the_client_its_name_and_the_tunnels_audit_record() {
     let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-proxy-protocol", std::process::id()));
     let apps = app("v2.internal", "proxy_protocol = \"v2\"") + &app("v1.internal", "proxy_protocol = \"v1\"");
-    let (_gateway, port, _, _service) = set_up(&dir, &apps);
+    let (_gateway, port, _, _service) = set_up(&dir, "", &apps);
     let (api, data) = (dir.join("api"), dir.join("data"));
 
     // Version 2: the client as the gateway saw it, not the gateway's outgoing connection.
@@ -234,7 +234,7 @@ fn a_tunnel_nothing_crosses_for_the_idle_timeout_is_closed_and_a_busy_one_is_not
     let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-idle", std::process::id()));
     let apps = app("idle.internal", "proxy_protocol = \"v2\"\nidle_timeout_seconds = 2")
         + &app("patient.internal", "proxy_protocol = \"v2\"");
-    let (gateway, port, admin, _service) = set_up(&dir, &apps);
+    let (gateway, port, admin, _service) = set_up(&dir, "", &apps);
     let api = dir.join("api");
     let metric = |name: &str| {
         let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output().unwrap();
@@ -272,5 +272,84 @@ fn a_tunnel_nothing_crosses_for_the_idle_timeout_is_closed_and_a_busy_one_is_not
             .any(|l| l.contains("tunnel ended") && l.contains("closed: idle for 2 s") && l.contains("idle.internal")),
         "{log}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A service whose connect takes about 3 s: a Python listener with room for one connection in
+/// its accept queue, taken by a connection of its own, so that the gateway's SYN is dropped
+/// until, 1.5 s after it is told, the listener takes that one; the gateway's SYN sent again
+/// (3 s after its first) then gets in. It prints its port, then how many bytes the gateway's
+/// connection carried before it closed.
+const SLOW_SERVICE: &str = r#"
+import socket, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(0)
+port = listener.getsockname()[1]
+filler = socket.create_connection(("127.0.0.1", port))
+print(port, flush=True)
+sys.stdin.readline()
+time.sleep(1.5)
+listener.accept()[0].close()
+gateway, _ = listener.accept()
+gateway.settimeout(5)
+received = 0
+try:
+    while True:
+        chunk = gateway.recv(4096)
+        if not chunk:
+            break
+        received += len(chunk)
+except socket.timeout:
+    pass
+print(received, flush=True)
+"#;
+
+#[test]
+fn a_tunnel_whose_connect_outlasts_the_reauthorization_interval_is_authorized_again_before_a_byte_crosses() {
+    let dir = std::env::temp_dir().join(format!("zerogate-cli-{}-slow-connect", std::process::id()));
+    let mut service = Command::new("python3")
+        .args(["-c", SLOW_SERVICE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(service.stdout.take().unwrap()).lines();
+    let service_port: u16 = said.next().unwrap().unwrap().trim().parse().unwrap();
+    let mut service = Running(service);
+    let apps = app("slow.internal", "").replace("{service}", &format!("127.0.0.1:{service_port}"));
+    let (_gateway, port, _, _haproxy) = set_up(&dir, "reauthorize_seconds = 1", &apps);
+    let (api, data) = (dir.join("api"), dir.join("data"));
+    let log = || std::fs::read_to_string(data.join("audit/audit.log")).unwrap_or_default();
+
+    // The tunnel is decided and allowed, the client's first bytes wait in the gateway, and the
+    // certificate is revoked while the connect to the service is still under way.
+    let mut tunnel = Tunnel::open(port, "slow.internal", &api);
+    tunnel.client.0.stdin.as_mut().unwrap().write_all(b"first bytes\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("\"decision\":\"allow\"") {
+        assert!(Instant::now() < deadline, "no decision: {}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(zerogate().args(["ca", "revoke", "--data-dir"]).arg(&data).args(["--serial", &serial(&api)]).output().unwrap());
+    service.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let received: usize = said.next().expect("the service says what it received").unwrap().trim().parse().unwrap();
+    assert_eq!(received, 0, "bytes crossed on a decision older than the interval, for a revoked certificate");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tunnel.closed() {
+        assert!(Instant::now() < deadline, "the tunnel was not cut");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cut = log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["record"]["reauthorization"] == true)
+        .unwrap_or_else(|| panic!("no record of the cut: {}", log()));
+    let record = &cut["record"];
+    assert_eq!(
+        (record["decision"].as_str(), record["request"]["host"].as_str()),
+        (Some("deny"), Some("slow.internal"))
+    );
+    assert!(record["errors"].to_string().contains("revoked"), "{record:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }

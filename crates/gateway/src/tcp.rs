@@ -52,6 +52,9 @@ pub(crate) async fn tunnel<S>(
     let attempt =
         Attempt { app: &app.settings.app, request: &request, method: "CONNECT", source: connection.peer.ip(), authn };
     let mut outcome = gateway.decide_now(&attempt, now);
+    // The decision holds for one reauthorization interval from now, however long the connect
+    // to the service then takes.
+    let decided_at = tokio::time::Instant::now();
     // A tunnel holds a place in its principal's share for as long as it is open.
     let in_flight = gateway.take_place(&mut outcome);
     let decision = outcome.record.decision;
@@ -71,10 +74,17 @@ pub(crate) async fn tunnel<S>(
         close(&mut client).await;
         return;
     }
-    // The connect within `upstream_timeout_seconds` (and at most the 10 s any connect gets).
-    let connected = tokio::time::timeout(app.settings.upstream_timeout, app.upstream.tcp())
-        .await
-        .unwrap_or_else(|_| Err("connect timed out".to_owned()));
+    // The connect within `upstream_timeout_seconds` (and at most the 10 s any connect gets),
+    // given up when the gateway stops.
+    let connecting = tokio::time::timeout(app.settings.upstream_timeout, app.upstream.tcp());
+    let connected = tokio::select! {
+        biased;
+        () = stopped(&mut stop) => {
+            close(&mut client).await;
+            return;
+        }
+        connected = connecting => connected.unwrap_or_else(|_| Err("connect timed out".to_owned())),
+    };
     let connected = match connected {
         Ok(mut upstream) => {
             keep_alive(&upstream);
@@ -117,8 +127,11 @@ pub(crate) async fn tunnel<S>(
         shadow_noted: std::sync::atomic::AtomicBool::new(false),
     };
     let _open = OpenTunnel::count(&gateway);
-    let mut every = tokio::time::interval(gateway.parts.reauthorize_every);
-    every.tick().await;
+    // First due one interval after the decision: a connect slower than that is followed by a
+    // reauthorization before any byte is relayed.
+    let mut every =
+        tokio::time::interval_at(decided_at + gateway.parts.reauthorize_every, gateway.parts.reauthorize_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = tokio::time::Instant::now();
     // When a byte last came from either side, in milliseconds from `started`.
     let last_read = AtomicU64::new(0);

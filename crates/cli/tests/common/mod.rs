@@ -72,6 +72,17 @@ pub fn start_gateway(data: &Path, config: &Path, log: &Path) -> Running {
     Running(gateway)
 }
 
+/// The serial number of the certificate in `identity` (`zerogate enroll`'s or `ca issue`'s
+/// directory), as `zerogate ca revoke --serial` takes it.
+pub fn serial(identity: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(identity.join("svid.pem"))
+        .output()
+        .unwrap();
+    ok(out).trim().trim_start_matches("serial=").to_ascii_lowercase()
+}
+
 /// A port nothing listens on (as of now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
