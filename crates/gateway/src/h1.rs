@@ -1443,8 +1443,11 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    // The first tick is at once: the decision was taken before the upstream's handshake, which
+    // may have taken longer than an interval, so the session is authorized again before a byte
+    // crosses (one Cedar evaluation per WebSocket).
     let mut tick = tokio::time::interval(gateway.parts.reauthorize_every);
-    tick.tick().await;
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A tunnel may be quiet for as long as both ends like; a client that stops taking what the
     // upstream sends has broken off.
     let mut client = WriteBounded::new(client, gateway.parts.client_timeout);
@@ -1452,7 +1455,8 @@ where
     tokio::pin!(copy);
     loop {
         tokio::select! {
-            _ = copy.as_mut() => return,
+            // Reauthorization before relaying more.
+            biased;
             _ = tick.tick() => {
                 let Some(app) = gateway.apps.get(&session.request.host) else { return };
                 if let Err(record) = gateway.reauthorize(app, session) {
@@ -1460,6 +1464,7 @@ where
                     return; // both sides close when they are dropped
                 }
             }
+            _ = copy.as_mut() => return,
         }
     }
 }
