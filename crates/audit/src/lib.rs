@@ -20,5 +20,5 @@ pub use record::{
     APPLICATION_ENTITY, Credential, Decision, DecisionRecord, NO_RESOURCE, RequestSummary, TCP_TARGET_ENTITY,
     UNROUTED_HOST,
 };
-pub use verify::{Problem, Report, segments, verify, verify_log};
+pub use verify::{Problem, Report, Segment, open_segments, segments, verify, verify_log};
 pub use writer::{AuditError, AuditLog, DEFAULT_SEGMENT_BYTES, Options, Receipt};

@@ -2,11 +2,12 @@
 //! says where the chain breaks and what that means (a line modified, lines removed, inserted or
 //! reordered, a forged checkpoint, an incomplete last line).
 
-use std::io::BufRead;
+use std::fs::File;
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::chain::{GENESIS, check_signature, checkpoint_message, line_hash};
-use crate::writer::{file_name, same_file};
+use crate::writer::{file_name, first_seq, same_file};
 
 /// One place where the log is not what was written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -56,12 +57,55 @@ impl Report {
     }
 }
 
-/// A log's files in the chain's order: its closed segments (`<log>.<first seq>`, oldest first),
-/// then the log itself. A segment that is the log itself (a rollover cut short) is left out.
+/// The files of the log at `log`, oldest first: its closed segments (`<log>.<first seq>`, in
+/// the chain's order), then the log itself. A segment that is the log itself (a rollover cut
+/// short) is left out. See [`open_segments`].
 pub fn segments(log: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(open_segments(log)?.into_iter().map(|segment| segment.path).collect())
+}
+
+/// One file of a log, and as much of it as belongs to the snapshot.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its path.
+    pub path: PathBuf,
+    /// The live file, opened already and cut to the snapshot; a closed segment (which never
+    /// changes) is opened when it is read, so a long log holds no descriptor per segment.
+    live: Option<std::io::Take<File>>,
+}
+
+impl Segment {
+    /// What to read of it: all of a closed segment; of the live file, up to where the writers
+    /// had got when the snapshot was taken.
+    pub fn open(self) -> std::io::Result<std::io::Take<File>> {
+        match self.live {
+            Some(live) => Ok(live),
+            None => Ok(File::open(&self.path)?.take(u64::MAX)),
+        }
+    }
+}
+
+/// Opens the log's files, oldest first, as one snapshot of the chain while writers go on:
+/// - the live file first, so that a rollover while the rest are listed and opened neither
+///   leaves the segment it becomes out nor reads it twice (it is the same file);
+/// - its length taken under a shared lock (writers append a batch under an exclusive one), so
+///   that a batch in the middle of being written is not read as a cut-off line;
+/// - then the closed segments older than it; newer ones (the log rolled over again meanwhile)
+///   are not part of the snapshot.
+pub fn open_segments(log: &Path) -> std::io::Result<Vec<Segment>> {
+    let mut live = File::open(log)?;
+    live.lock_shared()?;
+    let live_meta = live.metadata();
+    let _ = live.unlock();
+    let live_meta = live_meta?;
+    let live_first = if live_meta.len() == 0 {
+        None
+    } else {
+        Some(first_seq(&mut live, log).map_err(|e| std::io::Error::other(e.to_string()))?)
+    };
+    live.seek(SeekFrom::Start(0))?;
     let dir = log.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let prefix = format!("{}.", file_name(log));
-    let current = std::fs::metadata(log).ok();
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -70,20 +114,18 @@ pub fn segments(log: &Path) -> std::io::Result<Vec<PathBuf>> {
         else {
             continue;
         };
-        let path = entry.path();
-        let is_current = match (&current, std::fs::metadata(&path)) {
-            (Some(current), Ok(this)) => same_file(current, &this),
-            _ => false,
-        };
-        if !is_current {
-            found.push((first, path));
+        if live_first.is_some_and(|live_first| first >= live_first) {
+            continue;
         }
+        let path = entry.path();
+        if std::fs::metadata(&path).is_ok_and(|this| same_file(&this, &live_meta)) {
+            continue;
+        }
+        found.push((first, Segment { path, live: None }));
     }
-    found.sort();
-    let mut files: Vec<PathBuf> = found.into_iter().map(|(_, path)| path).collect();
-    if current.is_some() {
-        files.push(log.to_owned());
-    }
+    found.sort_by_key(|(first, _)| *first);
+    let mut files: Vec<Segment> = found.into_iter().map(|(_, segment)| segment).collect();
+    files.push(Segment { path: log.to_owned(), live: Some(live.take(live_meta.len())) });
     Ok(files)
 }
 
@@ -93,11 +135,10 @@ pub fn segments(log: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// signed checkpoint; [`Report::first_seq`] says where that is.
 pub fn verify_log(log: &Path, public_key_b64: &str) -> std::io::Result<Report> {
     let mut chain = Chain::new(public_key_b64);
-    for path in segments(log)? {
-        let file = std::fs::File::open(&path)?;
-        let name = file_name(&path);
+    for segment in open_segments(log)? {
+        let name = file_name(&segment.path);
         chain.report.files.push(name.clone());
-        chain.read(std::io::BufReader::new(file), &name)?;
+        chain.read(std::io::BufReader::new(segment.open()?), &name)?;
     }
     Ok(chain.report)
 }

@@ -267,7 +267,7 @@ fn lock_named(path: &Path, file: &mut File) -> Result<bool, AuditError> {
 }
 
 /// The sequence number of the first line of `file`.
-fn first_seq(file: &mut File, path: &Path) -> Result<u64, AuditError> {
+pub(crate) fn first_seq(file: &mut File, path: &Path) -> Result<u64, AuditError> {
     file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
     let mut head = Vec::new();
     file.take(256 * 1024).read_to_end(&mut head).map_err(io_error(path))?;

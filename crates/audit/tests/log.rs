@@ -439,33 +439,54 @@ fn a_rollover_that_cannot_happen_is_not_retried_on_every_batch() {
     assert!(report.is_intact() && report.records == 200, "{report:?}");
 }
 
-#[test]
-fn opening_a_log_waits_for_a_writer_in_the_middle_of_its_write() {
-    use std::io::Write as _;
-    let dir = scratch("open-while-writing");
-    let path = dir.join("audit.log");
+/// A log of 10 records and its closing checkpoint, with the key it is signed with.
+fn closed_log(name: &str) -> (PathBuf, Vec<u8>) {
+    let path = scratch(name).join("audit.log");
     let pkcs8 = CheckpointKey::generate().unwrap().pkcs8().to_vec();
-    let key = || CheckpointKey::from_pkcs8(&pkcs8).unwrap();
-    let public = key().public_key_b64();
-    let log = AuditLog::open(&path, key(), Options::default()).unwrap();
+    let log = AuditLog::open(&path, CheckpointKey::from_pkcs8(&pkcs8).unwrap(), Options::default()).unwrap();
     for i in 0..10 {
         log.append(&record(i)).unwrap();
     }
     log.close();
-    // Another writer (another process) holds the lock and has written half of its line so far:
-    // a record continuing the chain after the 10 records and the closing checkpoint.
-    let previous = lines(&path).pop().unwrap();
+    (path, pkcs8)
+}
+
+/// Another writer (another process) in the middle of its batch: it holds the log's lock and
+/// has written the first half of a record that continues the chain. Returns its file (locked)
+/// and the half still to write.
+fn half_written(path: &Path) -> (std::fs::File, String) {
+    use std::io::Write as _;
+    let previous = lines(path).pop().unwrap();
+    let value: serde_json::Value = serde_json::from_str(&previous).unwrap();
     let prev: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, previous.as_bytes())
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    let seq = value["seq"].as_u64().unwrap() + 1;
     let line =
-        format!("{{\"seq\":12,\"prev\":\"{prev}\",\"kind\":\"decision\",\"record\":{}}}\n", record(42).to_json());
+        format!("{{\"seq\":{seq},\"prev\":\"{prev}\",\"kind\":\"decision\",\"record\":{}}}\n", record(42).to_json());
     let (first, rest) = line.split_at(line.len() / 2);
-    let mut other = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut other = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     other.lock().unwrap();
     other.write_all(first.as_bytes()).unwrap();
+    (other, rest.to_owned())
+}
+
+/// The other writer finishes its line and lets go of the lock.
+fn finish(mut other: std::fs::File, rest: &str) {
+    use std::io::Write as _;
+    other.write_all(rest.as_bytes()).unwrap();
+    other.sync_data().unwrap();
+    other.unlock().unwrap();
+}
+
+#[test]
+fn opening_a_log_waits_for_a_writer_in_the_middle_of_its_write() {
+    let (path, pkcs8) = closed_log("open-while-writing");
+    let key = || CheckpointKey::from_pkcs8(&pkcs8).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let (other, rest) = half_written(&path);
     let opening = {
         let (path, key) = (path.clone(), key());
         std::thread::spawn(move || {
@@ -477,13 +498,56 @@ fn opening_a_log_waits_for_a_writer_in_the_middle_of_its_write() {
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!opening.is_finished(), "opening waits for the other writer's lock");
-    let now = std::fs::read_to_string(&path).unwrap();
-    assert!(now.ends_with(first), "the line being written is not cut off as if a crash had left it");
-    other.write_all(rest.as_bytes()).unwrap();
-    other.sync_data().unwrap();
-    other.unlock().unwrap();
+    let now = std::fs::metadata(&path).unwrap().len();
+    assert!(now > before, "the line being written is not cut off as if a crash had left it");
+    finish(other, &rest);
     assert_eq!(opening.join().unwrap(), 13, "appended after the other writer's record");
-    let report = check(&path, &public);
+    let report = check(&path, &key().public_key_b64());
     assert_eq!((report.records, report.problem_count), (12, 0), "{:?}", report.problems);
+}
+
+#[test]
+fn a_reader_waits_for_a_batch_in_the_middle_of_its_write_instead_of_calling_it_cut_off() {
+    let (path, pkcs8) = closed_log("verify-while-writing");
+    let public = CheckpointKey::from_pkcs8(&pkcs8).unwrap().public_key_b64();
+    let (other, rest) = half_written(&path);
+    let verifying = {
+        let path = path.clone();
+        std::thread::spawn(move || verify_log(&path, &public).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!verifying.is_finished(), "the reader takes the log's length between two batches");
+    finish(other, &rest);
+    let report = verifying.join().unwrap();
+    assert_eq!((report.records, report.problem_count), (11, 0), "{:?}", report.problems);
+}
+
+#[test]
+fn a_reader_sees_one_consistent_chain_while_the_log_rolls_over() {
+    let dir = scratch("snapshot");
+    let path = dir.join("audit.log");
+    let key = CheckpointKey::generate().unwrap();
+    let log = AuditLog::open(&path, key, rolling(4096)).unwrap();
+    for i in 0..60 {
+        log.append(&record(i)).unwrap();
+    }
+    let snapshot = open_segments(&path).unwrap();
+    let live_first = first_line(&path)["seq"].as_u64().unwrap();
+    // The log rolls over more than once before the snapshot is read.
+    for i in 60..200 {
+        log.append(&record(i)).unwrap();
+    }
+    assert!(first_line(&path)["seq"].as_u64().unwrap() > live_first, "it rolled over");
+    let mut seqs = Vec::new();
+    for segment in snapshot {
+        let text = std::io::read_to_string(segment.open().unwrap()).unwrap();
+        seqs.extend(
+            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap()),
+        );
+    }
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every line once, in order, none missing");
+    assert!(seqs.len() >= 60, "at least what was written before the snapshot");
+    log.close();
     let _ = std::fs::remove_dir_all(&dir);
 }

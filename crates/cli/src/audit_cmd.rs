@@ -71,13 +71,15 @@ fn all_lines(log: &std::path::Path) -> Result<impl Iterator<Item = std::io::Resu
     if !log.exists() {
         anyhow::bail!("`{}`: no audit log there", log.display());
     }
-    let files = zerogate_audit::segments(log).with_context(|| format!("listing `{}`", log.display()))?;
-    let mut readers = Vec::new();
-    for path in files {
-        let file = std::fs::File::open(&path).with_context(|| format!("opening `{}`", path.display()))?;
-        readers.push(BufReader::new(file).lines());
-    }
-    Ok(readers.into_iter().flatten())
+    let files = zerogate_audit::open_segments(log).with_context(|| format!("opening `{}`", log.display()))?;
+    Ok(files.into_iter().flat_map(|segment| {
+        let path = segment.path.display().to_string();
+        let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = match segment.open() {
+            Ok(file) => Box::new(BufReader::new(file).lines()),
+            Err(error) => Box::new(std::iter::once(Err(std::io::Error::other(format!("opening `{path}`: {error}"))))),
+        };
+        lines
+    }))
 }
 
 /// The last `count` lines of the log, reading only as many segments back as they take.
@@ -85,11 +87,12 @@ fn last_lines(log: &std::path::Path, count: usize) -> Result<Vec<String>> {
     if !log.exists() {
         anyhow::bail!("`{}`: no audit log there", log.display());
     }
-    let files = zerogate_audit::segments(log).with_context(|| format!("listing `{}`", log.display()))?;
+    let files = zerogate_audit::open_segments(log).with_context(|| format!("opening `{}`", log.display()))?;
     // Newest file first; each file's last lines go in front of those already kept.
     let mut kept: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for path in files.iter().rev() {
-        let file = std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
+    for segment in files.into_iter().rev() {
+        let path = segment.path.clone();
+        let file = segment.open().with_context(|| format!("opening `{}`", path.display()))?;
         let mut last = std::collections::VecDeque::with_capacity(count.min(4096) + 1);
         for line in BufReader::new(file).lines() {
             last.push_back(line.with_context(|| format!("reading `{}`", path.display()))?);
