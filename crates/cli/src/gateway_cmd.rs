@@ -132,6 +132,7 @@ pub fn run_up(args: UpArgs) -> Result<ExitCode> {
             client_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_requests_per_principal: zerogate_gateway::config::DEFAULT_MAX_REQUESTS_PER_PRINCIPAL,
+            audit_segment_bytes: zerogate_audit::DEFAULT_SEGMENT_BYTES,
             certificate: None,
             policies: policy_dir.clone(),
             entities: Some(policy_dir.join("entities.json")),
@@ -340,7 +341,11 @@ fn assemble(
     config: &GatewayConfig,
     names: &[String],
 ) -> Result<Running> {
-    let audit = Arc::new(dir.audit_log()?);
+    let options = zerogate_audit::Options {
+        segment_bytes: Some(config.audit_segment_bytes),
+        ..zerogate_audit::Options::default()
+    };
+    let audit = Arc::new(dir.audit_log_with(options)?);
     let files = PolicyFiles { policies: config.policies.clone(), entities: config.entities.clone() };
     let policy = Arc::new(LivePolicy::start(files).context("policy")?);
     let authority = service.authority();

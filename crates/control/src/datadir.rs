@@ -123,6 +123,11 @@ impl DataDir {
 
     /// Opens the audit log, creating it and its checkpoint key on first use.
     pub fn audit_log(&self) -> Result<zerogate_audit::AuditLog, DataDirError> {
+        self.audit_log_with(zerogate_audit::Options::default())
+    }
+
+    /// As [`Self::audit_log`], with `options` (the gateway's segment size).
+    pub fn audit_log_with(&self, options: zerogate_audit::Options) -> Result<zerogate_audit::AuditLog, DataDirError> {
         if !self.is_initialised() {
             return Err(DataDirError::NotInitialised(self.root.clone()));
         }
@@ -140,7 +145,7 @@ impl DataDir {
             key
         };
         let path = self.audit_log_path();
-        zerogate_audit::AuditLog::open(&path, key, zerogate_audit::Options::default())
+        zerogate_audit::AuditLog::open(&path, key, options)
             .map_err(|e| DataDirError::Invalid { path, reason: e.to_string() })
     }
 

@@ -16,6 +16,8 @@
 //!                                  # the listen backlog until one closes
 //! max_requests_per_principal = 128 # requests one identity may have in flight at once (open
 //!                                  # streams and WebSockets included); past it 429, recorded
+//! audit_segment_mib = 256          # the audit log closes a segment this large and goes on in
+//!                                  # a new file (closed segments are for the archive or SIEM)
 //! # certificate = "tls/fullchain.pem" # a certificate to serve (a public CA's, for browsers),
 //! # private_key = "tls/key.pem"       # leaf first, with its key; read again when they change.
 //!                                  # Without them the gateway serves one from zerogate's CA
@@ -109,6 +111,12 @@ struct RawGateway {
     max_requests_per_principal: usize,
     certificate: Option<PathBuf>,
     private_key: Option<PathBuf>,
+    #[serde(default = "default_audit_segment_mib")]
+    audit_segment_mib: u64,
+}
+
+fn default_audit_segment_mib() -> u64 {
+    zerogate_audit::DEFAULT_SEGMENT_BYTES >> 20
 }
 
 fn default_max_connections() -> usize {
@@ -275,6 +283,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Requests one principal may have in flight at once (default 128).
     pub max_requests_per_principal: usize,
+    /// The size at which the audit log rolls over into a closed segment (default 256 MiB).
+    pub audit_segment_bytes: u64,
     /// A certificate the operator brings for the public listener; `None`: one from zerogate's CA.
     pub certificate: Option<CertificateFiles>,
     /// The policy files.
@@ -579,6 +589,9 @@ impl GatewayConfig {
         if !(1..=1_000_000).contains(&raw.gateway.max_requests_per_principal) {
             return Err(error("gateway.max_requests_per_principal", "must be between 1 and 1000000".into()));
         }
+        if !(1..=1 << 20).contains(&raw.gateway.audit_segment_mib) {
+            return Err(error("gateway.audit_segment_mib", "must be between 1 and 1048576 (1 TiB)".into()));
+        }
         let certificate = certificate_files("gateway", &raw.gateway.certificate, &raw.gateway.private_key)?;
         let id = raw.gateway.id.unwrap_or_else(|| "gateway".into());
         // A name in every audit record and in a PROXY header's record id: short, one word.
@@ -596,6 +609,7 @@ impl GatewayConfig {
             client_timeout: std::time::Duration::from_secs(raw.gateway.client_timeout_seconds),
             max_connections: raw.gateway.max_connections,
             max_requests_per_principal: raw.gateway.max_requests_per_principal,
+            audit_segment_bytes: raw.gateway.audit_segment_mib << 20,
             certificate,
             policies: resolve(&raw.policy.policies),
             entities: raw.policy.entities.as_deref().map(resolve),

@@ -54,6 +54,7 @@ fn a_good_file_is_read_with_its_defaults() {
     assert_eq!(config.client_timeout, std::time::Duration::from_secs(60), "the default");
     assert_eq!(config.max_connections, 10_000, "the default");
     assert_eq!(config.max_requests_per_principal, 128, "the default");
+    assert_eq!(config.audit_segment_bytes, 256 << 20, "the default");
     assert_eq!(config.certificate, None, "by default a certificate from zerogate's CA");
     assert_eq!(billing.app.methods, vec![Method::Oidc, Method::Mtls]);
     assert_eq!(billing.app.routes, vec![("/admin".to_owned(), r#"Zerogate::Route::"billing-admin""#.to_owned())]);
@@ -245,6 +246,16 @@ fn each_error_names_its_key_and_reason() {
             GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\nmax_requests_per_principal = 0"),
             "gateway.max_requests_per_principal",
             "between 1 and 1000000",
+        ),
+        (
+            GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\naudit_segment_mib = 0"),
+            "gateway.audit_segment_mib",
+            "between 1 and 1048576",
+        ),
+        (
+            GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\naudit_segment_mib = 1048577"),
+            "gateway.audit_segment_mib",
+            "between 1 and 1048576",
         ),
         (
             GOOD.replace("id = \"gw-eu-1\"", "id = \"gw-eu-1\"\ncertificate = \"tls/chain.pem\""),
