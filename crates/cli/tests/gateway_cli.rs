@@ -6,6 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -566,5 +568,114 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
     let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
     let refusals: Vec<&str> = log.lines().filter(|l| l.contains("\"deny\"") && l.contains("authentication")).collect();
     assert!(refusals.len() >= 2, "each refusal is on record: {refusals:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An upstream that switches protocols on `/switch` whatever was asked, and answers `hello`
+/// otherwise; it counts its connections and records each request's target.
+fn switching_upstream(connections: Arc<AtomicUsize>, targets: Arc<Mutex<Vec<String>>>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            connections.fetch_add(1, Ordering::SeqCst);
+            let targets = Arc::clone(&targets);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    targets.lock().unwrap().push(target.clone());
+                    let answer: &[u8] = if target == "/switch" {
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
+                          HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                    };
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_switch_of_protocols_nobody_asked_for_and_a_websocket_handshake_with_a_body_are_refused() {
+    let (dir, data) = scratch("switching", "Device", "mtls", &["hello"]);
+    let device = device(&dir, &data);
+    let (connections, targets) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let upstream = switching_upstream(Arc::clone(&connections), Arc::clone(&targets));
+    let port = common::free_port();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nid = \"test\"\n[policy]\npolicies = \"policy\"\n\
+             entities = \"policy/entities.json\"\n[[app]]\nhost = \"localhost\"\n\
+             upstream = \"http://127.0.0.1:{upstream}\"\nresource = 'Zerogate::Application::\"hello\"'\n\
+             authn = [\"mtls\"]\n"
+        ),
+    )
+    .unwrap();
+    let _gateway = common::start_gateway(&data, &config, &dir.join("gateway.err"));
+    let s = |name: &str| device.join(name).display().to_string();
+    let curl = |args: &[&str], urls: &[&str]| {
+        let out =
+            Command::new("curl")
+                .args(["-sS", "-w", "%{http_code}\n", "--cacert", &s("bundle.pem")])
+                .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+                .args(args)
+                .args(urls.iter().flat_map(|path| {
+                    ["-o".to_owned(), "/dev/null".to_owned(), format!("https://localhost:{port}{path}")]
+                }))
+                .output()
+                .unwrap();
+        let statuses = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>();
+        (statuses, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // A 101 to a plain GET, from an HTTP/1.1 and an HTTP/2 client: a 502, and the switched
+    // connection is not used for the next request (the bytes after the 101 are no answer to
+    // anyone).
+    for (version, opened) in [("--http1.1", 2), ("--http2", 4)] {
+        let (answers, errors) = curl(&[version], &["/switch", "/hello"]);
+        assert_eq!(answers, ["502", "200"], "{version}: {errors}");
+        assert_eq!(connections.load(Ordering::SeqCst), opened, "{version}: the switched connection was pooled");
+    }
+
+    // A WebSocket handshake with a body: refused before anything reaches the upstream.
+    let before = targets.lock().unwrap().len();
+    let websocket = [
+        "--http1.1",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "--data",
+        "GET /smuggled HTTP/1.1",
+    ];
+    let (answers, errors) = curl(&websocket, &["/hello"]);
+    assert_eq!(answers, ["400"], "{errors}");
+    assert_eq!(targets.lock().unwrap().len(), before, "the upstream saw it: {:?}", targets.lock().unwrap());
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
+    assert!(log.contains("a WebSocket handshake with a body"), "on record: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -255,6 +255,11 @@ pub fn canonicalize(
     if target == "*" {
         return Err(if method == Method::OPTIONS { bad("`OPTIONS *` is not served") } else { bad("`*` target") });
     }
+    // Methods are case-sensitive (RFC 9110 9.1): `delete` is not DELETE to a policy, but some
+    // frameworks upper-case it and act as if it were. Refused, not guessed.
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(bad("a method with lower-case letters (methods are case-sensitive)"));
+    }
     if method == Method::CONNECT {
         return Err(bad("CONNECT is not served on an HTTP application"));
     }
@@ -471,7 +476,8 @@ const HOP_BY_HOP: [&str; 8] = [
 /// oauth2-proxy, AWS ALB (OIDC and mTLS), Google IAP, Azure App Service (principal, tokens,
 /// client certificate), Cloudflare Access, Pomerium, Envoy, Traefik, nginx/Apache
 /// client-certificate forwarding, Authelia, authentik, Tailscale, vouch-proxy, Kubernetes'
-/// authenticating-proxy convention, and generic remote-user conventions.
+/// authenticating-proxy and impersonation headers, Keycloak gatekeeper (Louketo), Kong, Apache
+/// APISIX, Teleport, and generic remote-user conventions.
 const IDENTITY_PREFIXES: &[&str] = &[
     "x-zerogate-",
     "x-auth-request-",
@@ -495,6 +501,13 @@ const IDENTITY_PREFIXES: &[&str] = &[
     "x-authentik-",
     "tailscale-",
     "x-vouch-",
+    "x-auth-",
+    "x-consumer-",
+    "x-credential-",
+    "x-authenticated-",
+    "impersonate-",
+    "teleport-",
+    "x-ssl-",
 ];
 
 const IDENTITY_NAMES: &[&str] = &[
@@ -510,7 +523,9 @@ const IDENTITY_NAMES: &[&str] = &[
     "x-jwt-assertion",
     "x-client-verify",
     "x-client-dn",
-    "x-authenticated-user",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
 ];
 
 /// Fields some frameworks read as the request's method or target in place of the one sent
@@ -580,6 +595,9 @@ const ADDRESS_CLAIMS: &[&str] = &[
     "x-client-ip",
     "x-cluster-client-ip",
     "x-envoy-external-address",
+    "x-original-forwarded-for",
+    "client-ip",
+    "x-originating-ip",
 ];
 
 /// Whether a (lowercase) header name claims the client's address or how it reached the gateway.

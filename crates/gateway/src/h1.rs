@@ -338,7 +338,16 @@ where
             return refuse(client, refused, framing, expects_continue(&parts), out).await;
         }
     };
-    let framing = match request_framing(&parts) {
+    // A WebSocket handshake has no body: bytes after its head would be the tunnel's (or, should
+    // the upstream refuse the upgrade, read as the next request).
+    let framing = request_framing(&parts).and_then(|framing| {
+        if framing != Framing::Empty && is_websocket_upgrade(&parts.headers) {
+            Err("a WebSocket handshake with a body")
+        } else {
+            Ok(framing)
+        }
+    });
+    let framing = match framing {
         Ok(framing) => framing,
         Err(reason) => {
             let record = gateway.unparsed_record(connection, &reason, "HTTP/1.1");
@@ -532,6 +541,14 @@ where
             Err(_) => return upstream_failed(gateway, client, app, UpstreamFault::TimedOut, Framing::Empty, out).await,
         },
     };
+    if head.status == 101 {
+        // The upstream switched protocols on a request that asked for no upgrade (the client's
+        // `Upgrade` is never forwarded): what follows is no HTTP response, and the connection is
+        // dropped, not pooled.
+        let reason = "a 101 to a request that asked for no upgrade";
+        let unread = if body_unfinished { Framing::Chunked } else { Framing::Empty };
+        return upstream_failed(gateway, client, app, UpstreamFault::Failed(reason), unread, out).await;
+    }
     // The rest of a body the upstream did not take is unread: the client connection cannot be
     // used again, and it is told so.
     let close_after = body_unfinished || !keep_client || asks_to_close(&parts);

@@ -1467,6 +1467,11 @@ impl Gateway {
             }
         };
         let (status, reason) = match sent {
+            // Protocols switched on a request that asked for no upgrade (the client's `Upgrade`
+            // is never forwarded): no answer to relay, and the connection is dropped with it.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                (StatusCode::BAD_GATEWAY, "a 101 to a request that asked for no upgrade".to_owned())
+            }
             Ok(Ok(mut response)) => {
                 canonical::remove_hop_by_hop(response.headers_mut());
                 let gateway = Arc::clone(self);

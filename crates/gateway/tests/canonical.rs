@@ -164,6 +164,10 @@ fn every_ambiguous_target_is_refused() {
         ("GET", "*"),
         ("OPTIONS", "*"),
         ("CONNECT", "/"),
+        // Methods are case-sensitive: a lower-case one is no DELETE to a policy, and refused.
+        ("delete", "/admin/users/7"),
+        ("Get", "/"),
+        ("connect", "/"),
     ] {
         let uri: Uri = target.parse().unwrap();
         let refusal = canonicalize(
@@ -277,6 +281,23 @@ fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ou
         "X-Vouch-User",
         "X-Remote-Extra-Scopes",
         "x-remote-group",
+        "X-Auth-User",
+        "x-auth-username",
+        "X-Auth-Roles",
+        "x-auth-token",
+        "X-Consumer-Id",
+        "x-consumer-username",
+        "X-Credential-Identifier",
+        "X-Authenticated-Userid",
+        "X-Userinfo",
+        "x-id-token",
+        "X-Access-Token",
+        "Teleport-Jwt-Assertion",
+        "Impersonate-User",
+        "impersonate-group",
+        "Impersonate-Extra-Scopes",
+        "X-SSL-Cert",
+        "x-ssl-subject",
     ];
     let mut pairs: Vec<(&str, &str)> = spoofed.iter().map(|name| (*name, "admin")).collect();
     pairs.extend([("accept", "text/html"), ("cookie", "a=b"), ("user-agent", "curl"), ("x-request-id", "r-1")]);
@@ -315,6 +336,9 @@ fn identity_headers_of_every_family_are_stripped_and_connection_cannot_remove_ou
         "Fastly-Client-IP",
         "X-Client-IP",
         "X-Cluster-Client-IP",
+        "X-Original-Forwarded-For",
+        "Client-IP",
+        "X-Originating-IP",
     ];
     let mut claims = headers(&claimed.iter().map(|name| (*name, "10.0.0.1")).collect::<Vec<_>>());
     assert_eq!(clean_for_upstream(&mut claims, None), claimed.len());

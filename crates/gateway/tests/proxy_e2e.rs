@@ -1477,6 +1477,7 @@ async fn ambiguous_requests_are_refused_at_the_gateway_and_never_reach_the_upstr
         ("authority form", "GET billing.example.org:443 HTTP/1.1", 400),
         ("asterisk form", "OPTIONS * HTTP/1.1", 400),
         ("CONNECT", "CONNECT billing.example.org:443 HTTP/1.1", 400),
+        ("lower-case method", "delete /reports/q3 HTTP/1.1", 400),
     ]
     .into_iter()
     .map(|(name, line, status)| (name, format!("{line}\r\n{host}\r\n"), status))
