@@ -1039,8 +1039,14 @@ fn parse_response_head(buf: &[u8], head_only: bool) -> Result<Option<(ResponseHe
             }
             length = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(String::from_utf8_lossy(last).trim().eq_ignore_ascii_case("chunked"));
+            // The gateway sets the client's framing itself: a coding other than chunked (gzip)
+            // would reach the client undone and no longer named, and chunked applies once.
+            let codings = String::from_utf8_lossy(field.value);
+            let only_chunked = codings.split(',').all(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+            if !only_chunked || chunked.is_some() || codings.split(',').count() > 1 {
+                return Err("a response transfer coding other than one chunked".into());
+            }
+            chunked = Some(true);
         }
     }
     let framing = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
@@ -1107,15 +1113,13 @@ fn write_response_head(
             push_length(out, length);
             ToClient::AsIs
         }
-        Framing::Chunked => {
+        Framing::Chunked | Framing::UntilClose if keep_client => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
             ToClient::Chunked
         }
-        Framing::UntilClose if keep_client => {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            ToClient::Chunked
-        }
-        Framing::UntilClose | Framing::Empty => ToClient::AsIs,
+        // An HTTP/1.0 client knows no chunked coding: the body goes as it is (de-chunked), the
+        // connection's close ending it.
+        Framing::Chunked | Framing::UntilClose | Framing::Empty => ToClient::AsIs,
     };
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -2115,7 +2119,12 @@ mod tests {
         let framing = |raw: &[u8]| response(raw, false).ok().flatten().map(|(_, f)| f);
         assert_eq!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Some(Framing::Length(5)));
         assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(Framing::Chunked));
-        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), Some(Framing::UntilClose));
+        for coding in ["gzip", "gzip, chunked", "chunked, chunked", ""] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            assert!(response(raw.as_bytes(), false).is_err(), "{coding:?}");
+        }
+        let twice = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(response(twice, false).is_err());
         assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n"), Some(Framing::UntilClose));
         assert_eq!(framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"), Some(Framing::Empty));
         assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
@@ -2144,6 +2153,14 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // To an HTTP/1.0 client: no chunked coding, the body as it is, closed after it.
+        out.clear();
+        let to_client = write_response_head(&mut out, raw, &head, framing, false, true);
+        assert_eq!(to_client, ToClient::AsIs);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nconnection: close\r\n\r\n"
         );
     }
 
