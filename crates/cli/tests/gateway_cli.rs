@@ -675,7 +675,15 @@ fn a_switch_of_protocols_nobody_asked_for_and_a_websocket_handshake_with_a_body_
     let (answers, errors) = curl(&websocket, &["/hello"]);
     assert_eq!(answers, ["400"], "{errors}");
     assert_eq!(targets.lock().unwrap().len(), before, "the upstream saw it: {:?}", targets.lock().unwrap());
+    // And one whose key is not a 16-byte nonce in base64.
+    let short_key =
+        websocket.map(|arg| if arg.starts_with("Sec-WebSocket-Key") { "Sec-WebSocket-Key: c2hvcnQ=" } else { arg });
+    let no_body: Vec<&str> = short_key.iter().copied().take(short_key.len() - 2).collect();
+    let (answers, errors) = curl(&no_body, &["/hello"]);
+    assert_eq!(answers, ["400"], "{errors}");
+    assert_eq!(targets.lock().unwrap().len(), before, "the upstream saw it: {:?}", targets.lock().unwrap());
     let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
     assert!(log.contains("a WebSocket handshake with a body"), "on record: {log}");
+    assert!(log.contains("without a 24-character Sec-WebSocket-Key"), "on record: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -339,10 +339,15 @@ where
         }
     };
     // A WebSocket handshake has no body: bytes after its head would be the tunnel's (or, should
-    // the upstream refuse the upgrade, read as the next request).
+    // the upstream refuse the upgrade, read as the next request). Its key is checked here too,
+    // before anything is decided, so that a malformed handshake is refused on record.
     let framing = request_framing(&parts).and_then(|framing| {
-        if framing != Framing::Empty && is_websocket_upgrade(&parts.headers) {
+        if !is_websocket_upgrade(&parts.headers) {
+            Ok(framing)
+        } else if framing != Framing::Empty {
             Err("a WebSocket handshake with a body")
+        } else if parts.headers.get(header::SEC_WEBSOCKET_KEY).is_none_or(|key| key.len() != 24) {
+            Err("a WebSocket handshake without a 24-character Sec-WebSocket-Key")
         } else {
             Ok(framing)
         }
