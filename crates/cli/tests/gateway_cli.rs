@@ -574,43 +574,18 @@ fn bearer_tokens_are_verified_with_keys_found_by_discovery_and_refused_while_the
 /// An upstream that switches protocols on `/switch` whatever was asked, and answers `hello`
 /// otherwise; it counts its connections and records each request's target.
 fn switching_upstream(connections: Arc<AtomicUsize>, targets: Arc<Mutex<Vec<String>>>) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            connections.fetch_add(1, Ordering::SeqCst);
-            let targets = Arc::clone(&targets);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
-                    targets.lock().unwrap().push(target.clone());
-                    let answer: &[u8] = if target == "/switch" {
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
-                          HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-                    };
-                    if stream.write_all(answer).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    common::answering_upstream(move |connection, head| {
+        connections.fetch_max(connection + 1, Ordering::SeqCst);
+        let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        let answer: &[u8] = if target == "/switch" {
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        };
+        targets.lock().unwrap().push(target);
+        answer.to_vec()
+    })
 }
 
 #[test]

@@ -11,12 +11,24 @@ use std::sync::{Arc, Mutex};
 /// A plain HTTP/1.1 upstream answering `hello` to every request, keep-alive; with `reached`, it
 /// records the target of every request that arrives, whether or not its answer gets back.
 pub fn upstream(reached: Option<Arc<Mutex<BTreeSet<String>>>>) -> u16 {
+    answering_upstream(move |_, head| {
+        if let (Some(reached), Some(target)) = (&reached, head.split_whitespace().nth(1)) {
+            reached.lock().unwrap().insert(target.to_owned());
+        }
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()
+    })
+}
+
+/// An HTTP/1.1 upstream on loopback, keep-alive, that answers each request head with what
+/// `answer` returns for it and the number of the connection it came on (from 0).
+pub fn answering_upstream(answer: impl Fn(usize, &str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for (connection, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { continue };
-            let reached = reached.clone();
+            let answer = Arc::clone(&answer);
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -30,10 +42,7 @@ pub fn upstream(reached: Option<Arc<Mutex<BTreeSet<String>>>>) -> u16 {
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end);
-                    if let (Some(reached), Some(target)) = (&reached, head.split_whitespace().nth(1)) {
-                        reached.lock().unwrap().insert(target.to_owned());
-                    }
-                    if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").is_err() {
+                    if stream.write_all(&answer(connection, &head)).is_err() {
                         return;
                     }
                 }
