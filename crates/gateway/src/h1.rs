@@ -405,34 +405,18 @@ where
         }
     }
     if websocket && app.upstream.http2.is_some() {
-        return upgrade_to_http2(gateway, client, app, parts, canonical, admitted, connection, now, out).await;
+        return upgrade_to_http2(gateway, client, app, parts, canonical, admitted, connection, out).await;
     }
     if app.upstream.http2.is_some() {
-        return through_hyper(
-            gateway,
-            client,
-            app,
-            parts,
-            pending,
-            signed_body,
-            &canonical,
-            &admitted,
-            connection,
-            now,
-        )
-        .await;
+        return through_hyper(gateway, client, app, parts, pending, signed_body, &canonical, &admitted, connection)
+            .await;
     }
     let keep_client = parts.version == Version::HTTP_11;
     let head_only = parts.method == Method::HEAD;
     let method = parts.method.clone();
-    let assertion = match gateway.assertion_for(app, &admitted, now) {
-        Ok(assertion) => assertion,
-        Err(refused) => return refuse(client, refused, pending, false, out).await,
-    };
     // The request head (and the body, as far as it is here), for the upstream.
     out.clear();
-    let head =
-        UpstreamHead { gateway_id: &gateway.parts.id, admitted: &admitted, assertion: assertion.as_ref(), connection };
+    let head = UpstreamHead { gateway_id: &gateway.parts.id, admitted: &admitted, connection };
     push_upstream_head(out, &method, &canonical, app, &parts.headers, &head);
     // What a long-lived exchange is authorized again as (the identity and request moved here:
     // nothing below reads them).
@@ -600,7 +584,6 @@ where
 struct UpstreamHead<'a> {
     gateway_id: &'a str,
     admitted: &'a Admitted,
-    assertion: Option<&'a HeaderValue>,
     connection: &'a Connection,
 }
 
@@ -612,7 +595,7 @@ fn push_upstream_head(
     headers: &HeaderMap,
     head: &UpstreamHead<'_>,
 ) {
-    let UpstreamHead { gateway_id, admitted, assertion, connection } = *head;
+    let UpstreamHead { gateway_id, admitted, connection } = *head;
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(canonical.path.as_bytes());
@@ -629,7 +612,7 @@ fn push_upstream_head(
         }
         push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let Some(assertion) = assertion {
+    if let Some(assertion) = &admitted.assertion {
         push_field(out, ASSERTION_HEADER.as_bytes(), assertion.as_bytes());
     }
     out.extend_from_slice(AUDIT_RECORD_HEADER.as_bytes());
@@ -1399,7 +1382,6 @@ async fn upgrade_to_http2<S>(
     canonical: canonical::CanonicalRequest,
     admitted: Admitted,
     connection: &Connection,
-    now: SystemTime,
     out: &mut Vec<u8>,
 ) -> Next
 where
@@ -1422,7 +1404,6 @@ where
         &canonical,
         &admitted,
         peer,
-        now,
     )
     .await;
     let mut opened = match opened {
@@ -1585,7 +1566,6 @@ pub(crate) async fn websocket_over_http2(
     canonical: &canonical::CanonicalRequest,
     admitted: &Admitted,
     connection: &Connection,
-    now: SystemTime,
 ) -> Response<crate::proxy::Body> {
     use base64::Engine as _;
     let Some(who) = admitted.who.clone() else { return generic(StatusCode::FORBIDDEN, false) };
@@ -1603,7 +1583,6 @@ pub(crate) async fn websocket_over_http2(
             canonical,
             admitted,
             connection.peer.ip(),
-            now,
         )
         .await;
         let opened = match opened {
@@ -1625,10 +1604,6 @@ pub(crate) async fn websocket_over_http2(
         });
         return response;
     }
-    let assertion = match gateway.assertion_for(app, admitted, now) {
-        Ok(assertion) => assertion,
-        Err(refused) => return generic(refused.status, false),
-    };
     canonical::join_cookies(&mut parts.headers);
     parts.headers.remove(header::SEC_WEBSOCKET_KEY);
     parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
@@ -1638,7 +1613,7 @@ pub(crate) async fn websocket_over_http2(
     }
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let mut out = Vec::with_capacity(1024);
-    let head = UpstreamHead { gateway_id: &gateway.parts.id, admitted, assertion: assertion.as_ref(), connection };
+    let head = UpstreamHead { gateway_id: &gateway.parts.id, admitted, connection };
     push_upstream_head(&mut out, &Method::GET, canonical, app, &parts.headers, &head);
     if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
         out.extend_from_slice(b"sec-websocket-version: 13\r\n");
@@ -1727,7 +1702,6 @@ async fn through_hyper<S>(
     canonical: &canonical::CanonicalRequest,
     admitted: &Admitted,
     connection: &Connection,
-    now: SystemTime,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -1759,7 +1733,7 @@ where
             (fed, Some(sender))
         }
     };
-    let forward = gateway.forward(app, parts, body, upload_cut, canonical, admitted, connection.peer.ip(), now);
+    let forward = gateway.forward(app, parts, body, upload_cut, canonical, admitted, connection.peer.ip());
     let response = match pieces {
         None => Some(forward.await),
         Some(pieces) => {

@@ -283,6 +283,9 @@ pub(crate) struct Admitted {
     /// The line of its decision record in the audit log (`seq`), which the upstream is told
     /// ([`AUDIT_RECORD_HEADER`]).
     pub(crate) record: u64,
+    /// The signed identity assertion the upstream receives ([`ASSERTION_HEADER`]), signed
+    /// before the decision was recorded: none for a caller without an identity.
+    pub(crate) assertion: Option<HeaderValue>,
 }
 
 /// The header that tells the upstream which audit record let a request in:
@@ -858,7 +861,7 @@ impl Gateway {
         };
         let Screened { app, canonical, .. } = screened;
         if websocket {
-            return crate::h1::websocket_over_http2(&self, app, parts, &canonical, &admitted, connection, now).await;
+            return crate::h1::websocket_over_http2(&self, app, parts, &canonical, &admitted, connection).await;
         }
         let method = parts.method.as_str().to_owned();
         // A request body still arriving (an upload, a client stream) is authorized again on the
@@ -870,8 +873,7 @@ impl Gateway {
             }
             _ => (body, None),
         };
-        let response =
-            self.forward(app, parts, body, upload_cut, &canonical, &admitted, connection.peer.ip(), now).await;
+        let response = self.forward(app, parts, body, upload_cut, &canonical, &admitted, connection.peer.ip()).await;
         answered.store(true, Ordering::Relaxed);
         match admitted.who {
             // A response that streams on (server-sent events, a long download, an HTTP/2 stream)
@@ -1001,7 +1003,24 @@ impl Gateway {
             authn,
         };
         let mut outcome = self.decide_now(&attempt, now);
-        let in_flight = self.take_place(&mut outcome);
+        let mut in_flight = self.take_place(&mut outcome);
+        // The assertion is signed before the record is written, so that a failure to sign is
+        // recorded as the refusal it is, not after an allow that was never carried out.
+        let assertion = match (outcome.forward, &attempt.authn) {
+            (true, Ok(who)) => match self.parts.assertion.header_for(who, &app.settings.app.host, now) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    tracing::error!(%error, "identity assertion not signed: request refused");
+                    outcome.forward = false;
+                    outcome.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
+                    outcome.record.decision = Decision::Deny;
+                    outcome.record.errors.push(format!("gateway: {error}"));
+                    in_flight = None;
+                    None
+                }
+            },
+            _ => None,
+        };
         let decision = outcome.record.decision;
         let Ok(receipt) = self.audit_receipt(outcome.record).await else {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
@@ -1013,22 +1032,7 @@ impl Gateway {
         }
         // The identity decided on is the one admitted (moved, not copied).
         let Attempt { authn, .. } = attempt;
-        Ok(Admitted { who: authn.ok(), credential_header, certificate, in_flight, record: receipt.seq })
-    }
-
-    /// The signed identity assertion for an authenticated caller (503 if it cannot be signed).
-    pub(crate) fn assertion_for(
-        &self,
-        app: &AppRuntime,
-        admitted: &Admitted,
-        now: SystemTime,
-    ) -> Result<Option<HeaderValue>, Refused> {
-        let Some(who) = &admitted.who else { return Ok(None) };
-        self.parts
-            .assertion
-            .header_for(who, &app.settings.app.host, now)
-            .map(Some)
-            .map_err(|_| Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false })
+        Ok(Admitted { who: authn.ok(), credential_header, certificate, in_flight, record: receipt.seq, assertion })
     }
 
     /// The headers an upstream receives: hop-by-hop headers, identity headers of every family,
@@ -1037,19 +1041,17 @@ impl Gateway {
     /// `x-forwarded-for` and `x-forwarded-proto`. `Host` is left to the caller (HTTP/1.1 and HTTP/2 differ).
     pub(crate) fn upstream_headers(
         &self,
-        app: &AppRuntime,
         mut headers: hyper::HeaderMap,
         version: Version,
         admitted: &Admitted,
         peer: IpAddr,
-        now: SystemTime,
-    ) -> Result<hyper::HeaderMap, Refused> {
+    ) -> hyper::HeaderMap {
         canonical::clean_for_upstream(&mut headers, admitted.credential_header.as_ref());
         if version == Version::HTTP_2 {
             canonical::join_cookies(&mut headers);
         }
-        if let Some(value) = self.assertion_for(app, admitted, now)? {
-            headers.insert(HeaderName::from_static(ASSERTION_HEADER), value);
+        if let Some(value) = &admitted.assertion {
+            headers.insert(HeaderName::from_static(ASSERTION_HEADER), value.clone());
         }
         if let Ok(value) = HeaderValue::from_str(&format!("{}:{}", self.parts.id, admitted.record)) {
             headers.insert(HeaderName::from_static(AUDIT_RECORD_HEADER), value);
@@ -1060,7 +1062,7 @@ impl Gateway {
             headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }
         headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
-        Ok(headers)
+        headers
     }
 
     /// A record for a request hyper could not parse (it answered 400 or 431 and closed).
@@ -1419,12 +1421,8 @@ impl Gateway {
         canonical: &CanonicalRequest,
         admitted: &Admitted,
         peer: IpAddr,
-        now: SystemTime,
     ) -> Response<Body> {
-        let mut headers = match self.upstream_headers(app, parts.headers, parts.version, admitted, peer, now) {
-            Ok(headers) => headers,
-            Err(refused) => return generic(refused.status, refused.close),
-        };
+        let mut headers = self.upstream_headers(parts.headers, parts.version, admitted, peer);
         let mut upstream = if app.upstream.http2.is_some() {
             // HTTP/2 names the host in `:authority`, from an absolute URI.
             headers.remove(header::HOST);

@@ -7,7 +7,6 @@
 //! or 200: its refusal's status, or a 502.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::upgrade::Upgraded;
@@ -30,7 +29,6 @@ pub(crate) struct Opened {
 
 /// Opens the WebSocket of an admitted handshake (its client's `headers`) on the application's
 /// HTTP/2 upstream; the status to answer the client with when the upstream does not take it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_on_http2_upstream(
     gateway: &Arc<Gateway>,
     app: &AppRuntime,
@@ -39,14 +37,13 @@ pub(crate) async fn open_on_http2_upstream(
     canonical: &CanonicalRequest,
     admitted: &Admitted,
     peer: std::net::IpAddr,
-    now: SystemTime,
 ) -> Result<Opened, StatusCode> {
     let failed = |reason: &str, status: StatusCode| {
         bump(&gateway.metrics.upstream_failures);
         tracing::warn!(upstream = %app.settings.upstream, %reason, "WebSocket (extended CONNECT) to the upstream failed");
         status
     };
-    let mut headers = gateway.upstream_headers(app, headers, version, admitted, peer, now).map_err(|r| r.status)?;
+    let mut headers = gateway.upstream_headers(headers, version, admitted, peer);
     // RFC 8441 has no key and accept: the stream itself is the proof the upstream took it.
     for name in [header::HOST, header::SEC_WEBSOCKET_KEY, header::SEC_WEBSOCKET_ACCEPT, header::CONTENT_LENGTH] {
         headers.remove(name);
