@@ -10,6 +10,7 @@
 //! authority's own) are not an application's.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,21 +96,28 @@ struct Line {
     record: Option<DecisionRecord>,
 }
 
-/// Reads the JSON lines of an audit log. Lines that are not decision records (checkpoints) are
-/// skipped; so are records before `since_ms`. A line that cannot be read is an error naming it.
-pub fn shadow_report<I>(lines: I, since_ms: Option<i64>) -> Result<ShadowReport, String>
+/// Reads the JSON lines of an audit log, segment by segment: each segment's name (its file) with
+/// its lines. Lines that are not decision records (checkpoints) are skipped; so are records
+/// before `since_ms`. A line that cannot be read is an error naming its segment and its line
+/// there.
+pub fn shadow_report<S, L>(segments: S, since_ms: Option<i64>) -> Result<ShadowReport, String>
 where
-    I: IntoIterator<Item = std::io::Result<String>>,
+    S: IntoIterator<Item = (String, L)>,
+    L: IntoIterator<Item = std::io::Result<String>>,
 {
     let mut apps: BTreeMap<String, Building> = BTreeMap::new();
     let (mut records, mut unrouted, mut other) = (0, 0, 0);
-    for (index, line) in lines.into_iter().enumerate() {
-        let number = index + 1;
-        let line = line.map_err(|e| format!("line {number}: {e}"))?;
-        let line: Line = serde_json::from_str(&line).map_err(|e| format!("line {number}: not a record: {e}"))?;
+    let numbered = segments.into_iter().flat_map(|(segment, lines)| {
+        let segment: Rc<str> = segment.into();
+        lines.into_iter().enumerate().map(move |(index, line)| (Rc::clone(&segment), index + 1, line))
+    });
+    for (segment, number, line) in numbered {
+        let at = || format!("`{segment}` line {number}");
+        let line = line.map_err(|e| format!("{}: {e}", at()))?;
+        let line: Line = serde_json::from_str(&line).map_err(|e| format!("{}: not a record: {e}", at()))?;
         let record = match (line.kind.as_str(), line.record) {
             ("decision", Some(record)) => record,
-            ("decision", None) => return Err(format!("line {number}: a decision without its record")),
+            ("decision", None) => return Err(format!("{}: a decision without its record", at())),
             _ => continue,
         };
         if since_ms.is_some_and(|since| record.at_ms < since) {
@@ -215,7 +223,7 @@ mod tests {
     }
 
     fn report(lines: &[String], since: Option<i64>) -> ShadowReport {
-        shadow_report(lines.iter().cloned().map(Ok), since).unwrap()
+        shadow_report([("audit.log".to_owned(), lines.iter().cloned().map(Ok))], since).unwrap()
     }
 
     #[test]
@@ -283,7 +291,13 @@ mod tests {
         let lines = [line(1, 1000, "shadow-deny", Some("bob"), "wiki", "/"), line(2, 5000, "allow", None, "wiki", "/")];
         let report = report(&lines, Some(2000));
         assert_eq!((report.records, report.apps[0].would_be_refused, report.apps[0].allowed), (1, 0, 1));
-        let error = shadow_report([Ok(lines[0].clone()), Ok("{not json".to_owned())], None).unwrap_err();
-        assert!(error.starts_with("line 2: not a record"), "{error}");
+        // Each segment's lines are counted from its own first: the damaged line is the first
+        // of the second segment.
+        let segments = [
+            ("audit.log.1".to_owned(), vec![Ok(lines[0].clone())]),
+            ("audit.log".to_owned(), vec![Ok("{not json".to_owned()), Ok(lines[1].clone())]),
+        ];
+        let error = shadow_report(segments, None).unwrap_err();
+        assert!(error.starts_with("`audit.log` line 1: not a record"), "{error}");
     }
 }

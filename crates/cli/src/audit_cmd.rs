@@ -68,19 +68,32 @@ enum AuditCommand {
 
 /// The lines of the log and its closed segments, oldest first.
 fn all_lines(log: &std::path::Path) -> Result<impl Iterator<Item = std::io::Result<String>>> {
+    Ok(segment_lines(log)?.into_iter().flat_map(|(_, lines)| lines))
+}
+
+/// The lines of each of the log's segments, oldest first, with the segment's file name.
+fn segment_lines(log: &std::path::Path) -> Result<Vec<(String, Lines)>> {
     if !log.exists() {
         anyhow::bail!("`{}`: no audit log there", log.display());
     }
     let files = zerogate_audit::open_segments(log).with_context(|| format!("opening `{}`", log.display()))?;
-    Ok(files.into_iter().flat_map(|segment| {
-        let path = segment.path.display().to_string();
-        let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = match segment.open() {
-            Ok(file) => Box::new(BufReader::new(file).lines()),
-            Err(error) => Box::new(std::iter::once(Err(std::io::Error::other(format!("opening `{path}`: {error}"))))),
-        };
-        lines
-    }))
+    Ok(files
+        .into_iter()
+        .map(|segment| {
+            let path = segment.path.display().to_string();
+            let lines: Lines = match segment.open() {
+                Ok(file) => Box::new(BufReader::new(file).lines()),
+                Err(error) => {
+                    Box::new(std::iter::once(Err(std::io::Error::other(format!("opening `{path}`: {error}")))))
+                }
+            };
+            (path, lines)
+        })
+        .collect())
 }
+
+/// One segment's lines, as they are read.
+type Lines = Box<dyn Iterator<Item = std::io::Result<String>>>;
 
 /// The last `count` lines of the log, reading only as many segments back as they take.
 fn last_lines(log: &std::path::Path, count: usize) -> Result<Vec<String>> {
@@ -245,8 +258,9 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 let from = now.saturating_sub(std::time::Duration::from_secs(seconds));
                 i64::try_from(from.as_millis()).unwrap_or(i64::MAX)
             });
-            let report = zerogate_audit::shadow::shadow_report(all_lines(&log)?, since_ms)
-                .map_err(|e| anyhow::anyhow!("`{}`: {e}", log.display()))?;
+            // The error names the segment file and the line in it.
+            let report = zerogate_audit::shadow::shadow_report(segment_lines(&log)?, since_ms)
+                .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

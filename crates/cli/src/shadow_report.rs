@@ -68,7 +68,9 @@ mod tests {
             line(4, 4000, "shadow-deny", "carol", "/b"),
             line(5, 5000, "deny", "dave", "/"),
         ];
-        let report = zerogate_audit::shadow::shadow_report(lines.iter().cloned().map(Ok), None).unwrap();
+        let report =
+            zerogate_audit::shadow::shadow_report([("audit.log".to_owned(), lines.iter().cloned().map(Ok))], None)
+                .unwrap();
         let text = render(&report, 1);
         assert!(text.starts_with("5 decision records; 3 requests let through only by shadow mode"), "{text}");
         assert!(text.contains("\nwiki: 1 allowed, 1 refused, 3 would be refused\n"), "{text}");
