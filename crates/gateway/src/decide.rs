@@ -128,6 +128,18 @@ pub struct Outcome {
     pub record: DecisionRecord,
 }
 
+impl Outcome {
+    /// Turns a decision to forward into a refusal with `status` for a reason found after Cedar
+    /// decided (the principal's share spent, no identity assertion): a deny, its reason on
+    /// record, in shadow mode too.
+    pub fn refuse(&mut self, status: u16, error: String) {
+        self.forward = false;
+        self.status = status;
+        self.record.decision = Decision::Deny;
+        self.record.errors.push(error);
+    }
+}
+
 /// Decides `attempt` at `now` with `policy` and `revocations`, for the gateway `gateway`.
 pub fn decide(
     attempt: &Attempt<'_>,

@@ -1029,7 +1029,7 @@ fn parse_response_head(buf: &[u8], head_only: bool) -> Result<Option<(ResponseHe
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The gateway sets the client's framing itself: a coding other than chunked (gzip)
             // would reach the client undone and no longer named, and chunked applies once.
-            if chunked.is_some() || !String::from_utf8_lossy(field.value).trim().eq_ignore_ascii_case("chunked") {
+            if chunked.is_some() || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err("a response transfer coding other than one chunked".into());
             }
             chunked = Some(true);

@@ -1003,7 +1003,6 @@ impl Gateway {
             authn,
         };
         let mut outcome = self.decide_now(&attempt, now);
-        let mut in_flight = self.take_place(&mut outcome);
         // The assertion is signed before the record is written, so that a failure to sign is
         // recorded as the refusal it is, not after an allow that was never carried out.
         let assertion = match (outcome.forward, &attempt.authn) {
@@ -1011,16 +1010,13 @@ impl Gateway {
                 Ok(value) => Some(value),
                 Err(error) => {
                     tracing::error!(%error, "identity assertion not signed: request refused");
-                    outcome.forward = false;
-                    outcome.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
-                    outcome.record.decision = Decision::Deny;
-                    outcome.record.errors.push(format!("gateway: {error}"));
-                    in_flight = None;
+                    outcome.refuse(StatusCode::SERVICE_UNAVAILABLE.as_u16(), format!("gateway: {error}"));
                     None
                 }
             },
             _ => None,
         };
+        let in_flight = self.take_place(&mut outcome);
         let decision = outcome.record.decision;
         let Ok(receipt) = self.audit_receipt(outcome.record).await else {
             return Err(Refused { status: StatusCode::SERVICE_UNAVAILABLE, close: false });
@@ -1153,13 +1149,13 @@ impl Gateway {
         let held = self.in_flight.try_hold(principal);
         if held.is_none() {
             bump(&self.metrics.principal_limit_reached);
-            outcome.forward = false;
-            outcome.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
-            outcome.record.decision = Decision::Deny;
-            outcome.record.errors.push(format!(
-                "principal: already has {} requests in flight (gateway.max_requests_per_principal)",
-                self.in_flight.limit()
-            ));
+            outcome.refuse(
+                StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                format!(
+                    "principal: already has {} requests in flight (gateway.max_requests_per_principal)",
+                    self.in_flight.limit()
+                ),
+            );
         }
         held
     }
