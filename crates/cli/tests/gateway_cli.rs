@@ -14,11 +14,17 @@ mod common;
 
 use common::{ok, openssl, public_leaf, zerogate};
 
-fn curl(port: u16, device: &Path) -> (u16, String) {
+/// curl trusting zerogate's CA and presenting `device`'s certificate.
+fn mtls_curl(device: &Path) -> Command {
     let s = |name: &str| device.join(name).display().to_string();
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert", &s("bundle.pem")])
-        .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+    let mut curl = Command::new("curl");
+    curl.args(["--cacert", &s("bundle.pem"), "--cert", &s("svid.pem"), "--key", &s("svid.key.pem")]);
+    curl
+}
+
+fn curl(port: u16, device: &Path) -> (u16, String) {
+    let out = mtls_curl(device)
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
         .arg(format!("https://localhost:{port}/hello"))
         .output()
         .unwrap();
@@ -124,10 +130,8 @@ fn the_gateway_serves_refuses_a_taken_address_and_stops_cleanly() {
 
     // 3000 more requests on one keep-alive connection: more than the 1 MiB segment the
     // configuration asks for, so the log rolls over while the gateway serves.
-    let s = |name: &str| device.join(name).display().to_string();
-    let many = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n", "--cacert", &s("bundle.pem")])
-        .args(["--cert", &s("svid.pem"), "--key", &s("svid.key.pem")])
+    let many = mtls_curl(&device)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"])
         .arg(format!("https://localhost:{port}/hello?n=[1-3000]"))
         .output()
         .unwrap();
